@@ -1,0 +1,27 @@
+// C API: omnisift_engine_*.
+#include "omnisift.h"
+#include "engine.h"
+#include "error.h"
+
+extern "C" {
+
+struct omnisift_engine_params omnisift_engine_default_params(void) {
+    omnisift_engine_params p;
+    p.n_threads = 0;
+    p.device = nullptr;
+    return p;
+}
+
+omnisift_engine * omnisift_engine_init(struct omnisift_engine_params params) {
+    return omnisift::api_new<omnisift_engine>([&] {
+        return new omnisift_engine(params.device ? params.device : "", params.n_threads);
+    });
+}
+
+void omnisift_engine_free(omnisift_engine * engine) { delete engine; }
+
+const char * omnisift_engine_device(const omnisift_engine * engine) {
+    return engine ? engine->runner.device_name().c_str() : "";
+}
+
+} // extern "C"

@@ -1,0 +1,60 @@
+// Internal error handling: C++ code throws omnisift::error; every C API entry point runs its body
+// through api_call(), which turns exceptions into a status code and the thread's last-error text,
+// so no exception (and no abort) crosses into Python.
+#pragma once
+
+#include "omnisift.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace omnisift {
+
+class error : public std::runtime_error {
+public:
+    error(omnisift_status status, const std::string & msg) : std::runtime_error(msg), status_(status) {}
+    omnisift_status status() const { return status_; }
+private:
+    omnisift_status status_;
+};
+
+[[noreturn]] inline void fail(omnisift_status status, const std::string & msg) { throw error(status, msg); }
+
+inline void require(bool ok, const std::string & msg) {
+    if (!ok) fail(OMNISIFT_ERR_ARGUMENT, msg);
+}
+
+void set_last_error(const std::string & msg);
+void clear_last_error();
+
+// Runs fn, mapping exceptions to a status code (and the message to omnisift_last_error()).
+template <typename Fn>
+int32_t api_call(Fn && fn) noexcept {
+    clear_last_error();
+    try {
+        fn();
+        return OMNISIFT_OK;
+    } catch (const error & e) {
+        set_last_error(e.what());
+        return e.status();
+    } catch (const std::bad_alloc &) {
+        set_last_error("out of host memory");
+        return OMNISIFT_ERR_BACKEND;
+    } catch (const std::exception & e) {
+        set_last_error(std::string("internal error: ") + e.what());
+        return OMNISIFT_ERR_INTERNAL;
+    } catch (...) {
+        set_last_error("internal error: unknown exception");
+        return OMNISIFT_ERR_INTERNAL;
+    }
+}
+
+// Same, for constructors returning an owned pointer (NULL on failure).
+template <typename T, typename Fn>
+T * api_new(Fn && fn) noexcept {
+    T * out = nullptr;
+    api_call([&] { out = fn(); });
+    return out;
+}
+
+} // namespace omnisift

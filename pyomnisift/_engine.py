@@ -1,0 +1,53 @@
+"""Engine: the ggml device (GPU if there is one, else CPU) that pyomnisift's graphs run on."""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+from . import omnisift_cpp as C
+
+
+class Engine:
+    """Owns an ``omnisift_engine``. Not thread-safe: use one per thread (``default_engine()`` does)."""
+
+    def __init__(self, n_threads: Optional[int] = None, device: Optional[str] = None):
+        params = C.omnisift_engine_default_params()
+        params.n_threads = int(n_threads or 0)
+        params.device = device.encode() if device else None
+        self._ptr = C.check_ptr(C.omnisift_engine_init(params), f"engine on device {device or 'auto'}")
+
+    @property
+    def ptr(self) -> int:
+        if not self._ptr:
+            raise ValueError("Engine is closed")
+        return self._ptr
+
+    @property
+    def device(self) -> str:
+        return C.omnisift_engine_device(self.ptr).decode()
+
+    def close(self) -> None:
+        if getattr(self, "_ptr", None):
+            C.omnisift_engine_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_local = threading.local()
+
+
+def default_engine() -> Engine:
+    """The calling thread's shared engine, created on first use."""
+    engine = getattr(_local, "engine", None)
+    if engine is None:
+        engine = _local.engine = Engine()
+    return engine

@@ -1,0 +1,113 @@
+"""Reading what a GGUF model pair is, before llama.cpp loads it.
+
+llama.cpp reports a bad file through its log and a NULL pointer (or, for some inconsistencies, an
+abort), so the facts that matter to us are checked here first, from the GGUF header, and reported
+as exceptions that name the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+
+from ._errors import ModelFileError
+
+_GGUF_MAGIC = b"GGUF"
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMInfo:
+    path: str
+    architecture: str
+    n_embd: int
+    rope_sections: Optional[tuple]  # M-RoPE sections (t, h, w, extra), None for ordinary RoPE
+
+    @property
+    def uses_mrope(self) -> bool:
+        return self.rope_sections is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class MmprojInfo:
+    path: str
+    projector_type: str
+    has_vision: bool
+    has_audio: bool
+    vision_projection_dim: Optional[int]
+    audio_projection_dim: Optional[int]
+
+
+def _open_gguf(path, what: str):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if os.path.isdir(path):
+        raise ModelFileError(path, f"{what} path is a directory, expected a .gguf file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != _GGUF_MAGIC:
+        raise ModelFileError(path, f"{what} is not a GGUF file (starts with {magic!r})")
+    from gguf import GGUFReader  # deferred: gguf imports are slow and only needed here
+
+    try:
+        return GGUFReader(path, "r")
+    except Exception as e:  # a truncated or corrupt file
+        raise ModelFileError(path, f"{what} is not a readable GGUF file: {e}") from e
+
+
+def _field(reader, key: str):
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    value = field.contents()
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_llm_info(path) -> LLMInfo:
+    reader = _open_gguf(path, "model")
+    arch = _field(reader, "general.architecture")
+    if not arch:
+        raise ModelFileError(path, "model has no general.architecture")
+    if arch == "clip":
+        raise ModelFileError(path, "this is a multimodal projector (mmproj), not a language model: "
+                                   "pass it as mmproj_path")
+    n_embd = _field(reader, f"{arch}.embedding_length")
+    if n_embd is None:
+        raise ModelFileError(path, f"model has no {arch}.embedding_length")
+    sections = _field(reader, f"{arch}.rope.dimension_sections")
+    return LLMInfo(os.fspath(path), arch, int(n_embd),
+                   tuple(int(s) for s in sections) if sections is not None else None)
+
+
+def read_mmproj_info(path) -> MmprojInfo:
+    reader = _open_gguf(path, "mmproj")
+    arch = _field(reader, "general.architecture")
+    if arch != "clip":
+        raise ModelFileError(path, f"not a multimodal projector: general.architecture is {arch!r}, "
+                                   "expected 'clip' (is this the language model?)")
+    has_vision = bool(_field(reader, "clip.has_vision_encoder"))
+    has_audio = bool(_field(reader, "clip.has_audio_encoder"))
+    ptype = _field(reader, "clip.projector_type") or _field(reader, "clip.vision.projector_type") or ""
+    v_dim = _field(reader, "clip.vision.projection_dim") if has_vision else None
+    a_dim = _field(reader, "clip.audio.projection_dim") if has_audio else None
+    return MmprojInfo(os.fspath(path), str(ptype), has_vision, has_audio,
+                      int(v_dim) if v_dim is not None else None,
+                      int(a_dim) if a_dim is not None else None)
+
+
+def check_pair(model_path, mmproj_path) -> tuple[LLMInfo, MmprojInfo]:
+    """Checks that an mmproj can feed a model; raises naming the file and the mismatch."""
+    llm = read_llm_info(model_path)
+    mm = read_mmproj_info(mmproj_path)
+    for kind, dim in (("vision", mm.vision_projection_dim), ("audio", mm.audio_projection_dim)):
+        if dim is not None and dim != llm.n_embd:
+            raise ModelFileError(
+                mmproj_path,
+                f"its {kind} projector outputs rows of width {dim}, but the model {llm.path} has "
+                f"embedding width {llm.n_embd}: this mmproj belongs to another model")
+    return llm, mm
+
+
+__all__ = ["LLMInfo", "MmprojInfo", "read_llm_info", "read_mmproj_info", "check_pair"]
