@@ -87,6 +87,18 @@ OMNISIFT_API void              omnisift_engine_free(omnisift_engine * engine);
 // Name of the ggml device the engine computes on (owned by the engine).
 OMNISIFT_API const char *      omnisift_engine_device(const omnisift_engine * engine);
 
+//
+// Compression: STVP video pruning and audio selection (OmniSIFT)
+//
+
+// @@compression-api@@ (replace this marker with the compression declarations)
+
+//
+// Audio tower: the Qwen2.5-Omni audio encoder on 2-second windows
+//
+
+// @@audio-api@@ (replace this marker with the audio tower declarations)
+
 #ifdef __cplusplus
 }
 #endif

@@ -86,3 +86,10 @@ def omnisift_engine_free(engine: int) -> None: ...
 
 @_fn("omnisift_engine_device", [omnisift_engine_p], ctypes.c_char_p)
 def omnisift_engine_device(engine: int) -> bytes: ...
+
+
+# --- compression
+# @@compression-bindings@@ (replace this marker with the compression bindings)
+
+# --- audio tower
+# @@audio-bindings@@ (replace this marker with the audio tower bindings)
