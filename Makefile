@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` (the main job on the default input) and `make test`.
+# Everything lives in .venv; llama-cpp-python's ~9-minute build happens once and is then served
+# from pip's wheel cache.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+# Parity references (tests only). torch 2.13.0 is the CPU build on these machines.
+PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors
+
+.PHONY: setup install demo test test-python test-cpp clean
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "scikit-build-core>=0.10" ninja "$(LLAMA_CPP_PYTHON)"
+	$(PIP) install -q numpy gguf av pytest hypothesis pillow
+	touch $@
+
+$(VENV)/.parity: $(VENV)/.deps
+	$(PIP) install -q $(PARITY_DEPS)
+	touch $@
+
+setup: $(VENV)/.deps
+
+# Reinstalled on every run (an incremental CMake build under build/): cheap, and never stale.
+install: $(VENV)/.deps
+	$(PIP) install -q --no-build-isolation --no-deps .
+
+demo: install
+	$(VENV)/bin/pyomnisift demo
+
+test: test-python test-cpp
+
+test-python: install $(VENV)/.parity
+	cd tests && ../$(VENV)/bin/pytest -q -p no:cacheprovider .
+
+# The C++ tests, built with AddressSanitizer + UBSan against the same llama.cpp libraries.
+test-cpp: $(VENV)/.deps
+	cmake -S . -B build/asan -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
+	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
+	cmake --build build/asan -j2
+	ctest --test-dir build/asan --output-on-failure
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,112 @@
+"""The Qwen2.5-Omni sequence layout: which media rows go where, and their (t, h, w) positions.
+
+The ground truth is transformers' Qwen2.5-Omni `get_rope_index` (use_audio_in_video=True) and the
+processor's placeholder expansion; tests/test_sequence.py checks this module against it.
+
+A video with its sound is laid out per 2-second chunk (50 position ids): the video tokens whose t
+falls in the chunk, then the audio tokens whose t falls in it. Grid k of a video has t = k * 25 *
+seconds_per_grid (25 position ids per second), token (h, w) of the 2x2-merged patch grid; audio token
+j has t = h = w = j. Everything is offset by the position where the media starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+POSITIONS_PER_SECOND = 25
+SECONDS_PER_CHUNK = 2.0
+MODALITY_TEXT, MODALITY_VIDEO, MODALITY_AUDIO, MODALITY_IMAGE = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A run of consecutive sequence rows taken from one media source.
+
+    `source_index` is the grid index for video, the first audio row for audio, 0 for an image.
+    `positions` is int32 [3, n_rows] = (t, h, w).
+    """
+
+    modality: int
+    source_index: int
+    positions: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return self.positions.shape[1]
+
+
+def grid_positions(grid_h: int, grid_w: int, t: int, start: int) -> np.ndarray:
+    """Positions of one merged grid of grid_h x grid_w tokens, row-major, at temporal position t."""
+    h, w = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    pos = np.stack([np.full(grid_h * grid_w, t), h.reshape(-1), w.reshape(-1)])
+    return (pos + start).astype(np.int32)
+
+
+def audio_positions(n_tokens: int, start: int) -> np.ndarray:
+    return np.broadcast_to(np.arange(n_tokens, dtype=np.int32) + start, (3, n_tokens)).copy()
+
+
+def video_t(n_grids: int, seconds_per_grid: float) -> np.ndarray:
+    # The reference truncates (long cast) after multiplying in float32.
+    return (np.arange(n_grids, dtype=np.float32) * np.float32(seconds_per_grid)
+            * np.float32(POSITIONS_PER_SECOND)).astype(np.int64)
+
+
+def image_blocks(grid_h: int, grid_w: int, start: int) -> list[Block]:
+    return [Block(MODALITY_IMAGE, 0, grid_positions(grid_h, grid_w, 0, start))]
+
+
+def video_blocks(n_grids: int, grid_h: int, grid_w: int, start: int,
+                 seconds_per_grid: float = 1.0) -> list[Block]:
+    """A video without its sound: the grids one after another."""
+    return [Block(MODALITY_VIDEO, k, grid_positions(grid_h, grid_w, int(t), start))
+            for k, t in enumerate(video_t(n_grids, seconds_per_grid))]
+
+
+def _chunk_of(t: np.ndarray, per_chunk: int) -> np.ndarray:
+    """Chunk index of each t (relative), as the reference's get_chunked_index assigns it: a new chunk
+    starts at the first value >= (chunks so far) * per_chunk, so a gap spanning several chunks
+    still advances the chunk counter by one."""
+    out = np.empty(len(t), dtype=np.int64)
+    chunk = 0
+    for i, v in enumerate(t):
+        if v >= (chunk + 1) * per_chunk:
+            chunk += 1
+        out[i] = chunk
+    return out
+
+
+def video_with_audio_blocks(n_grids: int, grid_h: int, grid_w: int, n_audio: int, start: int,
+                            seconds_per_grid: float = 1.0) -> list[Block]:
+    """A video with its audio track, interleaved per 2-second chunk as the reference does."""
+    per_chunk = int(POSITIONS_PER_SECOND * SECONDS_PER_CHUNK)
+    vt = video_t(n_grids, seconds_per_grid)
+    v_chunk = _chunk_of(vt, per_chunk)
+    a_chunk = _chunk_of(np.arange(n_audio), per_chunk)
+    n_chunks = max(int(v_chunk.max(initial=-1)), int(a_chunk.max(initial=-1))) + 1
+    blocks = []
+    for c in range(n_chunks):
+        for k in np.flatnonzero(v_chunk == c):
+            blocks.append(Block(MODALITY_VIDEO, int(k), grid_positions(grid_h, grid_w, int(vt[k]), start)))
+        rows = np.flatnonzero(a_chunk == c)
+        if len(rows):
+            blocks.append(Block(MODALITY_AUDIO, int(rows[0]),
+                                audio_positions(len(rows), start + int(rows[0]))))
+    return blocks
+
+
+def audio_blocks(n_audio: int, start: int) -> list[Block]:
+    return [Block(MODALITY_AUDIO, 0, audio_positions(n_audio, start))]
+
+
+def end_position(blocks: list[Block], start: int) -> int:
+    """The position of whatever follows the blocks: one past the largest position of the LAST block.
+
+    That is the reference's rule, and it is not always the global maximum: when audio ends the
+    sequence but a grid's (h, w) reach higher (a short clip of a large frame), the text after the
+    media gets positions that the grid's spatial positions already used.
+    """
+    rows = [b for b in blocks if b.n_rows]
+    return int(rows[-1].positions.max()) + 1 if rows else start
