@@ -12,7 +12,7 @@
 //     struct omnisift_sift_params sp = omnisift_sift_default_params();
 //     sp.video_retention = 0.25;                                     // keep a quarter of the video
 //     sp.audio_retention = 0.50;
-//     sp.audio_selector  = OMNISIFT_AUDIO_ANCHOR;                    // training-free
+//     sp.audio_selector  = OMNISIFT_AUDIO_SELECTOR_ANCHOR;           // training-free
 //
 //     // embd: [n_tokens][n_embd] float rows; modality: [n_tokens]; pos: [3][n_tokens] = (t, h, w)
 //     uint8_t * keep = malloc(n_tokens);
@@ -91,13 +91,170 @@ OMNISIFT_API const char *      omnisift_engine_device(const omnisift_engine * en
 // Compression: STVP video pruning and audio selection (OmniSIFT)
 //
 
-// @@compression-api@@ (replace this marker with the compression declarations)
+// Token modalities (the `modality` array of omnisift_sift).
+enum omnisift_modality {
+    OMNISIFT_MODALITY_TEXT  = 0, // always kept
+    OMNISIFT_MODALITY_VIDEO = 1, // pruned by STVP
+    OMNISIFT_MODALITY_AUDIO = 2, // pruned by the audio selector
+    OMNISIFT_MODALITY_IMAGE = 3, // kept unless image_retention < 1 (then pruned spatially, per image)
+};
+
+// How audio tokens are chosen (per 2-second chunk, against the chunk's surviving video tokens).
+enum omnisift_audio_selector {
+    // Keep all audio.
+    OMNISIFT_AUDIO_SELECTOR_NONE   = 0,
+    // Training-free. Each visual anchor v_j (a video token of the chunk that survived STVP) spreads
+    // one unit of attention over the chunk's n_a audio tokens: p_ij = softmax_i(cos(a_i, v_j) / 0.1);
+    // audio token i scores its mean received mass (1/n_v) sum_j p_ij, and the highest scores are
+    // kept. Why: the paper's ablation shows that raw, unprojected audio->video attention as the
+    // score loses only 0.3-0.8 points against the learned head, while random selection loses 1-2:
+    // the cross-modal attention pattern carries most of the signal. Without learned projections an
+    // audio-query softmax normalises every audio token to the same mass, so the attention runs from
+    // the anchors to the audio: audio that some surviving visual content points at is kept, audio
+    // no anchor relates to goes first. Cosines make it invariant to the projector's output scale; the
+    // temperature 0.1 is sharp enough that each anchor votes for the few audio tokens closest to it
+    // and soft enough that one anchor cannot take all the mass.
+    OMNISIFT_AUDIO_SELECTOR_ANCHOR = 1,
+    // The paper's learned VGAS head (omnisift_sift_params.head): audio tokens attend to the anchors
+    // (8-head cross-attention), an MLP scores them, the highest sigmoid scores are kept.
+    OMNISIFT_AUDIO_SELECTOR_VGAS   = 2,
+    // The paper's baseline: audio token j (0-based within its chunk's audio) of chunk c scores
+    // u = (h >> 11) * 2^-53 with h = splitmix64(splitmix64(splitmix64(seed) + c) + j) (mod 2^64),
+    // splitmix64(x): z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
+    // z = (z ^ z >> 27) * 0x94D049BB133111EB; return z ^ z >> 31. The highest u are kept.
+    OMNISIFT_AUDIO_SELECTOR_RANDOM = 3,
+};
+
+// A learned audio selector head, read from a GGUF written by scripts/convert_sift_head.py. Its
+// weights live on the device of the engine it was loaded with, and it can only be used with that engine.
+typedef struct omnisift_head omnisift_head;
+
+// Loads and validates a head file. NULL on failure (missing file, not an "omnisift-head" GGUF, missing
+// tensor, inconsistent shapes, non-finite weights): see omnisift_last_error().
+OMNISIFT_API omnisift_head * omnisift_head_load(omnisift_engine * engine, const char * path);
+OMNISIFT_API void            omnisift_head_free(omnisift_head * head);
+// Embedding width D the head expects (the LLM's n_embd), and its attention width (512 in OmniSIFT-7B).
+OMNISIFT_API int32_t         omnisift_head_n_embd(const omnisift_head * head);
+OMNISIFT_API int32_t         omnisift_head_n_hidden(const omnisift_head * head);
+
+struct omnisift_sift_params {
+    double  video_retention;  // fraction of each video grid kept, in [0, 1]
+    double  audio_retention;  // fraction of each chunk's audio kept, in [0, 1]
+    double  image_retention;  // fraction of each image kept, in [0, 1]
+    int32_t audio_selector;   // enum omnisift_audio_selector
+    const omnisift_head * head; // required by OMNISIFT_AUDIO_SELECTOR_VGAS, ignored otherwise
+    uint64_t seed;            // OMNISIFT_AUDIO_SELECTOR_RANDOM's seed
+};
+
+// Retentions 1, selector ANCHOR, no head, seed 0.
+OMNISIFT_API struct omnisift_sift_params omnisift_sift_default_params(void);
+
+// Computes which tokens of one sequence to keep (OmniSIFT: STVP on video, then audio selection).
+//   embd     [n_tokens][n_embd] projector outputs, finite
+//   modality [n_tokens] enum omnisift_modality
+//   pos      [3][n_tokens] M-RoPE positions: pos[0..n) = t, pos[n..2n) = h, pos[2n..3n) = w
+//   keep     out [n_tokens]: 1 = keep, 0 = drop
+//   scores   out [n_tokens], optional (NULL): the score that ranked each token, NaN where none
+//            (text, images at retention 1, audio that was not ranked). Video and image: cosine
+//            similarity (the most similar are dropped); audio: the selector's score (the highest
+//            are kept).
+//
+// Grouping (positions only; rows need not be contiguous): the distinct video t values, ascending,
+// are grids (tokens in sequence order), two per chunk (the last chunk may hold one). Chunk c's audio
+// is the audio with t in [t of its first grid, t of the next chunk's first grid); audio before the
+// first grid and all audio of a sequence without video belong to no chunk and are kept. Each image
+// is the image tokens sharing one t.
+//
+// Video, per chunk: grid F1 is scored by cosine to F1's mean token; grid F2 by cosine of its token i
+// to token i of F1 when both have the same number of tokens, else (unequal grids) like F1, by cosine
+// to its own mean. Images are scored like F1. Audio, per chunk: if the chunk has no surviving video
+// token or fewer than 2 audio tokens, all its audio is kept; else it is scored by the selector.
+//
+// Counts: a group of n tokens (grid, image, chunk's audio) at retention r drops
+// k = floor(n * (1 - r) + 1e-9), in IEEE double (the 1e-9 keeps decimal ratios exact: n = 90, r = 0.3
+// drops 63, not 62), clamped to [0, n]. Video and images drop their k most similar tokens, audio
+// its k lowest-scored ones. Ties between equal scores: the lower token index keeps its place.
+// The selection is done on the host from the scores, so it is the same on every backend for the
+// same scores.
+//
+// Returns 0, or a negative status (bad argument, non-finite row, head of another width or engine,
+// backend failure) with keep and scores untouched.
+OMNISIFT_API int32_t omnisift_sift(omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_t n_embd,
+                                   const int32_t * modality, const int32_t * pos,
+                                   const struct omnisift_sift_params * params, uint8_t * keep, float * scores);
 
 //
 // Audio tower: the Qwen2.5-Omni audio encoder on 2-second windows
 //
 
-// @@audio-api@@ (replace this marker with the audio tower declarations)
+// llama.cpp encodes Qwen2.5-Omni audio as Whisper does: every clip padded to 30 s, attention over
+// 1500 frames. The model was trained on 2-second windows (200 mel frames: convolutions, positions
+// and attention per window) and this tower computes that function, on the engine's device, with
+// the weights of the mmproj that llama.cpp's converter writes (projector type "qwen2.5o").
+// Towers whose audio really is Whisper-style (Qwen2-Audio, Ultravox, Voxtral) are refused: encode
+// them with libmtmd.
+//
+//     omnisift_audio_tower * tower = omnisift_audio_tower_init(eng, "mmproj.gguf");
+//     int64_t n_tok = omnisift_audio_n_tokens(n_frames);               // 25 per second
+//     float * rows = malloc(n_tok * omnisift_audio_tower_n_embd(tower) * sizeof(float));
+//     omnisift_audio_tower_encode(tower, mel, n_frames, rows, n_tok);   // mel: [n_frames][128]
+//     omnisift_audio_tower_free(tower);
+
+typedef struct omnisift_audio_tower omnisift_audio_tower;
+
+// Mel frames per window (2 s at 100 frames per second).
+#define OMNISIFT_AUDIO_WINDOW_FRAMES 200
+
+// Loads the audio tower of a Qwen2.5-Omni mmproj onto the engine's device. The engine must
+// outlive the tower. NULL on failure: a missing or unreadable file, an mmproj without an audio
+// tower, or one whose audio projector type is not "qwen2.5o".
+OMNISIFT_API omnisift_audio_tower * omnisift_audio_tower_init(omnisift_engine * engine, const char * mmproj_path);
+OMNISIFT_API void                   omnisift_audio_tower_free(omnisift_audio_tower * tower);
+
+// Width of the output rows (the LLM embedding width the projector maps to).
+OMNISIFT_API int32_t omnisift_audio_tower_n_embd(const omnisift_audio_tower * tower);
+// Mel bins per input frame (128 for Qwen2.5-Omni).
+OMNISIFT_API int32_t omnisift_audio_tower_n_mel(const omnisift_audio_tower * tower);
+
+// Output rows for n_frames mel frames, as transformers counts them: each full window gives 50,
+// a last partial window of r frames gives ((r - 1) / 2 + 1) / 2.
+OMNISIFT_API int64_t omnisift_audio_n_tokens(int64_t n_frames);
+
+// Encodes mel features [n_frames][n_mel] (Whisper log-mel, frame-major) to rows
+// [omnisift_audio_n_tokens(n_frames)][n_embd]; n_out_rows is the capacity of out in rows and must
+// be at least that. Window w (0-based) yields rows [50 w, min(50 (w + 1), n_tokens)). Fails with
+// OMNISIFT_ERR_ARGUMENT for n_frames <= 0, non-finite features or a short output buffer.
+OMNISIFT_API int32_t omnisift_audio_tower_encode(omnisift_audio_tower * tower, const float * mel, int64_t n_frames,
+                                                 float * out, int64_t n_out_rows);
+
+//
+// Decoding: rows and tokens into a llama context at explicit positions
+//
+// llama-cpp-python's own eval numbers positions by token count, which is wrong for M-RoPE models
+// once media has been decoded (positions jump forward) and for a compressed sequence (kept rows keep
+// their original positions). These two calls decode at the positions given.
+//
+// Under M-RoPE (Qwen2-VL, Qwen2.5-VL, Qwen2.5-Omni, Qwen3-VL) llama.cpp's causal mask is decided by
+// positions, not by the order rows arrive in, and llama.cpp requires t to be non-decreasing within
+// a batch and across calls. The Omni sequence is not (a chunk's audio restarts at the chunk's first
+// t after its second video grid), so rows are decoded in stable t order: same attention, valid
+// batches. Models with ordinary RoPE use pos[0] only; their positions must be contiguous.
+//
+// On failure the rows this call decoded past the cache's previous end are removed again; callers
+// that need the exact previous state clear the sequence (pyomnisift.Llama clears its context).
+
+struct llama_context;
+
+// Rows: embd [n_rows][n_embd] with n_embd = llama_model_n_embd_inp(model); pos [3][n_rows] (t, h, w).
+// logits_last != 0 asks for the logits of the row decoded last.
+OMNISIFT_API int32_t omnisift_decode_embd(struct llama_context * lctx, const float * embd, int64_t n_rows,
+                                          int64_t n_embd, const int32_t * pos, int32_t seq_id,
+                                          int32_t logits_last);
+
+// Text tokens at positions pos [n_tokens] (t = h = w under M-RoPE). Positions may repeat: the
+// reference gives <|vision_bos|><|audio_bos|> of a video with sound one position.
+OMNISIFT_API int32_t omnisift_decode_tokens(struct llama_context * lctx, const int32_t * tokens, int64_t n_tokens,
+                                            const int32_t * pos, int32_t seq_id, int32_t logits_last);
 
 #ifdef __cplusplus
 }

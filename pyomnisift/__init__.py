@@ -7,9 +7,12 @@ binds to the llama.cpp (and ggml) that llama-cpp-python already loaded.
 from __future__ import annotations
 
 from . import omnisift_cpp as _C
+from ._audio import AudioTower
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError, OmniSiftError
+from ._llama import Llama
 from ._model_info import check_pair, read_llm_info, read_mmproj_info
+from ._sift import SiftHead, sift
 
 __version__ = "0.1.0"
 
@@ -41,6 +44,8 @@ def _check_runtime() -> None:
 _check_runtime()
 
 __all__ = [
-    "Engine", "default_engine", "ModelFileError", "OmniSiftError", "check_pair",
+    "Llama",
+    "AudioTower", "Engine", "default_engine", "ModelFileError", "OmniSiftError", "check_pair",
     "read_llm_info", "read_mmproj_info", "library_version", "llama_cpp_python_version",
+    "SiftHead", "sift",
 ]

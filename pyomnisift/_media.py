@@ -45,16 +45,24 @@ def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int,
     return h, w
 
 
-def _open(path, what: str):
+def _name(source) -> str:
+    return "<in-memory media>" if hasattr(source, "read") else os.fspath(source)
+
+
+def _open(source, what: str):
+    """Opens a path or a binary file-like object (rewound: one source may be read several times)."""
     import av
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+    if hasattr(source, "read"):
+        source.seek(0)
+    else:
+        source = os.fspath(source)
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"{what} not found: {source}")
     try:
-        return av.open(path)
-    except av.error.FFmpegError as e:
-        raise ModelFileError(path, f"cannot be decoded as {what}: {e}") from e
+        return av.open(source)
+    except (av.error.FFmpegError, ValueError) as e:
+        raise ModelFileError(_name(source), f"cannot be decoded as {what}: {e}") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +80,7 @@ def probe_video(path, fps: float = 2.0, min_pixels: int = VIDEO_MIN_PIXELS,
                 max_pixels: int = VIDEO_MAX_PIXELS) -> VideoInfo:
     with _open(path, "video") as c:
         if not c.streams.video:
-            raise ModelFileError(path, "has no video stream")
+            raise ModelFileError(_name(path), "has no video stream")
         vs = c.streams.video[0]
         rate = float(vs.average_rate or vs.guessed_rate or 0)
         if vs.duration is not None and vs.time_base is not None:
@@ -83,16 +91,16 @@ def probe_video(path, fps: float = 2.0, min_pixels: int = VIDEO_MIN_PIXELS,
             duration = 0.0
         n_frames = vs.frames or int(round(duration * rate))
         if n_frames <= 0 or duration <= 0:
-            raise ModelFileError(path, "video stream is empty")
+            raise ModelFileError(_name(path), "video stream is empty")
         h, w = smart_resize(vs.codec_context.height, vs.codec_context.width, min_pixels, max_pixels)
         if n_frames < FRAME_FACTOR:
-            raise ModelFileError(path, f"video has {n_frames} frame(s); at least {FRAME_FACTOR} are needed")
+            raise ModelFileError(_name(path), f"video has {n_frames} frame(s); at least {FRAME_FACTOR} are needed")
         # The Qwen vision utilities' rule: duration x fps frames, at least 4, at most 768 and the
         # stream's own count, rounded to whole pairs.
         top = min(MAX_FRAMES, n_frames) // FRAME_FACTOR * FRAME_FACTOR
         n_sampled = min(max(n_frames / rate * fps if rate > 0 else n_frames, MIN_FRAMES), top)
         n_sampled = max(FRAME_FACTOR, round(n_sampled / FRAME_FACTOR) * FRAME_FACTOR)
-        return VideoInfo(os.fspath(path), duration, n_frames, n_sampled, h, w, bool(c.streams.audio))
+        return VideoInfo(_name(path), duration, n_frames, n_sampled, h, w, bool(c.streams.audio))
 
 
 def iter_video_frames(path, fps: float = 2.0, min_pixels: int = VIDEO_MIN_PIXELS,
@@ -129,7 +137,7 @@ def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
     with _open(path, "audio") as c:
         if not c.streams.audio:
-            raise ModelFileError(path, "has no audio stream")
+            raise ModelFileError(_name(path), "has no audio stream")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         parts = []
         for frame in c.decode(c.streams.audio[0]):
@@ -145,11 +153,14 @@ def read_image(path) -> np.ndarray:
     """An image file as uint8 RGB [height, width, 3]."""
     from PIL import Image, UnidentifiedImageError
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"image not found: {path}")
+    if hasattr(path, "read"):
+        path.seek(0)
+    else:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except UnidentifiedImageError as e:
-        raise ModelFileError(path, "is not an image PIL can read") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise ModelFileError(_name(path), f"is not an image PIL can read: {e}") from e

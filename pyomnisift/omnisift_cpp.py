@@ -89,7 +89,98 @@ def omnisift_engine_device(engine: int) -> bytes: ...
 
 
 # --- compression
-# @@compression-bindings@@ (replace this marker with the compression bindings)
+OMNISIFT_MODALITY_TEXT = 0
+OMNISIFT_MODALITY_VIDEO = 1
+OMNISIFT_MODALITY_AUDIO = 2
+OMNISIFT_MODALITY_IMAGE = 3
+
+OMNISIFT_AUDIO_SELECTOR_NONE = 0
+OMNISIFT_AUDIO_SELECTOR_ANCHOR = 1
+OMNISIFT_AUDIO_SELECTOR_VGAS = 2
+OMNISIFT_AUDIO_SELECTOR_RANDOM = 3
+
+omnisift_head_p = ctypes.c_void_p
+
+
+@_fn("omnisift_head_load", [omnisift_engine_p, ctypes.c_char_p], omnisift_head_p)
+def omnisift_head_load(engine: int, path: bytes) -> int: ...
+
+
+@_fn("omnisift_head_free", [omnisift_head_p], None)
+def omnisift_head_free(head: int) -> None: ...
+
+
+@_fn("omnisift_head_n_embd", [omnisift_head_p], ctypes.c_int32)
+def omnisift_head_n_embd(head: int) -> int: ...
+
+
+@_fn("omnisift_head_n_hidden", [omnisift_head_p], ctypes.c_int32)
+def omnisift_head_n_hidden(head: int) -> int: ...
+
+
+class omnisift_sift_params(ctypes.Structure):
+    _fields_ = [
+        ("video_retention", ctypes.c_double),
+        ("audio_retention", ctypes.c_double),
+        ("image_retention", ctypes.c_double),
+        ("audio_selector", ctypes.c_int32),
+        ("head", omnisift_head_p),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+@_fn("omnisift_sift_default_params", [], omnisift_sift_params)
+def omnisift_sift_default_params() -> omnisift_sift_params: ...
+
+
+@_fn("omnisift_sift", [omnisift_engine_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                       ctypes.c_void_p, ctypes.POINTER(omnisift_sift_params), ctypes.c_void_p, ctypes.c_void_p],
+     ctypes.c_int32)
+def omnisift_sift(engine: int, embd: int, n_tokens: int, n_embd: int, modality: int, pos: int,
+                  params, keep: int, scores) -> int: ...
 
 # --- audio tower
-# @@audio-bindings@@ (replace this marker with the audio tower bindings)
+omnisift_audio_tower_p = ctypes.c_void_p
+OMNISIFT_AUDIO_WINDOW_FRAMES = 200
+
+
+@_fn("omnisift_audio_tower_init", [omnisift_engine_p, ctypes.c_char_p], omnisift_audio_tower_p)
+def omnisift_audio_tower_init(engine: int, mmproj_path: bytes) -> int: ...
+
+
+@_fn("omnisift_audio_tower_free", [omnisift_audio_tower_p], None)
+def omnisift_audio_tower_free(tower: int) -> None: ...
+
+
+@_fn("omnisift_audio_tower_n_embd", [omnisift_audio_tower_p], ctypes.c_int32)
+def omnisift_audio_tower_n_embd(tower: int) -> int: ...
+
+
+@_fn("omnisift_audio_tower_n_mel", [omnisift_audio_tower_p], ctypes.c_int32)
+def omnisift_audio_tower_n_mel(tower: int) -> int: ...
+
+
+@_fn("omnisift_audio_n_tokens", [ctypes.c_int64], ctypes.c_int64)
+def omnisift_audio_n_tokens(n_frames: int) -> int: ...
+
+
+@_fn("omnisift_audio_tower_encode",
+     [omnisift_audio_tower_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int64,
+      ctypes.POINTER(ctypes.c_float), ctypes.c_int64], ctypes.c_int32)
+def omnisift_audio_tower_encode(tower: int, mel, n_frames: int, out, n_out_rows: int) -> int: ...
+
+# --- decoding
+_float_p = ctypes.POINTER(ctypes.c_float)
+_int32_p = ctypes.POINTER(ctypes.c_int32)
+
+
+@_fn("omnisift_decode_embd",
+     [ctypes.c_void_p, _float_p, ctypes.c_int64, ctypes.c_int64, _int32_p, ctypes.c_int32, ctypes.c_int32],
+     ctypes.c_int32)
+def omnisift_decode_embd(lctx, embd, n_rows: int, n_embd: int, pos, seq_id: int, logits_last: int) -> int: ...
+
+
+@_fn("omnisift_decode_tokens",
+     [ctypes.c_void_p, _int32_p, ctypes.c_int64, _int32_p, ctypes.c_int32, ctypes.c_int32],
+     ctypes.c_int32)
+def omnisift_decode_tokens(lctx, tokens, n_tokens: int, pos, seq_id: int, logits_last: int) -> int: ...

@@ -1,0 +1,93 @@
+"""Images and video frame pairs through libmtmd's vision tower (the model's own, via clip.cpp).
+
+Only the encoder is used: the text mtmd would wrap around media ("<|vision_start|>" as plain text,
+which the Omni vocabulary lacks) is discarded, and the sequence is built with the model's own
+special tokens instead (see _sequence.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+from llama_cpp import mtmd_cpp as mtmd
+
+from ._errors import ModelFileError
+
+
+class VisionEncoder:
+    """An mtmd context bound to a loaded llama model; encodes one image or one frame pair per call."""
+
+    def __init__(self, mmproj_path, llama_model, n_embd: int, n_threads: int = 0, use_gpu: bool = True,
+                 image_min_tokens: int = -1, image_max_tokens: int = -1):
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu = use_gpu
+        params.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
+        params.print_timings = False
+        params.warmup = False
+        params.image_min_tokens = image_min_tokens
+        params.image_max_tokens = image_max_tokens
+        self._ctx = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), llama_model, params)
+        if not self._ctx:
+            raise ModelFileError(mmproj_path, "libmtmd could not load this mmproj (its log says why)")
+        self.n_embd = n_embd
+        self.supports_vision = bool(mtmd.mtmd_support_vision(self._ctx))
+        self.supports_audio = bool(mtmd.mtmd_support_audio(self._ctx))
+        self.uses_mrope = bool(mtmd.mtmd_decode_use_mrope(self._ctx))
+        self._marker = mtmd.mtmd_default_marker()
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            mtmd.mtmd_free(self._ctx)
+            self._ctx = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def encode(self, frames: list) -> tuple[np.ndarray, int, int]:
+        """Encodes one image ([frame]) or one temporal pair ([frame0, frame1], equal sizes).
+
+        Returns (rows [n, n_embd] float32 in row-major grid order, grid_h, grid_w).
+        """
+        if not self.supports_vision:
+            raise ValueError("this mmproj has no vision tower: it cannot encode images or video")
+        if len(frames) not in (1, 2):
+            raise ValueError(f"encode takes one image or a pair of frames, got {len(frames)}")
+        shapes = {f.shape for f in frames}
+        if len(shapes) != 1:
+            raise ValueError(f"the frames of a pair must have one size, got {sorted(shapes)}")
+        bitmaps = [self._bitmap(f, mergeable=len(frames) == 2) for f in frames]
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            text = self._marker * len(frames)
+            inp = mtmd.mtmd_input_text(text=text, text_len=len(text), add_special=False, parse_special=False)
+            arr = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(inp), arr, len(bitmaps)) != 0:
+                raise ValueError("libmtmd could not tokenize the image")
+            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                    continue
+                image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+                nx, ny = mtmd.mtmd_image_tokens_get_nx(image), mtmd.mtmd_image_tokens_get_ny(image)
+                n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                if mtmd.mtmd_encode_chunk(self._ctx, chunk) != 0:
+                    raise RuntimeError("libmtmd failed to encode the image")
+                out = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self._ctx), shape=(n * self.n_embd,))
+                return out.reshape(n, self.n_embd).copy(), ny, nx
+            raise RuntimeError(f"libmtmd made no image chunk out of {len(frames)} frame(s)")
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            for bm in bitmaps:
+                mtmd.mtmd_bitmap_free(bm)
+
+    @staticmethod
+    def _bitmap(pixels: np.ndarray, mergeable: bool):
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"frames must be uint8 RGB [height, width, 3], got {pixels.dtype} {pixels.shape}")
+        height, width, _ = pixels.shape
+        data = np.ascontiguousarray(pixels)
+        bm = mtmd.mtmd_bitmap_init(width, height, data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+        mtmd.mtmd_bitmap_set_mergeable(bm, mergeable)
+        return bm
