@@ -8,6 +8,7 @@ M-RoPE positions (see _pipeline.py), then generation at the positions that follo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -126,17 +127,40 @@ class Llama:
 
     # --- public API
 
-    def prefill(self, messages: list) -> dict:
+    def prefill(self, messages: list, **compression: Any) -> dict:
         """Decodes the prompt of `messages` and leaves its last logits ready. Returns
-        {"prompt_tokens": tokens decoded, "omnisift": stats}."""
+        {"prompt_tokens": tokens decoded, "omnisift": stats}.
+
+        `compression` overrides the constructor's knobs for this call (video_retention,
+        audio_retention, image_retention, audio_selector, seed)."""
+        config = self._call_config(compression)
         self._reset()
+        saved, self._pipeline.config = self._pipeline.config, config
         try:
             prompt = build_prompt(messages, self._render)
             n, stats = self._pipeline.run(prompt)
         except BaseException:
             self._reset()  # a half-decoded prompt must not leak into the next request
             raise
+        finally:
+            self._pipeline.config = saved
         return {"prompt_tokens": n, "omnisift": stats.as_dict()}
+
+    def _call_config(self, overrides: dict) -> CompressionConfig:
+        base = self._pipeline.config
+        unknown = set(overrides) - {"video_retention", "audio_retention", "image_retention", "audio_selector", "seed"}
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        values = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("video_retention", "audio_retention", "image_retention"):
+            if key in values:
+                values[key] = _retention(key, values[key])
+        selector = values.get("audio_selector", base.audio_selector)
+        if selector not in AUDIO_SELECTORS:
+            raise ValueError(f"unknown audio_selector {selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+        if selector == "vgas" and base.sift_head is None:
+            raise ValueError('audio_selector="vgas" needs the Llama to be created with sift_head')
+        return dataclasses.replace(base, **values)
 
     def logits(self) -> np.ndarray:
         """The last decoded position's logits (float32 [n_vocab])."""
@@ -146,15 +170,19 @@ class Llama:
     def create_chat_completion(self, messages: list, *, max_tokens: Optional[int] = None,
                                temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40,
                                min_p: float = 0.05, stop=None, seed: Optional[int] = None,
-                               stream: bool = False, **ignored: Any) -> dict:
+                               stream: bool = False, video_retention: Optional[float] = None,
+                               audio_retention: Optional[float] = None, image_retention: Optional[float] = None,
+                               audio_selector: Optional[str] = None) -> dict:
         """llama-cpp-python's create_chat_completion, with image_url, input_audio and video_url parts.
 
-        Returns the OpenAI-shaped response; usage["omnisift"] holds the compression statistics."""
+        The retention / selector arguments override the constructor's for this call. Returns the
+        OpenAI-shaped response; usage["omnisift"] holds the compression statistics."""
         if stream:
             raise NotImplementedError("stream=True is not supported yet: call with stream=False")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         t0 = time.perf_counter()
-        prefill = self.prefill(messages)
+        prefill = self.prefill(messages, video_retention=video_retention, audio_retention=audio_retention,
+                               image_retention=image_retention, audio_selector=audio_selector)
         t_prefill = time.perf_counter() - t0
         text, n_out, finish = self._generate(max_tokens, temperature, top_p, top_k, min_p, stops, seed)
         usage = {"prompt_tokens": prefill["prompt_tokens"], "completion_tokens": n_out,

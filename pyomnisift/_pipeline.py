@@ -120,7 +120,8 @@ class Pipeline:
         self.image_bounds = (image_min_pixels, image_max_pixels)
         self.audio_bos = tokenize(AUDIO_BOS)
         self.audio_eos = tokenize(AUDIO_EOS)
-        # Test hook: called with (kept rows, their decode positions, all rows, all positions, mask).
+        # Test hook: called per compression unit with (kept rows, their decode positions, all rows,
+        # all positions, modality, keep mask).
         self.on_rows = None
 
     # --- planning: sizes before work, so that an over-long prompt fails before anything is decoded
@@ -316,7 +317,7 @@ class Pipeline:
         with stats.timer("prefill"):
             self.decode_rows(kept_rows, kept_pos)
         if self.on_rows is not None:
-            self.on_rows(kept_rows, kept_pos, rows, positions, keep)
+            self.on_rows(kept_rows, kept_pos, rows, positions, modality, keep)
         return len(kept_rows)
 
 

@@ -12,6 +12,12 @@ import os
 
 import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
+from llama_cpp._logger import llama_log_callback
+
+# libmtmd logs to stderr by default; route it through llama-cpp-python's callback, which honours
+# Llama(verbose=...) (errors always print).
+mtmd.mtmd_log_set(llama_log_callback, None)
+mtmd.mtmd_helper_log_set(llama_log_callback, None)
 
 from ._errors import ModelFileError
 

@@ -1,0 +1,294 @@
+"""The omni pipeline end to end on the tiny model: against llama.cpp's own mtmd path, against
+pyomnisift.sift on the whole sequence, and on bad input."""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import fractions
+
+import llama_cpp
+import numpy as np
+import pytest
+from llama_cpp import mtmd_cpp as mtmd
+
+import pyomnisift
+from pyomnisift import _media, _sequence as S
+from pyomnisift._errors import ModelFileError
+
+
+@pytest.fixture(scope="module")
+def omni(tiny_model):
+    llm, mmproj = tiny_model
+    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2)
+    yield model
+    model.close()
+
+
+def user(*parts):
+    return [{"role": "user", "content": list(parts)}]
+
+
+def text(t):
+    return {"type": "text", "text": t}
+
+
+def video(path):
+    return {"type": "video_url", "video_url": {"url": str(path)}}
+
+
+def image(path):
+    return {"type": "image_url", "image_url": {"url": str(path)}}
+
+
+def audio_part(path):
+    data = base64.b64encode(open(path, "rb").read()).decode()
+    return {"type": "input_audio", "input_audio": {"data": data, "format": str(path).rsplit(".", 1)[-1]}}
+
+
+def write_video(path, seconds: float, fps: int = 10, size=(112, 84), with_audio: bool = True):
+    """A small synthetic clip: a moving square, and optionally a tone."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        if with_audio:
+            aus = c.add_stream("aac", rate=16000, layout="mono")
+        for i in range(int(seconds * fps)):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            img[10:40, (i * 3) % (size[0] - 30):(i * 3) % (size[0] - 30) + 30] = 255
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if with_audio:
+            t = np.arange(int(seconds * 16000)) / 16000
+            pcm = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(pcm, format="flt", layout="mono")
+            frame.sample_rate = 16000
+            frame.time_base = fractions.Fraction(1, 16000)
+            for p in aus.encode(frame):
+                c.mux(p)
+            for p in aus.encode():
+                c.mux(p)
+    return path
+
+
+# --- against llama.cpp's own path
+
+
+def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
+    """Compression off, same token stream: our decode at our positions == mtmd_helper_eval_chunks."""
+    pixels = _media.read_image(assets["test-1.jpeg"])
+    h, w = _media.smart_resize(*pixels.shape[:2], 56 * 56, 28 * 28 * 1280)
+    from PIL import Image
+
+    pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BICUBIC))
+    lctx, vocab_n = omni._llm.ctx, omni._llm.n_vocab()
+
+    # llama.cpp's path: mtmd tokenizes (text, image, text) and evaluates every chunk itself.
+    prompt = b"<|im_start|>user\n<__media__>What is this?<|im_end|>\n<|im_start|>assistant\n"
+    data = np.ascontiguousarray(pixels)
+    bm = mtmd.mtmd_bitmap_init(w, h, data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+    chunks = mtmd.mtmd_input_chunks_init()
+    inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
+    arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bm)
+    try:
+        assert mtmd.mtmd_tokenize(omni._vision._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
+        omni._reset()
+        new_n_past = llama_cpp.llama_pos(0)
+        assert mtmd.mtmd_helper_eval_chunks(omni._vision._ctx, lctx, chunks, 0, 0, 1024, True,
+                                            ctypes.byref(new_n_past)) == 0
+        ref = omni.logits()
+
+        # Ours: the same chunks, text through omnisift_decode_tokens, the image through our encoder
+        # at the positions of our sequence layout.
+        omni._reset()
+        pos = 0
+        n_chunks = mtmd.mtmd_input_chunks_size(chunks)
+        for i in range(n_chunks):
+            chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+            last = i == n_chunks - 1
+            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                n = ctypes.c_size_t()
+                ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))[:n.value]
+                omni._decode_tokens(ids, list(range(pos, pos + len(ids))), last)
+                pos += len(ids)
+            else:
+                rows, gh, gw = omni._vision.encode([pixels])
+                [block] = S.image_blocks(gh, gw, pos)
+                omni._decode_rows(rows, block.positions)
+                pos = S.end_position([block], pos)
+        assert pos == new_n_past.value  # the same position bookkeeping as mtmd
+        ours = omni.logits()
+    finally:
+        mtmd.mtmd_input_chunks_free(chunks)
+        mtmd.mtmd_bitmap_free(bm)
+        omni._reset()
+    assert ours.shape == ref.shape == (vocab_n,)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    assert np.argmax(ours) == np.argmax(ref)
+
+
+# --- compression: the decoded rows are sift's
+
+
+def collect_rows(omni):
+    seen = []
+    omni._pipeline.on_rows = lambda *args: seen.append([np.array(a) for a in args])
+    return seen
+
+
+@pytest.mark.parametrize("video_ret,audio_ret,selector", [(0.25, 0.5, "anchor"), (0.35, 0.6, "random"),
+                                                            (1.0, 1.0, "anchor")])
+def test_decoded_rows_are_what_sift_keeps(omni, assets, video_ret, audio_ret, selector):
+    seen = collect_rows(omni)
+    try:
+        out = omni.prefill(user(video(assets["test-3.mp4"]), text("What happens?")),
+                           video_retention=video_ret, audio_retention=audio_ret, audio_selector=selector)
+    finally:
+        omni._pipeline.on_rows = None
+    kept_rows, kept_pos, rows, positions, modality, keep = (np.concatenate(x, axis=-1 if i in (1, 3) else 0)
+                                                            for i, x in enumerate(zip(*seen)))
+    # the whole sequence at once, compressed by sift: chunk-by-chunk streaming changed nothing
+    mask = pyomnisift.sift(rows, modality, positions, video_retention=video_ret, audio_retention=audio_ret,
+                           audio_selector=selector, engine=omni._engine)
+    np.testing.assert_array_equal(keep, mask)
+    np.testing.assert_array_equal(kept_rows, rows[mask])
+    np.testing.assert_array_equal(kept_pos, positions[:, mask])  # original positions
+    st = out["omnisift"]
+    assert st["video"]["tokens_in"] == 10 * 13 * 26  # 10 s at 2 fps = 10 grids of 13 x 26 (728 x 364)
+    assert st["audio"]["tokens_in"] == 251          # 25 per second of real audio
+    assert st["video"]["tokens_kept"] == int((modality[mask] == S.MODALITY_VIDEO).sum())
+    assert st["video"]["tokens_kept"] == 10 * (338 - int(338 * (1 - video_ret) + 1e-9))
+    n_text = omni.prefill(user(text("What happens?")))["prompt_tokens"]
+    assert out["prompt_tokens"] == len(kept_rows) + n_text + 4  # + vision/audio bos and eos
+    assert st["audio"]["padding_avoided"] == 750 - 251
+
+
+def test_compression_shrinks_the_prompt_and_changes_logits(omni, assets):
+    msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
+    full = omni.prefill(msgs)
+    full_logits = omni.logits()
+    small = omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
+    assert small["prompt_tokens"] < 0.3 * full["prompt_tokens"]
+    assert not np.allclose(omni.logits(), full_logits)
+    again = omni.prefill(msgs)  # and back: nothing of the previous request leaks
+    np.testing.assert_array_equal(omni.logits(), full_logits)
+    assert again == {**full, "omnisift": {**full["omnisift"], "timings_ms": again["omnisift"]["timings_ms"]}}
+
+
+def test_chat_completion_shape(omni, assets):
+    r = omni.create_chat_completion(user(image(assets["test-1.jpeg"]), audio_part(assets["test-2.mp3"]),
+                                         text("Describe.")), max_tokens=4, temperature=0)
+    assert r["object"] == "chat.completion" and r["choices"][0]["message"]["role"] == "assistant"
+    assert r["choices"][0]["finish_reason"] in ("stop", "length")
+    u = r["usage"]
+    assert u["completion_tokens"] <= 4 and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    st = u["omnisift"]
+    assert st["image"]["tokens_in"] == st["image"]["tokens_kept"] > 0
+    assert st["audio"]["tokens_in"] == 436  # 17.44 s of narration, 25 tokens per second
+    assert set(st["timings_ms"]) >= {"media_decode", "encode", "compress", "prefill"}
+    again = omni.create_chat_completion(user(image(assets["test-1.jpeg"]), audio_part(assets["test-2.mp3"]),
+                                             text("Describe.")), max_tokens=4, temperature=0)
+    assert again["choices"][0]["message"] == r["choices"][0]["message"]
+
+
+# --- bad input: clear errors, and the context stays usable
+
+
+def reference_logits(omni):
+    omni.prefill(user(text("Hello")))
+    return omni.logits()
+
+
+def test_not_media_file(omni, tmp_path):
+    before = reference_logits(omni)
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(ModelFileError, match="clip.mp4"):
+        omni.prefill(user(video(bogus), text("?")))
+    np.testing.assert_array_equal(reference_logits(omni), before)
+
+
+def test_missing_file_and_remote_url(omni, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        omni.prefill(user(image(tmp_path / "nope.png"), text("?")))
+    with pytest.raises(ValueError, match="network"):
+        omni.prefill(user(image("https://example.com/a.png"), text("?")))
+    with pytest.raises(ValueError, match="unsupported content part"):
+        omni.prefill(user({"type": "file", "file": {}}, text("?")))
+
+
+def test_video_without_audio_track(omni, tmp_path):
+    clip = write_video(tmp_path / "silent.mp4", 4.0, with_audio=False)
+    st = omni.prefill(user(video(clip), text("?")))["omnisift"]
+    assert st["audio"]["tokens_in"] == 0
+    # 4 s -> 8 frames -> 4 grids; 112x84 is upscaled to the processor's minimum of 128 * 28 * 28
+    # pixels: 392x280, a grid of 14 x 10 merged tokens
+    assert st["video"]["tokens_in"] == 4 * 14 * 10
+
+
+def test_video_with_audio_track(omni, tmp_path):
+    clip = write_video(tmp_path / "tone.mp4", 4.0)
+    st = omni.prefill(user(video(clip), text("?")))["omnisift"]
+    assert st["video"]["tokens_in"] == 4 * 14 * 10 and 98 <= st["audio"]["tokens_in"] <= 102
+
+
+def test_audio_shorter_than_a_token(omni, tmp_path):
+    import wave
+
+    path = tmp_path / "blip.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(320, np.int16).tobytes())  # 20 ms
+    with pytest.raises(ValueError, match="shorter than one audio token"):
+        omni.prefill(user(audio_part(path), text("?")))
+
+
+def test_too_short_video(omni, tmp_path):
+    clip = write_video(tmp_path / "one-frame.mp4", 0.1, with_audio=False)
+    with pytest.raises(ModelFileError, match="one-frame.mp4"):
+        omni.prefill(user(video(clip), text("?")))
+
+
+def test_prompt_longer_than_context(tiny_model, assets):
+    llm, mmproj = tiny_model
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2) as small:
+        msgs = user(video(assets["test-3.mp4"]), text("?"))
+        with pytest.raises(ValueError, match=r"needs \d+ tokens.*n_ctx is 1024.*retention of about 0\.\d\d"):
+            small.prefill(msgs)
+        # the suggested retention does fit, and the context was left usable
+        out = small.prefill(msgs, video_retention=0.2, audio_retention=0.2)
+        assert out["prompt_tokens"] < 1024
+
+
+def test_mmproj_without_audio(tiny_model, assets, tmp_path):
+    import gguf
+
+    llm, mmproj = tiny_model
+    reader = gguf.GGUFReader(str(mmproj))
+    out = tmp_path / "vision-only-mmproj.gguf"
+    writer = gguf.GGUFWriter(str(out), "clip")
+    for field in reader.fields.values():
+        if field.name.startswith(("GGUF.", "general.architecture")) or field.name.startswith("clip.audio."):
+            continue
+        value = field.contents()
+        if field.name == "clip.has_audio_encoder":
+            value = False
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, vtype, sub_type=sub)
+    for t in reader.tensors:
+        if not t.name.startswith(("a.", "mm.a.")):
+            writer.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed(t.shape.tolist())),
+                              raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pyomnisift.Llama(str(llm), str(out), n_ctx=2048, n_threads=2) as vision_only:
+        with pytest.raises(ValueError, match="no audio tower"):
+            vision_only.prefill(user(audio_part(assets["test-2.mp3"]), text("?")))
+        vision_only.prefill(user(image(assets["test-1.jpeg"]), text("?")))  # still usable
