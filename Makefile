@@ -30,7 +30,7 @@ install: $(VENV)/.deps
 	$(PIP) install -q --no-build-isolation --no-deps .
 
 demo: install
-	$(VENV)/bin/pyomnisift demo
+	$(PY) scripts/demo.py
 
 test: test-python test-cpp
 
