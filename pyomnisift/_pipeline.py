@@ -273,7 +273,9 @@ class Pipeline:
             blocks = S.video_with_audio_blocks(n_grids, gh, gw, len(audio_rows), pos)
         else:
             blocks = S.video_blocks(n_grids, gh, gw, pos)
-        frames = _media.iter_video_frames(plan.item.source, self.fps, *self.video_bounds)
+        # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
+        # chunk is encoded and decoded; the queue bounds what is held to two chunks of frames.
+        frames = _prefetch(_media.iter_video_frames(plan.item.source, self.fps, *self.video_bounds), depth=4)
         decoded = 0
         for _, chunk in itertools.groupby(blocks, key=lambda b: b.chunk):
             chunk = list(chunk)
@@ -283,7 +285,9 @@ class Pipeline:
                     rows.append(audio_rows[block.source_index:block.source_index + block.n_rows])
                     continue
                 with stats.timer("media_decode"):
-                    pair = [next(frames), next(frames)]
+                    pair = [next(frames, None), next(frames, None)]
+                if pair[1] is None:
+                    raise ModelFileError(plan.item.label, "the video stream ended before its announced length")
                 with stats.timer("encode"):
                     grid, rh, rw = self.vision.encode(pair)
                 if (rh, rw) != (gh, gw):
@@ -319,6 +323,49 @@ class Pipeline:
         if self.on_rows is not None:
             self.on_rows(kept_rows, kept_pos, rows, positions, modality, keep)
         return len(kept_rows)
+
+
+def _prefetch(iterator, depth: int):
+    """Runs `iterator` on a thread, `depth` items ahead; re-raises its exceptions in the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="pyomnisift-frames", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.1)
 
 
 def _padding_avoided(n_samples: int, n_rows: int) -> int:
