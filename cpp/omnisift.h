@@ -111,17 +111,18 @@ enum omnisift_audio_selector {
     // the cross-modal attention pattern carries most of the signal. Without learned projections an
     // audio-query softmax normalises every audio token to the same mass, so the attention runs from
     // the anchors to the audio: audio that some surviving visual content points at is kept, audio
-    // no anchor relates to goes first. Cosines make it invariant to the projector's output scale; the
-    // temperature 0.1 is sharp enough that each anchor votes for the few audio tokens closest to it
-    // and soft enough that one anchor cannot take all the mass.
+    // no anchor relates to goes first. Cosines make it invariant to the projector's output scale. The
+    // temperature 0.1 (fixed, not tuned on data) makes each anchor vote mostly for the few audio
+    // tokens closest to it while near-equal candidates still share its vote.
     OMNISIFT_AUDIO_SELECTOR_ANCHOR = 1,
     // The paper's learned VGAS head (omnisift_sift_params.head): audio tokens attend to the anchors
     // (8-head cross-attention), an MLP scores them, the highest sigmoid scores are kept.
     OMNISIFT_AUDIO_SELECTOR_VGAS   = 2,
-    // The paper's baseline: audio token j (0-based within its chunk's audio) of chunk c scores
-    // u = (h >> 11) * 2^-53 with h = splitmix64(splitmix64(splitmix64(seed) + c) + j) (mod 2^64),
-    // splitmix64(x): z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
-    // z = (z ^ z >> 27) * 0x94D049BB133111EB; return z ^ z >> 31. The highest u are kept.
+    // The paper's baseline: an audio token with temporal position t scores u = (h >> 11) * 2^-53 with
+    // h = splitmix64(splitmix64(seed) + (uint64_t) (int64_t) t) (mod 2^64), where splitmix64(x):
+    // z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
+    // z = (z ^ z >> 27) * 0x94D049BB133111EB; return z ^ z >> 31. The highest u are kept. Keyed by
+    // position, so compressing a sequence chunk by chunk draws what one call over all of it draws.
     OMNISIFT_AUDIO_SELECTOR_RANDOM = 3,
 };
 

@@ -1,0 +1,180 @@
+"""``sift()``: OmniSIFT token compression of one omni sequence to a keep mask (C: omnisift_sift)."""
+
+from __future__ import annotations
+
+import ctypes
+import numbers
+import os
+from typing import Optional, Union
+
+import numpy as np
+
+from . import omnisift_cpp as C
+from ._engine import Engine, default_engine
+from ._errors import ModelFileError
+
+AUDIO_SELECTORS = {
+    "none": C.OMNISIFT_AUDIO_SELECTOR_NONE,
+    "anchor": C.OMNISIFT_AUDIO_SELECTOR_ANCHOR,
+    "vgas": C.OMNISIFT_AUDIO_SELECTOR_VGAS,
+    "random": C.OMNISIFT_AUDIO_SELECTOR_RANDOM,
+}
+
+
+class SiftHead:
+    """The learned audio selector (VGAS) loaded from a GGUF written by ``scripts/convert_sift_head.py``.
+
+    Its weights live on ``engine``'s device; it can only be used with that engine.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], engine: Optional[Engine] = None):
+        self.path = os.fspath(path)
+        self.engine = engine or default_engine()
+        if not os.path.isfile(self.path):
+            raise ModelFileError(self.path, "no such file")
+        ptr = C.omnisift_head_load(self.engine.ptr, os.fsencode(self.path))
+        if not ptr:
+            problem = C.omnisift_last_error().decode("utf-8", "replace")
+            raise ModelFileError(self.path, problem.removeprefix(self.path + ": "))
+        self._ptr = ptr
+
+    @property
+    def ptr(self) -> int:
+        if not getattr(self, "_ptr", None):
+            raise ValueError("SiftHead is closed")
+        return self._ptr
+
+    @property
+    def n_embd(self) -> int:
+        """Embedding width D the head expects (the LLM's n_embd)."""
+        return C.omnisift_head_n_embd(self.ptr)
+
+    @property
+    def n_hidden(self) -> int:
+        """Attention width of the head (512 in OmniSIFT-7B)."""
+        return C.omnisift_head_n_hidden(self.ptr)
+
+    def close(self) -> None:
+        if getattr(self, "_ptr", None):
+            C.omnisift_head_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> "SiftHead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _retention(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} = {value} is not in [0, 1]")
+    return value
+
+
+def _int_array(name: str, value) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    info = np.iinfo(np.int32)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise ValueError(f"{name} values must fit in int32")
+    return arr
+
+
+def _check_inputs(embeddings, modality, positions):
+    emb = np.asarray(embeddings)
+    if not (np.issubdtype(emb.dtype, np.floating) or np.issubdtype(emb.dtype, np.integer)) or emb.dtype == bool:
+        raise TypeError(f"embeddings must be real numbers (float32 [N, D]), got dtype {emb.dtype}")
+    if emb.ndim != 2 or emb.shape[1] < 1:
+        raise ValueError(f"embeddings must have shape [N, D] with D >= 1, got {emb.shape}")
+    n = emb.shape[0]
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    for start in range(0, n, 4096):             # in blocks: no N x D temporary for long inputs
+        bad = ~np.isfinite(emb[start:start + 4096]).all(axis=1)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            raise ValueError(f"embeddings hold NaN or inf (or values overflowing float32), first at row {row}")
+
+    mod = _int_array("modality", modality)
+    if mod.ndim != 1 or mod.shape[0] != n:
+        raise ValueError(f"modality must have shape [{n}] (one per embedding row), got {mod.shape}")
+    unknown = ~np.isin(mod, (0, 1, 2, 3))
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise ValueError(f"modality[{i}] = {mod[i]} is not 0 (text), 1 (video), 2 (audio) or 3 (image)")
+
+    pos = _int_array("positions", positions)
+    if pos.shape != (3, n):
+        raise ValueError(f"positions must have shape [3, {n}] (t, h, w per token), got {pos.shape}")
+    return emb, np.ascontiguousarray(mod, dtype=np.int32), np.ascontiguousarray(pos, dtype=np.int32)
+
+
+def sift(embeddings, modality, positions, *, video_retention: float = 1.0, audio_retention: float = 1.0,
+         image_retention: float = 1.0, audio_selector: str = "anchor",
+         sift_head: Union[None, str, os.PathLike, SiftHead] = None, seed: int = 0,
+         engine: Optional[Engine] = None, return_scores: bool = False):
+    """Which tokens of one omni sequence OmniSIFT keeps.
+
+    embeddings: float32 [N, D] projector outputs; modality: int [N] (0 text, 1 video, 2 audio,
+    3 image); positions: int [3, N] M-RoPE (t, h, w). Retentions are the kept fractions, per video
+    grid, per chunk's audio and per image: a group of n tokens drops floor(n * (1 - r) + 1e-9).
+    audio_selector: "anchor" (training-free), "vgas" (learned; needs sift_head, a head GGUF path or
+    a SiftHead), "random" (seeded) or "none". Text is always kept. See omnisift.h for the full rules.
+
+    Returns the bool keep mask [N], or (mask, scores) with ``return_scores``: float32 [N], the score
+    that ranked each token (video/image: cosine similarity, dropped when high; audio: selector score,
+    kept when high), NaN where none.
+    """
+    emb, mod, pos = _check_inputs(embeddings, modality, positions)
+    video_retention = _retention("video_retention", video_retention)
+    audio_retention = _retention("audio_retention", audio_retention)
+    image_retention = _retention("image_retention", image_retention)
+    if not isinstance(audio_selector, str):
+        raise TypeError(f"audio_selector must be a str, got {type(audio_selector).__name__}")
+    if audio_selector not in AUDIO_SELECTORS:
+        raise ValueError(f"unknown audio_selector {audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed = {seed} is not in [0, 2**64)")
+    if sift_head is not None and not isinstance(sift_head, (str, os.PathLike, SiftHead)):
+        raise TypeError(f"sift_head must be a path or a SiftHead, got {type(sift_head).__name__}")
+    if audio_selector == "vgas" and sift_head is None:
+        raise ValueError('audio_selector="vgas" needs sift_head (a head GGUF from scripts/convert_sift_head.py)')
+
+    head = None
+    if audio_selector == "vgas":
+        if isinstance(sift_head, SiftHead):
+            if engine is not None and engine is not sift_head.engine:
+                raise ValueError("sift_head was loaded with another engine: load it with the engine passed to sift()")
+            engine = sift_head.engine
+        engine = engine or default_engine()
+        head = sift_head if isinstance(sift_head, SiftHead) else SiftHead(sift_head, engine)
+        if head.n_embd != emb.shape[1]:
+            raise ValueError(f"the sift head {head.path} expects embeddings of width {head.n_embd}, "
+                             f"got width {emb.shape[1]} (a head for another model?)")
+
+    engine = engine or default_engine()
+    params = C.omnisift_sift_default_params()
+    params.video_retention = video_retention
+    params.audio_retention = audio_retention
+    params.image_retention = image_retention
+    params.audio_selector = AUDIO_SELECTORS[audio_selector]
+    params.head = head.ptr if head is not None else None
+    params.seed = int(seed)
+
+    n = emb.shape[0]
+    keep = np.ones(n, dtype=np.uint8)
+    scores = np.full(n, np.nan, dtype=np.float32)
+    status = C.omnisift_sift(engine.ptr, emb.ctypes.data, n, emb.shape[1], mod.ctypes.data, pos.ctypes.data,
+                             ctypes.byref(params), keep.ctypes.data, scores.ctypes.data if return_scores else None)
+    C.check(status, "sift")
+    mask = keep.astype(bool)
+    return (mask, scores) if return_scores else mask

@@ -1,0 +1,159 @@
+// omnisift_sift and omnisift_head_load through the C API (run under AddressSanitizer by the lead):
+// a sequence whose keep mask is known by construction, and bad arguments returning errors without
+// writing the outputs.
+#include "omnisift.h"
+
+#include "ggml.h"
+#include "gguf.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+static int failures = 0;
+#define CHECK(cond) do { if (!(cond)) { std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); ++failures; } } while (0)
+
+// A head GGUF as scripts/convert_sift_head.py writes it, with small deterministic weights; when
+// truncate_by > 0 the file is cut short by that many bytes.
+static std::string write_head(const char * tag, int64_t d, long truncate_by = 0) {
+    const int64_t h = 16, nh = 8, s = 8;
+    const char * tmp = std::getenv("TMPDIR");
+    const std::string path = std::string(tmp ? tmp : "/tmp") + "/omnisift_test_head_" + tag + "_" +
+                             std::to_string((long) getpid()) + ".gguf";
+    ggml_init_params ip = {64 * ggml_tensor_overhead() + 4 * (size_t) (2 * d * h + 4 * h * h + h * s + 16 * h + 2 * s + 16), nullptr, false};
+    ggml_context * ctx = ggml_init(ip);
+    gguf_context * g = gguf_init_empty();
+    gguf_set_val_str(g, "general.architecture", "omnisift-head");
+    gguf_set_val_u32(g, "omnisift.n_embd", (uint32_t) d);
+    gguf_set_val_u32(g, "omnisift.hidden", (uint32_t) h);
+    gguf_set_val_u32(g, "omnisift.n_head", (uint32_t) nh);
+    gguf_set_val_u32(g, "omnisift.score_hidden", (uint32_t) s);
+    const struct { const char * name; int64_t ne0, ne1; } shapes[] = {
+        {"v_proj.weight", d, h}, {"v_proj.bias", h, 1}, {"a_proj.weight", d, h}, {"a_proj.bias", h, 1},
+        {"v_norm.weight", h, 1}, {"v_norm.bias", h, 1}, {"a_norm.weight", h, 1}, {"a_norm.bias", h, 1},
+        {"cross_attn.in_proj_weight", h, 3 * h}, {"cross_attn.in_proj_bias", 3 * h, 1},
+        {"cross_attn.out_proj.weight", h, h}, {"cross_attn.out_proj.bias", h, 1},
+        {"post_attn_norm.weight", h, 1}, {"post_attn_norm.bias", h, 1},
+        {"score_head.0.weight", h, s}, {"score_head.0.bias", s, 1}, {"score_head.2.weight", s, 1}, {"score_head.2.bias", 1, 1},
+    };
+    int k = 0;
+    for (const auto & sh : shapes) {
+        ggml_tensor * t = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, sh.ne0, sh.ne1);
+        ggml_set_name(t, sh.name);
+        float * v = (float *) t->data;
+        for (int64_t i = 0; i < ggml_nelements(t); ++i) v[i] = (float) std::sin(0.37 * (double) (i + 31 * ++k % 97));
+        gguf_add_tensor(g, t);
+    }
+    gguf_write_to_file(g, path.c_str(), false);
+    gguf_free(g);
+    ggml_free(ctx);
+    if (truncate_by > 0) {
+        FILE * f = std::fopen(path.c_str(), "rb");
+        std::fseek(f, 0, SEEK_END);
+        const long size = std::ftell(f);
+        std::fclose(f);
+        if (truncate(path.c_str(), size - truncate_by) != 0) std::perror("truncate");
+    }
+    return path;
+}
+
+int main() {
+    omnisift_engine * eng = omnisift_engine_init(omnisift_engine_default_params());
+    if (!eng) { std::fprintf(stderr, "%s\n", omnisift_last_error()); return 1; }
+
+    // One chunk: F1 = 4 tokens, F2 = 4 tokens, 6 audio tokens; D = 2.
+    // F1: tokens 0, 1 along the mean direction (cos 1), 2 and 3 orthogonal-ish: the spatial step drops
+    // the two most similar (0, 1). F2: token i equals F1's token i except token 3: only 3 survives,
+    // plus the lowest-index tie among 0..2 (all cos 1) -> 0.
+    const int64_t d = 2;
+    std::vector<float> embd = {
+        1, 1,   1, 1,   1, -0.2f,   -0.2f, 1,        // F1 (mean direction (1, 1))
+        1, 1,   1, 1,   1, -0.2f,   -1, 0.1f,        // F2
+        1, 1,   1, 1,   1, 1,   1, 1,   1, 1,   1, 1, // audio, all equal: ties keep the first
+    };
+    const int64_t n = (int64_t) embd.size() / d;
+    std::vector<int32_t> mod = {1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2};
+    std::vector<int32_t> pos(3 * n);
+    for (int64_t i = 0; i < n; ++i) {
+        const int32_t t = i < 4 ? 0 : i < 8 ? 25 : (int32_t) (i - 8);
+        pos[i] = pos[n + i] = pos[2 * n + i] = t;
+    }
+    omnisift_sift_params p = omnisift_sift_default_params();
+    p.video_retention = 0.5;
+    p.audio_retention = 0.5;
+    std::vector<uint8_t> keep(n, 7);
+    std::vector<float> scores(n);
+    CHECK(omnisift_sift(eng, embd.data(), n, d, mod.data(), pos.data(), &p, keep.data(), scores.data()) == 0);
+    const uint8_t want[] = {0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0};
+    for (int64_t i = 0; i < n; ++i) CHECK(keep[i] == want[i]);
+    CHECK(std::fabs(scores[0] - 1.0f) < 1e-6f && std::fabs(scores[4] - 1.0f) < 1e-6f);
+
+    // Bad arguments: an error status, a message, and keep untouched.
+    std::vector<uint8_t> untouched(n, 7);
+    auto rejects = [&](omnisift_engine * e, const float * x, int64_t nt, int64_t nd, const int32_t * m,
+                       const omnisift_sift_params * pp, const char * what) {
+        std::vector<uint8_t> k(n, 7);
+        const int32_t st = omnisift_sift(e, x, nt, nd, m, pos.data(), pp, k.data(), nullptr);
+        CHECK(st == OMNISIFT_ERR_ARGUMENT);
+        CHECK(std::strstr(omnisift_last_error(), what) != nullptr);
+        CHECK(k == untouched);
+    };
+    rejects(nullptr, embd.data(), n, d, mod.data(), &p, "engine");
+    rejects(eng, embd.data(), n, d, mod.data(), nullptr, "params");
+    rejects(eng, nullptr, n, d, mod.data(), &p, "NULL");
+    rejects(eng, embd.data(), -1, d, mod.data(), &p, "n_tokens");
+    rejects(eng, embd.data(), n, 0, mod.data(), &p, "n_embd");
+    omnisift_sift_params bad = p;
+    bad.video_retention = NAN;
+    rejects(eng, embd.data(), n, d, mod.data(), &bad, "video_retention");
+    bad = p;
+    bad.audio_selector = 9;
+    rejects(eng, embd.data(), n, d, mod.data(), &bad, "audio_selector");
+    bad.audio_selector = OMNISIFT_AUDIO_SELECTOR_VGAS;
+    rejects(eng, embd.data(), n, d, mod.data(), &bad, "head");
+    std::vector<int32_t> bad_mod = mod;
+    bad_mod[3] = 4;
+    rejects(eng, embd.data(), n, d, bad_mod.data(), &p, "modality[3]");
+    std::vector<float> nan_embd = embd;
+    nan_embd[2 * 5 + 1] = INFINITY;
+    rejects(eng, nan_embd.data(), n, d, mod.data(), &p, "row 5");
+
+    // The learned head: loads, scores every audio token, keeps the documented count.
+    const std::string head_path = write_head("ok", d);
+    omnisift_head * head = omnisift_head_load(eng, head_path.c_str());
+    CHECK(head != nullptr);
+    if (head) {
+        CHECK(omnisift_head_n_embd(head) == d && omnisift_head_n_hidden(head) == 16);
+        omnisift_sift_params pv = p;
+        pv.audio_selector = OMNISIFT_AUDIO_SELECTOR_VGAS;
+        pv.head = head;
+        CHECK(omnisift_sift(eng, embd.data(), n, d, mod.data(), pos.data(), &pv, keep.data(), scores.data()) == 0);
+        int kept_audio = 0;
+        for (int64_t i = 8; i < n; ++i) {
+            kept_audio += keep[i];
+            CHECK(scores[i] > 0.0f && scores[i] < 1.0f);
+        }
+        CHECK(kept_audio == 3);
+        // Embeddings of another width than the head's.
+        std::vector<float> wide(n * 3, 0.5f);
+        rejects(eng, wide.data(), n, 3, mod.data(), &pv, "width");
+        omnisift_head_free(head);
+    }
+    std::remove(head_path.c_str());
+    const std::string cut_path = write_head("cut", d, 64);
+    CHECK(omnisift_head_load(eng, cut_path.c_str()) == nullptr);
+    CHECK(std::strstr(omnisift_last_error(), "truncated") != nullptr);
+    std::remove(cut_path.c_str());
+
+    CHECK(omnisift_head_load(eng, "/nonexistent/head.gguf") == nullptr);
+    CHECK(std::strstr(omnisift_last_error(), "cannot open") != nullptr);
+    CHECK(omnisift_head_load(nullptr, "x") == nullptr);
+
+    omnisift_engine_free(eng);
+    if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
+    return failures ? 1 : 0;
+}
