@@ -71,18 +71,19 @@ class VisionEncoder:
             arr = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
             if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(inp), arr, len(bitmaps)) != 0:
                 raise ValueError("libmtmd could not tokenize the image")
-            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
-                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-                if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                    continue
-                image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
-                nx, ny = mtmd.mtmd_image_tokens_get_nx(image), mtmd.mtmd_image_tokens_get_ny(image)
-                n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
-                if mtmd.mtmd_encode_chunk(self._ctx, chunk) != 0:
-                    raise RuntimeError("libmtmd failed to encode the image")
-                out = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self._ctx), shape=(n * self.n_embd,))
-                return out.reshape(n, self.n_embd).copy(), ny, nx
-            raise RuntimeError(f"libmtmd made no image chunk out of {len(frames)} frame(s)")
+            images = [mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))]
+            images = [c for c in images if mtmd.mtmd_input_chunk_get_type(c) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE]
+            if len(images) != 1:
+                raise ValueError(f"libmtmd made {len(images)} image chunks of {len(frames)} frame(s): this "
+                                 "projector does not merge frame pairs (video needs a Qwen-VL family model)")
+            [chunk] = images
+            image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+            nx, ny = mtmd.mtmd_image_tokens_get_nx(image), mtmd.mtmd_image_tokens_get_ny(image)
+            n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+            if mtmd.mtmd_encode_chunk(self._ctx, chunk) != 0:
+                raise RuntimeError("libmtmd failed to encode the image")
+            out = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self._ctx), shape=(n * self.n_embd,))
+            return out.reshape(n, self.n_embd).copy(), ny, nx
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
             for bm in bitmaps:
