@@ -24,7 +24,7 @@ from ._model_info import check_pair, read_llm_info
 from ._pipeline import CompressionConfig, Pipeline
 from ._prompt import build_prompt
 from ._sift import AUDIO_SELECTORS, SiftHead, _retention
-from ._vision import VisionEncoder
+from ._mtmd import MtmdEncoder
 
 
 class Llama:
@@ -69,26 +69,26 @@ class Llama:
             if config.sift_head.n_embd != info.n_embd:
                 raise ValueError(f"the sift head {sift_head} is for embeddings of width {config.sift_head.n_embd}, "
                                  f"but {self.model_path} has width {info.n_embd}")
-        self._vision = self._audio = None
+        self._mtmd = self._audio = None
+        encode_audio = None
         if mm_info is not None:
-            self._vision = VisionEncoder(mmproj_path, self._llm.model, info.n_embd, n_threads or 0,
-                                         use_gpu=n_gpu_layers != 0, image_min_tokens=1,
-                                         image_max_tokens=16384)
-            if mm_info.has_audio:
-                self._audio = self._audio_encoder(mmproj_path, mm_info)
+            self._mtmd = MtmdEncoder(mmproj_path, self._llm.model, info.n_embd, n_threads or 0,
+                                     use_gpu=n_gpu_layers != 0, image_min_tokens=1, image_max_tokens=16384)
+            if mm_info.has_audio and mm_info.projector_type == "qwen2.5o":
+                # Qwen2.5-Omni's tower on 2-s windows, as the model was trained (not mtmd's 30-s padding)
+                from ._audio import AudioTower
+
+                self._audio = AudioTower(mmproj_path, engine=self._engine)
+                encode_audio = self._audio.encode
+            elif mm_info.has_audio:
+                encode_audio = self._mtmd.encode_audio  # towers that really are 30-s Whisper windows
         self._template = self._chat_template()
         self._pipeline = Pipeline(
             tokenize=lambda text: self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True),
-            n_ctx=self.n_ctx, n_embd=info.n_embd, uses_mrope=info.uses_mrope, vision=self._vision,
-            audio_encoder=self._audio, decode_rows=self._decode_rows, decode_tokens=self._decode_tokens,
+            n_ctx=self.n_ctx, n_embd=info.n_embd, uses_mrope=info.uses_mrope, vision=self._mtmd,
+            encode_audio=encode_audio, audio_windowed=self._audio is not None,
+            decode_rows=self._decode_rows, decode_tokens=self._decode_tokens,
             config=config, engine=self._engine, fps=video_fps)
-
-    def _audio_encoder(self, mmproj_path, mm_info):
-        if mm_info.projector_type != "qwen2.5o":
-            return None  # Whisper-style towers (Ultravox, Qwen2-Audio...) stay with libmtmd: not wired yet
-        from ._audio import AudioTower
-
-        return AudioTower(mmproj_path, engine=self._engine)
 
     def _chat_template(self):
         from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -238,7 +238,7 @@ class Llama:
         return int(seed if seed is not None else int.from_bytes(os.urandom(4), "little")) & 0xFFFFFFFF
 
     def close(self) -> None:
-        for name in ("_vision", "_audio"):
+        for name in ("_mtmd", "_audio"):
             obj = getattr(self, name, None)
             if obj is not None and hasattr(obj, "close"):
                 obj.close()

@@ -1,7 +1,8 @@
-"""Images and video frame pairs through libmtmd's vision tower (the model's own, via clip.cpp).
+"""libmtmd's encoders (clip.cpp): images and video frame pairs through the vision tower, and audio
+for towers that really are Whisper-style 30-s windows (Qwen2-Audio, Ultravox, Voxtral).
 
-Only the encoder is used: the text mtmd would wrap around media ("<|vision_start|>" as plain text,
-which the Omni vocabulary lacks) is discarded, and the sequence is built with the model's own
+Only the encoders are used: the text mtmd would wrap around media ("<|vision_start|>" as plain
+text, which the Omni vocabulary lacks) is discarded, and the sequence is built with the model's own
 special tokens instead (see _sequence.py).
 """
 
@@ -22,8 +23,8 @@ mtmd.mtmd_helper_log_set(llama_log_callback, None)
 from ._errors import ModelFileError
 
 
-class VisionEncoder:
-    """An mtmd context bound to a loaded llama model; encodes one image or one frame pair per call."""
+class MtmdEncoder:
+    """An mtmd context bound to a loaded llama model."""
 
     def __init__(self, mmproj_path, llama_model, n_embd: int, n_threads: int = 0, use_gpu: bool = True,
                  image_min_tokens: int = -1, image_max_tokens: int = -1):
@@ -51,6 +52,15 @@ class VisionEncoder:
     def __del__(self) -> None:
         self.close()
 
+    def encode_audio(self, pcm: np.ndarray) -> np.ndarray:
+        """Rows [n, n_embd] of 16 kHz mono float32 PCM as libmtmd encodes it: every 30-s window."""
+        if not self.supports_audio:
+            raise ValueError("this mmproj has no audio tower")
+        pcm = np.ascontiguousarray(pcm, dtype=np.float32)
+        bm = mtmd.mtmd_bitmap_init_from_audio(len(pcm), pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        chunks = self._encode([bm], mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO)
+        return np.concatenate([rows for rows, _ in chunks])
+
     def encode(self, frames: list) -> tuple[np.ndarray, int, int]:
         """Encodes one image ([frame]) or one temporal pair ([frame0, frame1], equal sizes).
 
@@ -63,27 +73,39 @@ class VisionEncoder:
         shapes = {f.shape for f in frames}
         if len(shapes) != 1:
             raise ValueError(f"the frames of a pair must have one size, got {sorted(shapes)}")
-        bitmaps = [self._bitmap(f, mergeable=len(frames) == 2) for f in frames]
+        chunks = self._encode([self._bitmap(f, mergeable=len(frames) == 2) for f in frames],
+                              mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE)
+        if len(chunks) != 1:
+            raise ValueError(f"libmtmd made {len(chunks)} image chunks of {len(frames)} frame(s): this "
+                             "projector does not merge frame pairs (video needs a Qwen-VL family model)")
+        [(rows, (nx, ny))] = chunks
+        return rows, ny, nx
+
+    def _encode(self, bitmaps: list, kind: int) -> list:
+        """Tokenizes bitmaps (freed here) and encodes each media chunk of `kind`:
+        [(rows [n, n_embd], (nx, ny) for images)]."""
         chunks = mtmd.mtmd_input_chunks_init()
         try:
-            text = self._marker * len(frames)
+            text = self._marker * len(bitmaps)
             inp = mtmd.mtmd_input_text(text=text, text_len=len(text), add_special=False, parse_special=False)
             arr = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
             if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(inp), arr, len(bitmaps)) != 0:
-                raise ValueError("libmtmd could not tokenize the image")
-            images = [mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))]
-            images = [c for c in images if mtmd.mtmd_input_chunk_get_type(c) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE]
-            if len(images) != 1:
-                raise ValueError(f"libmtmd made {len(images)} image chunks of {len(frames)} frame(s): this "
-                                 "projector does not merge frame pairs (video needs a Qwen-VL family model)")
-            [chunk] = images
-            image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
-            nx, ny = mtmd.mtmd_image_tokens_get_nx(image), mtmd.mtmd_image_tokens_get_ny(image)
-            n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
-            if mtmd.mtmd_encode_chunk(self._ctx, chunk) != 0:
-                raise RuntimeError("libmtmd failed to encode the image")
-            out = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self._ctx), shape=(n * self.n_embd,))
-            return out.reshape(n, self.n_embd).copy(), ny, nx
+                raise ValueError("libmtmd could not tokenize the media")
+            out = []
+            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                if mtmd.mtmd_input_chunk_get_type(chunk) != kind:
+                    continue
+                n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                grid = None
+                if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                    image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+                    grid = (mtmd.mtmd_image_tokens_get_nx(image), mtmd.mtmd_image_tokens_get_ny(image))
+                if mtmd.mtmd_encode_chunk(self._ctx, chunk) != 0:
+                    raise RuntimeError("libmtmd failed to encode the media")
+                rows = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self._ctx), shape=(n * self.n_embd,))
+                out.append((rows.reshape(n, self.n_embd).copy(), grid))
+            return out
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
             for bm in bitmaps:

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _media, _sequence as S
+from ._audio import n_tokens as audio_n_tokens
 from ._errors import ModelFileError
 from ._prompt import AUDIO_BOS, AUDIO_EOS, MediaItem, Prompt
 from ._sift import sift
@@ -35,12 +36,6 @@ def kept_count(n: int, retention: float) -> int:
     """Tokens a group of n keeps at `retention`, by the engine's rule."""
     drop = math.floor(n * (1.0 - retention) + _DROP_EPS)
     return n - min(max(drop, 0), n)
-
-
-def audio_token_count(n_samples: int) -> int:
-    """Tokens of the Qwen2.5-Omni audio tower for a clip: 25 per second of real audio."""
-    frames = n_samples // 160  # the Whisper feature extractor's hop
-    return max(0, ((frames - 1) // 2 + 1 - 2) // 2 + 1) if frames > 0 else 0
 
 
 @dataclasses.dataclass
@@ -94,14 +89,16 @@ class _Planned:
     n_kept: int
     video: Optional[_media.VideoInfo] = None
     grid: tuple = (0, 0)          # (h, w) merged tokens, image / video
-    pcm: Optional[np.ndarray] = None
+    audio_rows: Optional[np.ndarray] = None   # encoded at planning: their count is the cost
+    padding_avoided: int = 0
 
 
 class Pipeline:
     """Builds and decodes one prompt into a llama context. Owned by pyomnisift.Llama."""
 
     def __init__(self, *, tokenize: Callable[[str], list], n_ctx: int, n_embd: int, uses_mrope: bool,
-                 vision, audio_encoder, decode_rows: Callable, decode_tokens: Callable,
+                 vision, encode_audio: Optional[Callable], audio_windowed: bool,
+                 decode_rows: Callable, decode_tokens: Callable,
                  config: CompressionConfig, engine, fps: float = 2.0,
                  video_min_pixels: int = _media.VIDEO_MIN_PIXELS, video_max_pixels: int = _media.VIDEO_MAX_PIXELS,
                  image_min_pixels: int = IMAGE_MIN_PIXELS, image_max_pixels: int = IMAGE_MAX_PIXELS):
@@ -110,7 +107,8 @@ class Pipeline:
         self.n_embd = n_embd
         self.uses_mrope = uses_mrope
         self.vision = vision
-        self.audio_encoder = audio_encoder
+        self.encode_audio = encode_audio        # 16 kHz PCM -> rows; None without an audio tower
+        self.audio_windowed = audio_windowed    # True: our 2-s-window tower (no 30-s padding)
         self.decode_rows = decode_rows
         self.decode_tokens = decode_tokens
         self.config = config
@@ -128,37 +126,45 @@ class Pipeline:
 
     def _plan(self, item: MediaItem, stats: Stats) -> _Planned:
         cfg = self.config
-        with stats.timer("media_decode"):
-            if item.kind == "image":
-                if self.vision is None or not self.vision.supports_vision:
-                    raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
+        if item.kind == "audio":
+            self._require_audio(item)
+            with stats.timer("media_decode"):
+                pcm = _media.read_audio(item.source)
+            rows, avoided = self._encode_audio(pcm, stats)
+            if rows is None:
+                raise ValueError(f"{item.label}: audio of {len(pcm) / 16000:.3f} s is shorter than one "
+                                 "audio token (40 ms)")
+            return _Planned(item, len(rows), len(rows), audio_rows=rows, padding_avoided=avoided)
+        if self.vision is None or not self.vision.supports_vision:
+            raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
+        if item.kind == "image":
+            with stats.timer("media_decode"):
                 pixels = _media.read_image(item.source)
-                h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], *self.image_bounds)
-                n = (h // 28) * (w // 28)
-                return _Planned(item, n, kept_count(n, cfg.image_retention), grid=(h // 28, w // 28))
-            if item.kind == "audio":
-                self._require_audio(item)
-                pcm = _media.read_audio(item.source)
-                n = audio_token_count(len(pcm))
-                if n == 0:
-                    raise ValueError(f"{item.label}: audio of {len(pcm) / 16000:.3f} s is shorter than one "
-                                     "audio token (40 ms)")
-                return _Planned(item, n, n, pcm=pcm)
-            if self.vision is None or not self.vision.supports_vision:
-                raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
+            h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], *self.image_bounds)
+            n = (h // 28) * (w // 28)
+            return _Planned(item, n, kept_count(n, cfg.image_retention), grid=(h // 28, w // 28))
+        with stats.timer("media_decode"):
             info = _media.probe_video(item.source, self.fps, *self.video_bounds)
-            pcm = None
-            if info.has_audio and self.audio_encoder is not None:
-                pcm = _media.read_audio(item.source)
-                if audio_token_count(len(pcm)) == 0:
-                    pcm = None
-            gh, gw = info.height // 28, info.width // 28
-            n_grids = info.n_sampled // 2
-            n_video = n_grids * gh * gw
-            n_audio = audio_token_count(len(pcm)) if pcm is not None else 0
-            kept = n_grids * kept_count(gh * gw, cfg.video_retention)
-            kept += self._audio_kept_estimate(n_audio, n_grids)
-            return _Planned(item, n_video + n_audio, kept, video=info, grid=(gh, gw), pcm=pcm)
+            # A track that cannot be decoded is no reason to refuse the video: it goes without sound.
+            pcm = _read_track(item.source) if info.has_audio and self.encode_audio is not None else None
+        rows, avoided = self._encode_audio(pcm, stats) if pcm is not None else (None, 0)
+        gh, gw = info.height // 28, info.width // 28
+        n_grids = info.n_sampled // 2
+        n_audio = len(rows) if rows is not None else 0
+        kept = n_grids * kept_count(gh * gw, cfg.video_retention) + self._audio_kept_estimate(n_audio, n_grids)
+        return _Planned(item, n_grids * gh * gw + n_audio, kept, video=info, grid=(gh, gw), audio_rows=rows,
+                        padding_avoided=avoided)
+
+    def _encode_audio(self, pcm: np.ndarray, stats: Stats):
+        """(rows, padding avoided) of a clip, or (None, 0) when it is shorter than one token."""
+        if len(pcm) == 0 or (self.audio_windowed and audio_n_tokens(len(pcm)) == 0):
+            return None, 0
+        with stats.timer("encode"):
+            rows = self.encode_audio(pcm)
+        if len(rows) == 0:
+            return None, 0
+        avoided = _padding_avoided(len(pcm), len(rows)) if self.audio_windowed else 0
+        return rows, avoided
 
     def _audio_kept_estimate(self, n_audio: int, n_grids: int) -> int:
         if self.config.audio_selector == "none":
@@ -172,7 +178,7 @@ class Pipeline:
         return kept
 
     def _require_audio(self, item: MediaItem) -> None:
-        if self.audio_encoder is None:
+        if self.encode_audio is None:
             raise ValueError(f"{item.label}: this model's mmproj has no audio tower, it cannot take audio")
 
     # --- running
@@ -182,7 +188,7 @@ class Pipeline:
         stats = Stats()
         planned = [self._plan(item, stats) for item in prompt.media]
         texts = [self.tokenize(piece) for piece in prompt.pieces]
-        n_text = sum(len(t) for t in texts) + sum(2 for p in planned if p.video is not None and p.pcm is not None)
+        n_text = sum(len(t) for t in texts) + sum(2 for p in planned if p.video is not None and p.audio_rows is not None)
         needed = n_text + sum(p.n_kept for p in planned)
         if needed > self.n_ctx:
             raise ValueError(self._too_long_message(needed, n_text, planned))
@@ -193,7 +199,7 @@ class Pipeline:
         pos, decoded = 0, 0
         for i, plan in enumerate(planned):
             tokens = texts[i]
-            with_audio = plan.video is not None and plan.pcm is not None
+            with_audio = plan.video is not None and plan.audio_rows is not None
             if with_audio:  # <|audio_bos|> shares <|vision_bos|>'s position, as in the reference
                 decoded += self._tokens(tokens[:-1], np.arange(pos, pos + len(tokens) - 1), stats)
                 pos += len(tokens) - 1
@@ -255,9 +261,8 @@ class Pipeline:
             blocks = S.image_blocks(gh, gw, pos)
             return S.end_position(blocks, pos), self._compress_decode(rows, blocks, stats)
         if plan.item.kind == "audio":
-            with stats.timer("encode"):
-                rows = self.audio_encoder.encode(plan.pcm)
-            stats.counts["audio"]["padding_avoided"] += _padding_avoided(len(plan.pcm), len(rows))
+            rows = plan.audio_rows
+            stats.counts["audio"]["padding_avoided"] += plan.padding_avoided
             blocks = S.audio_blocks(len(rows), pos)
             return S.end_position(blocks, pos), self._compress_decode(rows, blocks, stats)
         return self._video(plan, pos, stats)
@@ -265,11 +270,9 @@ class Pipeline:
     def _video(self, plan: _Planned, pos: int, stats: Stats) -> tuple[int, int]:
         gh, gw = plan.grid
         n_grids = plan.video.n_sampled // 2
-        audio_rows = None
-        if plan.pcm is not None:
-            with stats.timer("encode"):
-                audio_rows = self.audio_encoder.encode(plan.pcm)
-            stats.counts["audio"]["padding_avoided"] += _padding_avoided(len(plan.pcm), len(audio_rows))
+        audio_rows = plan.audio_rows
+        if audio_rows is not None:
+            stats.counts["audio"]["padding_avoided"] += plan.padding_avoided
             blocks = S.video_with_audio_blocks(n_grids, gh, gw, len(audio_rows), pos)
         else:
             blocks = S.video_blocks(n_grids, gh, gw, pos)
@@ -323,6 +326,13 @@ class Pipeline:
         if self.on_rows is not None:
             self.on_rows(kept_rows, kept_pos, rows, positions, modality, keep)
         return len(kept_rows)
+
+
+def _read_track(source) -> Optional[np.ndarray]:
+    try:
+        return _media.read_audio(source)
+    except ModelFileError:
+        return None
 
 
 def _prefetch(iterator, depth: int):

@@ -95,10 +95,10 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
     arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bm)
     try:
-        assert mtmd.mtmd_tokenize(omni._vision._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
+        assert mtmd.mtmd_tokenize(omni._mtmd._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
         omni._reset()
         new_n_past = llama_cpp.llama_pos(0)
-        assert mtmd.mtmd_helper_eval_chunks(omni._vision._ctx, lctx, chunks, 0, 0, 1024, True,
+        assert mtmd.mtmd_helper_eval_chunks(omni._mtmd._ctx, lctx, chunks, 0, 0, 1024, True,
                                             ctypes.byref(new_n_past)) == 0
         ref = omni.logits()
 
@@ -116,7 +116,7 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
                 omni._decode_tokens(ids, list(range(pos, pos + len(ids))), last)
                 pos += len(ids)
             else:
-                rows, gh, gw = omni._vision.encode([pixels])
+                rows, gh, gw = omni._mtmd.encode([pixels])
                 [block] = S.image_blocks(gh, gw, pos)
                 omni._decode_rows(rows, block.positions)
                 pos = S.end_position([block], pos)
