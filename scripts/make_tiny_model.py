@@ -26,6 +26,10 @@ from fetch_assets import ensure_assets  # noqa: E402
 
 LLM_FILE = "omni-tiny-llm.gguf"
 MMPROJ_FILE = "omni-tiny-mmproj.gguf"
+# The audio-LLM variant (--variant audio): Qwen2-Audio's shape, an ordinary-RoPE qwen2 LLM and a
+# Whisper-style "qwen2a" tower that libmtmd encodes in 30-s windows.
+AUDIO_LLM_FILE = "audio-tiny-llm.gguf"
+AUDIO_MMPROJ_FILE = "audio-tiny-mmproj.gguf"
 
 LLM = dict(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128,
            n_ctx=32768, rope_base=1e6, rms_eps=1e-6)
@@ -198,13 +202,13 @@ def _atomic_path(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def _llm(path: Path, w: _Weights, vocab_path: Path) -> None:
+def _llm(path: Path, w: _Weights, vocab_path: Path, mrope: bool = True) -> None:
     p = LLM
     head_dim = p["n_embd"] // p["n_head"]
     assert sum(ROPE_SECTIONS) == head_dim // 2
     n_embd, n_kv = p["n_embd"], p["n_head_kv"] * head_dim
 
-    writer = GGUFWriter(_atomic_path(path), "qwen2vl")
+    writer = GGUFWriter(_atomic_path(path), "qwen2vl" if mrope else "qwen2")
     writer.add_name("omni-tiny")
     writer.add_block_count(p["n_layer"])
     writer.add_context_length(p["n_ctx"])
@@ -214,7 +218,8 @@ def _llm(path: Path, w: _Weights, vocab_path: Path) -> None:
     writer.add_head_count_kv(p["n_head_kv"])
     writer.add_rope_freq_base(p["rope_base"])
     writer.add_layer_norm_rms_eps(p["rms_eps"])
-    writer.add_rope_dimension_sections(ROPE_SECTIONS)
+    if mrope:
+        writer.add_rope_dimension_sections(ROPE_SECTIONS)
 
     tokens, types, merges = _tokenizer(vocab_path)
     writer.add_tokenizer_model("gpt2")
@@ -378,6 +383,39 @@ def _mmproj(path: Path, w: _Weights) -> None:
     _write(writer, _vision_tensors(w, n_proj) | _audio_tensors(w, n_proj), path)
 
 
+def _audio_mmproj(path: Path, w: _Weights) -> None:
+    a = AUDIO
+    writer = GGUFWriter(_atomic_path(path), "clip")
+    writer.add_type(GGUFType.MMPROJ)
+    writer.add_name("audio-tiny")
+    writer.add_clip_projector_type("qwen2a")
+    writer.add_clip_has_vision_encoder(False)
+    writer.add_clip_has_audio_encoder(True)
+    writer.add_audio_embedding_length(a["n_embd"])
+    writer.add_audio_feed_forward_length(a["n_ff"])
+    writer.add_audio_block_count(a["n_layer"])
+    writer.add_audio_head_count(a["n_head"])
+    writer.add_audio_projection_dim(LLM["n_embd"])
+    writer.add_audio_attention_layernorm_eps(a["eps"])
+    writer.add_audio_num_mel_bins(a["n_mel"])
+    _write(writer, _audio_tensors(w, LLM["n_embd"]), path)
+
+
+def make_tiny_audio_model(out_dir: str | os.PathLike, seed: int = 0,
+                          vocab_path: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The audio-LLM variant: (llm_path, mmproj_path) in out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = Path(vocab_path) if vocab_path else ensure_assets()["ggml-vocab-qwen2.gguf"]
+    llm_path, mmproj_path = out / AUDIO_LLM_FILE, out / AUDIO_MMPROJ_FILE
+    w = _Weights(seed)
+    _llm(llm_path, w, vocab, mrope=False)
+    _audio_mmproj(mmproj_path, w)
+    for path in (llm_path, mmproj_path):
+        os.replace(_atomic_path(path), path)
+    return llm_path, mmproj_path
+
+
 def make_tiny_model(out_dir: str | os.PathLike, seed: int = 0,
                     vocab_path: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write the pair into out_dir and return (llm_path, mmproj_path).
@@ -403,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab", help="ggml-vocab-qwen2.gguf (default: fetched and cached)")
+    parser.add_argument("--variant", choices=["omni", "audio"], default="omni",
+                        help="omni: Qwen2.5-Omni shape (default); audio: Qwen2-Audio shape")
     args = parser.parse_args(argv)
-    for path in make_tiny_model(args.out, args.seed, args.vocab):
+    make = make_tiny_model if args.variant == "omni" else make_tiny_audio_model
+    for path in make(args.out, args.seed, args.vocab):
         print(path)
     return 0
 

@@ -36,3 +36,16 @@ def tiny_model(assets) -> tuple[Path, Path]:
         make_tiny_model.make_tiny_model(out, TINY_SEED, assets["ggml-vocab-qwen2.gguf"])
         stamp.write_text(generator)
     return llm, mmproj
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_model(assets) -> tuple[Path, Path]:
+    """(llm, mmproj) of the audio-LLM variant: ordinary RoPE, a Whisper-style qwen2a tower."""
+    out = default_cache_dir() / f"tiny-audio-model-{TINY_SEED}"
+    llm, mmproj = out / make_tiny_model.AUDIO_LLM_FILE, out / make_tiny_model.AUDIO_MMPROJ_FILE
+    stamp = out / "generator.sha256"
+    generator = sha256_of(Path(make_tiny_model.__file__))
+    if not (llm.is_file() and mmproj.is_file() and stamp.is_file() and stamp.read_text() == generator):
+        make_tiny_model.make_tiny_audio_model(out, TINY_SEED, assets["ggml-vocab-qwen2.gguf"])
+        stamp.write_text(generator)
+    return llm, mmproj

@@ -131,6 +131,37 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     assert np.argmax(ours) == np.argmax(ref)
 
 
+def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model, assets):
+    """An audio LLM (Qwen2-Audio shape: qwen2 arch, Whisper-style 30-s tower): libmtmd encodes the
+    audio, positions are contiguous, and the result is llama.cpp's own path, logit for logit."""
+    llm_path, mmproj = tiny_audio_model
+    with pyomnisift.Llama(str(llm_path), str(mmproj), n_ctx=2048, n_threads=2) as m:
+        out = m.prefill(user(audio_part(assets["test-2.mp3"]), text("Transcribe.")))
+        ours = m.logits()
+        assert out["omnisift"]["audio"]["tokens_in"] == 750  # one padded 30-s window, as mtmd makes it
+        assert out["omnisift"]["audio"]["padding_avoided"] == 0
+        assert m._pipeline.next_pos == out["prompt_tokens"]  # contiguous positions
+
+        prompt = m._render([{"role": "user", "content": "<__media__>Transcribe."}]).encode()
+        pcm = _media.read_audio(assets["test-2.mp3"])
+        bm = mtmd.mtmd_bitmap_init_from_audio(len(pcm), pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
+            assert mtmd.mtmd_tokenize(m._mtmd._ctx, chunks, ctypes.byref(inp),
+                                      (mtmd.mtmd_bitmap_p_ctypes * 1)(bm), 1) == 0
+            m._reset()
+            n_past = llama_cpp.llama_pos(0)
+            assert mtmd.mtmd_helper_eval_chunks(m._mtmd._ctx, m._llm.ctx, chunks, 0, 0, 1024, True,
+                                                ctypes.byref(n_past)) == 0
+            ref = m.logits()
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            mtmd.mtmd_bitmap_free(bm)
+        assert n_past.value == out["prompt_tokens"]
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
 # --- compression: the decoded rows are sift's
 
 
