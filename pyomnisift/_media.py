@@ -49,16 +49,21 @@ def _name(source) -> str:
     return "<in-memory media>" if hasattr(source, "read") else os.fspath(source)
 
 
-def _open(source, what: str):
-    """Opens a path or a binary file-like object (rewound: one source may be read several times)."""
-    import av
-
+def _ready(source, what: str):
+    """A path that exists, or a binary file-like object rewound (one source may be read several times)."""
     if hasattr(source, "read"):
         source.seek(0)
-    else:
-        source = os.fspath(source)
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"{what} not found: {source}")
+        return source
+    source = os.fspath(source)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{what} not found: {source}")
+    return source
+
+
+def _open(source, what: str):
+    import av
+
+    source = _ready(source, what)
     try:
         return av.open(source)
     except (av.error.FFmpegError, ValueError) as e:
@@ -153,12 +158,7 @@ def read_image(path) -> np.ndarray:
     """An image file as uint8 RGB [height, width, 3]."""
     from PIL import Image, UnidentifiedImageError
 
-    if hasattr(path, "read"):
-        path.seek(0)
-    else:
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"image not found: {path}")
+    path = _ready(path, "image")
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)

@@ -348,7 +348,7 @@ def _audio_tensors(w: _Weights, n_proj: int) -> dict[str, np.ndarray]:
 
 def _mmproj(path: Path, w: _Weights) -> None:
     n_proj = LLM["n_embd"]  # both towers project into the LLM's embedding space
-    v, a = VISION, AUDIO
+    v = VISION
 
     writer = GGUFWriter(_atomic_path(path), "clip")
     writer.add_type(GGUFType.MMPROJ)
@@ -372,6 +372,12 @@ def _mmproj(path: Path, w: _Weights) -> None:
     writer.add_vision_image_std(IMAGE_STD)
     writer.add_vision_n_wa_pattern(N_WA_PATTERN)
 
+    _add_audio_keys(writer, n_proj)
+    _write(writer, _vision_tensors(w, n_proj) | _audio_tensors(w, n_proj), path)
+
+
+def _add_audio_keys(writer: GGUFWriter, n_proj: int) -> None:
+    a = AUDIO
     writer.add_audio_embedding_length(a["n_embd"])
     writer.add_audio_feed_forward_length(a["n_ff"])
     writer.add_audio_block_count(a["n_layer"])
@@ -380,24 +386,15 @@ def _mmproj(path: Path, w: _Weights) -> None:
     writer.add_audio_attention_layernorm_eps(a["eps"])
     writer.add_audio_num_mel_bins(a["n_mel"])
 
-    _write(writer, _vision_tensors(w, n_proj) | _audio_tensors(w, n_proj), path)
-
 
 def _audio_mmproj(path: Path, w: _Weights) -> None:
-    a = AUDIO
     writer = GGUFWriter(_atomic_path(path), "clip")
     writer.add_type(GGUFType.MMPROJ)
     writer.add_name("audio-tiny")
     writer.add_clip_projector_type("qwen2a")
     writer.add_clip_has_vision_encoder(False)
     writer.add_clip_has_audio_encoder(True)
-    writer.add_audio_embedding_length(a["n_embd"])
-    writer.add_audio_feed_forward_length(a["n_ff"])
-    writer.add_audio_block_count(a["n_layer"])
-    writer.add_audio_head_count(a["n_head"])
-    writer.add_audio_projection_dim(LLM["n_embd"])
-    writer.add_audio_attention_layernorm_eps(a["eps"])
-    writer.add_audio_num_mel_bins(a["n_mel"])
+    _add_audio_keys(writer, LLM["n_embd"])
     _write(writer, _audio_tensors(w, LLM["n_embd"]), path)
 
 

@@ -2,6 +2,7 @@
 // path in OMNISIFT_TINY_LLM; skipped when unset): batching, M-RoPE positions out of order, and
 // failures that leave the cache as it was.
 #include "omnisift.h"
+#include "check.h"
 
 #include "llama.h"
 
@@ -12,14 +13,6 @@
 #include <random>
 #include <vector>
 
-static int failures = 0;
-#define CHECK(cond)                                                                         \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);  \
-            ++failures;                                                                     \
-        }                                                                                   \
-    } while (0)
 
 static void quiet(ggml_log_level, const char *, void *) {}
 
@@ -97,6 +90,5 @@ int main() {
     llama_free(ctx);
     llama_model_free(model);
     llama_backend_free();
-    if (failures == 0) std::printf("test_decode: all checks passed\n");
-    return failures == 0 ? 0 : 1;
+    return test_result("test_decode");
 }

@@ -1,18 +1,11 @@
 // The engine and error conventions of the C API: constructors fail with NULL plus a message, never
 // an abort, and the message names the problem.
 #include "omnisift.h"
+#include "check.h"
 
 #include <cstdio>
 #include <cstring>
 
-static int failures = 0;
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-            ++failures;                                                        \
-        }                                                                      \
-    } while (0)
 
 int main() {
     CHECK(std::strcmp(omnisift_version(), "") != 0);
@@ -36,6 +29,5 @@ int main() {
     omnisift_engine_free(nullptr); // like free(): a no-op
     CHECK(std::strcmp(omnisift_engine_device(nullptr), "") == 0);
 
-    if (failures == 0) std::printf("test_engine: all checks passed\n");
-    return failures == 0 ? 0 : 1;
+    return test_result("test_engine");
 }

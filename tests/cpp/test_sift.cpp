@@ -2,6 +2,7 @@
 // a sequence whose keep mask is known by construction, and bad arguments returning errors without
 // writing the outputs.
 #include "omnisift.h"
+#include "check.h"
 
 #include "ggml.h"
 #include "gguf.h"
@@ -14,8 +15,6 @@
 #include <unistd.h>
 #include <vector>
 
-static int failures = 0;
-#define CHECK(cond) do { if (!(cond)) { std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); ++failures; } } while (0)
 
 // A head GGUF as scripts/convert_sift_head.py writes it, with small deterministic weights; when
 // truncate_by > 0 the file is cut short by that many bytes.
@@ -154,6 +153,5 @@ int main() {
     CHECK(omnisift_head_load(nullptr, "x") == nullptr);
 
     omnisift_engine_free(eng);
-    if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return failures ? 1 : 0;
+    return test_result("test_sift");
 }
