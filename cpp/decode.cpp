@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -56,14 +57,16 @@ std::string decode_failure(int32_t ret, int64_t done, int64_t total, uint32_t n_
     return "decoding failed after " + std::to_string(done) + " of " + std::to_string(total) + " rows: " + why;
 }
 
-// Runs fn over batches; on failure trims the sequence back to where this call started.
-template <typename Fn>
-void decode_batches(llama_context * lctx, llama_seq_id seq_id, int64_t n, Fn && decode_one) {
+// Runs fn over batches of at most n_batch rows, also starting a new batch before every row for
+// which cut(row) is true; on failure trims the sequence back to where this call started.
+template <typename Cut, typename Fn>
+void decode_batches(llama_context * lctx, llama_seq_id seq_id, int64_t n, Cut && cut, Fn && decode_one) {
     llama_memory_t mem = llama_get_memory(lctx);
     const llama_pos start = llama_memory_seq_pos_max(mem, seq_id) + 1;  // section 0 (t) under M-RoPE
     const int64_t n_batch = llama_n_batch(lctx);
-    for (int64_t off = 0; off < n; off += n_batch) {
-        const int64_t cnt = std::min(n_batch, n - off);
+    for (int64_t off = 0, cnt = 0; off < n; off += cnt) {
+        cnt = 1;
+        while (off + cnt < n && cnt < n_batch && !cut(off + cnt)) ++cnt;
         const int32_t ret = decode_one(off, (int32_t) cnt, off + cnt == n);
         if (ret != 0) {
             llama_memory_seq_rm(mem, seq_id, start, -1);
@@ -93,15 +96,20 @@ int32_t omnisift_decode_embd(llama_context * lctx, const float * embd, int64_t n
 
         // llama.cpp requires t to be non-decreasing within a batch and across batches; the Omni
         // sequence is not (a chunk's audio starts at the chunk's first t, after its second grid).
-        // Decoding in stable t order changes no attention, since the M-RoPE mask follows positions.
+        // Within one batch the M-RoPE mask follows positions alone, so stable t order changes no
+        // attention there. A new batch starts wherever (t, h, w) goes down: rows already decoded
+        // then cannot see that row, which comes later in the sequence (the first audio token of a
+        // video has its first grid's t), as in the reference's sequence-order mask.
         std::vector<int64_t> order(n_rows);
         std::iota(order.begin(), order.end(), 0);
         std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return pos[a] < pos[b]; });
+        auto lex = [&](int64_t r) { return std::make_tuple(pos[r], pos[n_rows + r], pos[2 * n_rows + r]); };
+        auto goes_down = [&](int64_t i) { return lex(order[i]) <= lex(order[i - 1]); };
 
         const bool mrope = uses_mrope(model);
         const int n_sec = mrope ? 4 : 1;
         batch_storage st;
-        decode_batches(lctx, seq_id, n_rows, [&](int64_t off, int32_t cnt, bool last) {
+        decode_batches(lctx, seq_id, n_rows, goes_down, [&](int64_t off, int32_t cnt, bool last) {
             st.embd.resize((size_t) cnt * n_embd);
             st.pos.assign((size_t) cnt * n_sec, 0);
             for (int32_t i = 0; i < cnt; ++i) {
@@ -133,7 +141,8 @@ int32_t omnisift_decode_tokens(llama_context * lctx, const int32_t * tokens, int
             require(pos[i] >= 0, "negative position at token " + std::to_string(i));
         }
         batch_storage st;
-        decode_batches(lctx, seq_id, n_tokens, [&](int64_t off, int32_t cnt, bool last) {
+        auto never = [](int64_t) { return false; };
+        decode_batches(lctx, seq_id, n_tokens, never, [&](int64_t off, int32_t cnt, bool last) {
             st.token.assign(tokens + off, tokens + off + cnt);
             st.pos.assign(pos + off, pos + off + cnt);  // llama.cpp spreads t to h and w itself
             return llama_decode(lctx, st.view(cnt, seq_id, last && logits_last));

@@ -239,7 +239,10 @@ OMNISIFT_API int32_t omnisift_audio_tower_encode(omnisift_audio_tower * tower, c
 // positions, not by the order rows arrive in, and llama.cpp requires t to be non-decreasing within
 // a batch and across calls. The Omni sequence is not (a chunk's audio restarts at the chunk's first
 // t after its second video grid), so rows are decoded in stable t order: same attention, valid
-// batches. Models with ordinary RoPE use pos[0] only; their positions must be contiguous.
+// batches. A new batch also starts wherever (t, h, w) goes down, so that rows decoded before it
+// cannot see that later row (the reference's sequence-order mask; the remaining difference is
+// measured in tests/test_parity_transformers.py). Models with ordinary RoPE use pos[0] only; their
+// positions must be contiguous.
 //
 // On failure the rows this call decoded past the cache's previous end are removed again; callers
 // that need the exact previous state clear the sequence (pyomnisift.Llama clears its context).

@@ -270,12 +270,13 @@ class Pipeline:
     def _video(self, plan: _Planned, pos: int, stats: Stats) -> tuple[int, int]:
         gh, gw = plan.grid
         n_grids = plan.video.n_sampled // 2
+        seconds_per_grid = _media.FRAME_FACTOR / self.fps  # the reference's video_second_per_grid
         audio_rows = plan.audio_rows
         if audio_rows is not None:
             stats.counts["audio"]["padding_avoided"] += plan.padding_avoided
-            blocks = S.video_with_audio_blocks(n_grids, gh, gw, len(audio_rows), pos)
+            blocks = S.video_with_audio_blocks(n_grids, gh, gw, len(audio_rows), pos, seconds_per_grid)
         else:
-            blocks = S.video_blocks(n_grids, gh, gw, pos)
+            blocks = S.video_blocks(n_grids, gh, gw, pos, seconds_per_grid)
         # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
         # chunk is encoded and decoded; the queue bounds what is held to two chunks of frames.
         frames = _prefetch(_media.iter_video_frames(plan.item.source, self.fps, *self.video_bounds), depth=4)

@@ -63,7 +63,7 @@ PREPROCESSOR = {
 
 def _write_tokenizer(vocab_gguf: Path, out: Path) -> None:
     from gguf import GGUFReader
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     reader = GGUFReader(vocab_gguf)
@@ -77,12 +77,16 @@ def _write_tokenizer(vocab_gguf: Path, out: Path) -> None:
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    # Added in the released order first: the wrapper below would otherwise put its eos/pad tokens
+    # and the non-"<|" tokens at other ids.
+    tok.add_tokens([AddedToken(t, special=t.startswith("<|"), normalized=False) for t in ADDED_TOKENS])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=[t for t in ADDED_TOKENS if t.startswith("<|")],
         model_max_length=32768)
-    fast.add_tokens([t for t in ADDED_TOKENS if not t.startswith("<|")])
-    assert fast.convert_tokens_to_ids("<|AUDIO|>") == 151646 and len(fast) == N_REGULAR + len(ADDED_TOKENS)
+    ids = {t: fast.convert_tokens_to_ids(t) for t in ADDED_TOKENS}
+    assert ids == {t: N_REGULAR + i for i, t in enumerate(ADDED_TOKENS)}, ids
+    assert len(fast) == N_REGULAR + len(ADDED_TOKENS)
     fast.save_pretrained(out)
     # The processor reads the media token names from the tokenizer config.
     cfg_path = out / "tokenizer_config.json"

@@ -1,0 +1,467 @@
+"""The omni pipeline against transformers (notes/parity.md): the tiny random Qwen2.5-Omni thinker of
+scripts/make_hf_tiny_omni.py, converted by llama.cpp's own converter (f32 files, f32 KV cache, no
+flash attention) against the same thinker in transformers, float32, eager attention.
+
+For text, an image, audio alone, video without sound and video with its sound, the prompt goes
+through pyomnisift.Llama.prefill (chat template, our media decoding, encoders, layout, positions,
+decoding) and through transformers' own processor (chat template, placeholder expansion, image
+processor, Whisper features) and get_rope_index. Checked: the same token ids, our decode positions
+equal to get_rope_index's exactly, and the last-token logits within parity.md's tolerance.
+
+Video with its sound is where llama.cpp cannot compute the reference: its KV-cache mask under
+M-RoPE follows positions, not sequence order (see hf_reference.position_order_mask), and in a
+2-second chunk the audio comes after the second grid with smaller t. test_audio_in_video_mask
+measures the difference and proves it is the mask alone, by running the reference with llama.cpp's
+position-order mask; test_where_position_order_differs says which query-key pairs differ, for any
+lengths; test_sequence_order_is_refused_by_llama_cpp shows why no decoding order gives the
+reference's mask; the part that decoding order can give (the first grid not seeing the first audio
+token) omnisift_decode_embd gives, by starting a batch where (t, h, w) goes down.
+"""
+
+from __future__ import annotations
+
+import fractions
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+for _module in ("torch", "transformers", "tokenizers", "safetensors", "av", "PIL"):
+    pytest.importorskip(_module)
+
+import pyomnisift  # noqa: E402
+from pyomnisift import _media, _sequence as S  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hf_reference as H  # noqa: E402
+
+# parity.md, f32 files: max abs diff about 1e-3, cosine > 0.99999 (2e-3 as in test_audio_tower.py).
+# The floor is llama.cpp's CPU arithmetic, not the pipeline: on this model a one-token prompt through
+# plain llama_cpp.Llama is already 1.8e-4 from an exact float64 forward of the same GGUF weights
+# (transformers in float32 stays within 3e-6 of float64), and our text logits equal
+# llama_cpp.Llama.eval's bit for bit.
+MAX_ABS, MIN_COS = 2e-3, 0.99999
+TOKEN_OF = {S.MODALITY_IMAGE: H.IMAGE_TOKEN, S.MODALITY_AUDIO: H.AUDIO_TOKEN, S.MODALITY_VIDEO: H.VIDEO_TOKEN}
+QUESTION = "Describe what you see and hear, briefly."
+
+
+# --- fixtures: the model pair, the reference, the media
+
+
+@pytest.fixture(scope="module")
+def hf_tiny():
+    import make_hf_tiny_omni
+
+    return make_hf_tiny_omni.make_hf_tiny_omni()
+
+
+@pytest.fixture(scope="module")
+def thinker(hf_tiny):
+    import make_hf_tiny_omni
+
+    return make_hf_tiny_omni.load_thinker(hf_tiny["hf"])
+
+
+@pytest.fixture(scope="module")
+def processor(hf_tiny):
+    from make_tiny_model import CHAT_TEMPLATE
+
+    return H.make_processor(hf_tiny["hf"], CHAT_TEMPLATE)
+
+
+class _Llama(pyomnisift.Llama):
+    """The converted tiny model carries no chat template (its HF tokenizer has none): give it the
+    released Qwen2.5-Omni template, the one the reference processor renders with."""
+
+    def _chat_template(self):
+        from make_tiny_model import CHAT_TEMPLATE
+
+        self._llm.metadata["tokenizer.chat_template"] = CHAT_TEMPLATE
+        return super()._chat_template()
+
+
+@pytest.fixture(scope="module")
+def ours(hf_tiny):
+    # f32 KV cache (GGML_TYPE_F32 = 0) and no flash attention: the reference computes in float32.
+    model = _Llama(str(hf_tiny["llm"]), str(hf_tiny["mmproj"]), n_ctx=4096, n_threads=2,
+                   type_k=0, type_v=0, flash_attn=False)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def media(assets, tmp_path_factory):
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("parity-media")
+    out = {}
+    # 224x168: multiples of 28 inside the image bounds, so neither side resizes.
+    out["image"] = d / "image.png"
+    Image.open(assets["test-1.jpeg"]).convert("RGB").resize((224, 168), Image.BICUBIC).save(out["image"])
+    speech = _media.read_audio(assets["test-2.mp3"])
+    out["audio-4s"] = write_wav(d / "audio-4s.wav", speech[16000:16000 + 4 * 16000])    # two full 2-s windows
+    out["audio-2.6s"] = write_wav(d / "audio-2.6s.wav", speech[:41600])                 # a partial last window
+    out["video"] = write_video(d / "video.mp4", seconds=4, with_audio=False)
+    out["video+audio"] = write_video(d / "video+audio.mp4", seconds=4, with_audio=True)
+    return out
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def write_video(path: Path, seconds: int, with_audio: bool, fps: int = 10, size=(392, 280)) -> Path:
+    """A synthetic clip whose frames are a multiple of 28 inside the video bounds (392x280 = 140
+    merged tokens a grid), so that our resize is the identity; optionally an AAC track (a chirp
+    and noise)."""
+    import av
+
+    rng = np.random.default_rng(5)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt, vs.bit_rate = width, height, "yuv420p", 4_000_000
+        aus = c.add_stream("aac", rate=16000, layout="mono") if with_audio else None
+        for i in range(seconds * fps):
+            img = np.stack([(xx * 255 // width + 9 * i) % 256, (yy * 255 // height) % 256,
+                            ((xx + yy + 13 * i) % 64) * 4], axis=-1).astype(np.uint8)
+            x0 = (i * 11) % (width - 60)
+            img[60:120, x0:x0 + 60] = rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if with_audio:
+            t = np.arange(seconds * 16000) / 16000
+            pcm = 0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t) + 0.05 * rng.standard_normal(len(t))
+            frame = av.AudioFrame.from_ndarray(pcm.astype(np.float32)[None], format="flt", layout="mono")
+            frame.sample_rate = 16000
+            frame.time_base = fractions.Fraction(1, 16000)
+            for p in aus.encode(frame):
+                c.mux(p)
+            for p in aus.encode():
+                c.mux(p)
+    return path
+
+
+# --- one case on both sides
+
+
+class Recorder:
+    """What our pipeline decodes, in sequence order: token ids (media rows as their placeholder
+    token), (t, h, w) decode positions, and the decode calls themselves (to replay them)."""
+
+    def __init__(self, model, tokenizer):
+        self.ids, self.pos, self.calls = [], [], []
+        pipeline = model._pipeline
+        decode_tokens = pipeline.decode_tokens
+        placeholder = {m: tokenizer.convert_tokens_to_ids(t) for m, t in TOKEN_OF.items()}
+
+        def tokens(toks, positions, logits_last):
+            self.ids += [int(t) for t in toks]
+            self.pos.append(np.broadcast_to(np.asarray(positions, np.int64), (3, len(toks))))
+            self.calls.append(("tokens", list(toks), np.asarray(positions).copy()))
+            return decode_tokens(toks, positions, logits_last)
+
+        def rows(kept_rows, kept_positions, rows_, positions, modality, keep):
+            self.ids += [placeholder[int(m)] for m in modality[keep]]
+            self.pos.append(np.asarray(kept_positions, np.int64))
+            self.calls.append(("rows", kept_rows.copy(), np.asarray(kept_positions).copy()))
+
+        pipeline.decode_tokens, pipeline.on_rows = tokens, rows
+        self._restore = (pipeline, decode_tokens)
+
+    def close(self):
+        pipeline, decode_tokens = self._restore
+        pipeline.decode_tokens, pipeline.on_rows = decode_tokens, None
+
+    @property
+    def positions(self) -> np.ndarray:
+        return np.concatenate(self.pos, axis=1)
+
+
+def _openai_part(kind, path):
+    if kind == "image":
+        return {"type": "image_url", "image_url": {"url": str(path)}}
+    if kind == "audio":
+        return {"type": "input_audio", "input_audio": {"data": f"file://{path}", "format": "wav"}}
+    return {"type": "video_url", "video_url": {"url": str(path)}}
+
+
+def run_case(ours, processor, media, case: str, video_fps: float = 2.0):
+    """(our ids, our positions [3, L], our logits, reference inputs) for one case."""
+    kind = case.split("-")[0].split("+")[0]
+    parts, hf_parts, kw = [], [], {}
+    if kind != "text":
+        path = media[case]
+        parts.append(_openai_part(kind, path))
+        hf_parts.append({"type": kind})
+        if kind == "image":
+            kw["images"] = [_media.read_image(path)]
+        elif kind == "audio":
+            kw["audio"] = [_media.read_audio(path)]
+        else:
+            kw["videos"] = [np.stack(list(_media.iter_video_frames(path, video_fps)))]
+            kw["video_fps"] = video_fps
+            if case == "video+audio":
+                kw["audio"] = [_media.read_audio(path)]
+                kw["audio_in_video"] = True
+    parts.append({"type": "text", "text": QUESTION})
+    hf_parts.append({"type": "text", "text": QUESTION})
+    rec = Recorder(ours, processor.tokenizer)
+    fps, ours._pipeline.fps = ours._pipeline.fps, video_fps  # as Llama(video_fps=...) sets it
+    try:
+        ours.prefill([{"role": "user", "content": parts}])
+    finally:
+        rec.close()
+        ours._pipeline.fps = fps
+    inputs = H.build_inputs(processor, [{"role": "user", "content": hf_parts}], **kw)
+    inputs["our_calls"] = rec.calls
+    return np.array(rec.ids), rec.positions, ours.logits(), inputs
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.abs(a - b).max()), float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def results(ours, processor, media, thinker):
+    """Cases computed once per module: {case: (ids, positions, our logits, inputs)}."""
+    cache = {}
+
+    def get(case, video_fps=2.0):
+        if (case, video_fps) not in cache:
+            cache[case, video_fps] = run_case(ours, processor, media, case, video_fps)
+        return cache[case, video_fps]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reference(results, thinker):
+    """The reference's last logits with its own (sequence-order) mask, once per case."""
+    cache = {}
+
+    def get(case, video_fps=2.0):
+        if (case, video_fps) not in cache:
+            cache[case, video_fps] = H.last_logits(thinker, results(case, video_fps)[3])
+        return cache[case, video_fps]
+
+    return get
+
+
+# --- tests
+
+
+def test_numpy_patchify_is_the_image_processor(processor, media):
+    H.check_patchify(processor, _media.read_image(media["image"]))
+
+
+@pytest.mark.parametrize("case", ["text", "image", "audio-4s", "audio-2.6s", "video", "video+audio"])
+def test_prompt_and_positions_match_reference(results, thinker, case):
+    """Same token ids through the whole chat template (text, wrappers, placeholder counts and their
+    interleaving), and our decode positions equal get_rope_index's exactly."""
+    ids, positions, _, inputs = results(case)
+    ref_ids = inputs["input_ids"][0].numpy()
+    assert ids.tolist() == ref_ids.tolist(), f"prompt differs from the reference's:\n{inputs['text']!r}"
+    np.testing.assert_array_equal(positions, H.rope_index(thinker, inputs))
+
+
+@pytest.mark.parametrize("case", ["text", "image", "audio-4s", "audio-2.6s", "video"])
+def test_logits_match_reference(results, reference, case):
+    """Where the sequence order and llama.cpp's position order agree, plain parity."""
+    ids, positions, logits, inputs = results(case)
+    # the premise: llama.cpp's position-order mask is the causal mask here
+    visible = H.position_order_mask(positions)
+    assert (visible == np.tril(np.ones_like(visible))).all()
+    max_abs, cos = agreement(logits, reference(case))
+    print(f"\n{case}: {len(ids)} tokens, max abs diff {max_abs:.2e}, cosine {cos:.9f}")
+    assert max_abs < MAX_ABS and cos > MIN_COS, f"{case}: max abs diff {max_abs:.2e}, cosine {cos:.9f}"
+
+
+def mask_differences(ids: np.ndarray, positions: np.ndarray, media_ids) -> dict:
+    """Where llama.cpp's position-order mask and the reference's sequence-order mask disagree, in
+    three classes of query-key pairs:
+    - "text": two text tokens sharing one position (<|vision_bos|><|audio_bos|> and
+      <|audio_eos|><|vision_eos|>): llama.cpp lets the first see the second;
+    - "same_t": media rows with equal t in different order: the first grid's rows see the first
+      audio token (t equal, (y, x) larger) and that token sees only the grid's (0, 0) row;
+    - "cross_t": audio with t below the chunk's second grid, laid out after it: it cannot see
+      that grid, which sees it."""
+    visible = H.position_order_mask(positions)
+    diff = visible != np.tril(np.ones_like(visible))
+    text = ~np.isin(ids, list(media_ids))
+    t = positions[0]
+    by_text = diff & text[:, None] & text[None, :]
+    same_t = diff & ~by_text & (t[:, None] == t[None, :])
+    return {"text": by_text, "same_t": same_t, "cross_t": diff & ~by_text & ~same_t}
+
+
+def _layout(n_grids, gh, gw, n_audio, n_before=5, n_after=4):
+    """ids and positions of text, a video with its sound laid out by _sequence, text."""
+    start = n_before + 1
+    blocks = S.video_with_audio_blocks(n_grids, gh, gw, n_audio, start)
+    end = S.end_position(blocks, start)
+    ids = [0] * n_before + [1, 2] + [{S.MODALITY_VIDEO: 3, S.MODALITY_AUDIO: 4}[b.modality]
+                                     for b in blocks for _ in range(b.n_rows)] + [5, 6] + [0] * n_after
+    pos = np.concatenate([S.audio_positions(n_before, 0), np.full((3, 2), n_before)]
+                         + [b.positions for b in blocks]
+                         + [np.full((3, 2), end), S.audio_positions(n_after, end + 1)], axis=1)
+    return np.array(ids), pos
+
+
+@pytest.mark.parametrize("n_grids, n_audio, n_cross", [
+    (4, 100, 2 * 25),   # two full chunks: audio 0..24 and 50..74 lie before their chunk's second grid
+    (4, 25, 25),        # audio of 1 s: all of it before the second grid
+    (4, 10, 10),
+    (3, 75, 25),        # the last chunk holds one grid: no crossing there
+    (1, 50, 0),         # one grid: only the first audio token and the wrapper pairs differ
+])
+def test_where_position_order_differs(n_grids, n_audio, n_cross):
+    """The difference never disappears for video with its sound: the wrappers share positions and
+    the first audio token shares the first grid's t, whatever the lengths. Only the crossing
+    (audio before a chunk's second grid, by far the largest effect) depends on two grids a chunk."""
+    gh, gw = 3, 4
+    ids, pos = _layout(n_grids, gh, gw, n_audio)
+    d = mask_differences(ids, pos, media_ids=(3, 4))
+    g = gh * gw
+    assert d["text"].sum() == 2
+    assert d["same_t"].sum() == 2 * g - 1
+    assert d["cross_t"].sum() == 2 * g * n_cross
+    # and nothing else: without the sound the two orders agree
+    blocks = S.video_blocks(n_grids, gh, gw, 6)
+    pos = np.concatenate([S.audio_positions(5, 0), np.full((3, 1), 5)] + [b.positions for b in blocks], axis=1)
+    visible = H.position_order_mask(pos)
+    assert (visible == np.tril(np.ones_like(visible))).all()
+
+
+def test_sequence_order_is_refused_by_llama_cpp(ours):
+    """Why no decoding order gives the reference's mask through llama.cpp's public API: a key is
+    visible only if it is already in the cache (or in the same batch) AND not after the query in
+    (t, y, x) order. For audio to see its chunk's second grid that grid must be decoded first, but
+    llama.cpp refuses an embedding batch whose t is below the sequence's largest t (X <= Y), and a
+    token batch at a position already used (X < Y): neither the audio after the second grid nor
+    <|audio_bos|> after <|vision_bos|> at its position can be decoded later."""
+    rows = np.zeros((2, ours._pipeline.n_embd), np.float32)
+    ours._reset()
+    try:
+        ours._decode_tokens([100, 101], [0, 1], False)
+        ours._decode_rows(rows, np.array([[27, 27], [2, 2], [2, 3]]))       # a grid at t = 27
+        with pytest.raises(Exception, match="decoding failed"):
+            ours._decode_rows(rows, np.array([[2, 3], [2, 3], [2, 3]]))     # audio at t = 2, 3
+        ours._decode_rows(rows, np.array([[27, 28], [27, 28], [27, 28]]))   # equal t is accepted
+        ours._decode_tokens([102], [29], False)
+        with pytest.raises(Exception, match="decoding failed"):
+            ours._decode_tokens([103], [29], False)                         # a second token at 29
+    finally:
+        ours._reset()
+
+
+def llama_cpp_mask(ids, positions, media_ids) -> np.ndarray:
+    """What our decode gives llama.cpp's attention: its position-order mask, less the pairs that
+    omnisift_decode_embd hides by starting a new batch where (t, h, w) goes down (the first grid's
+    rows then cannot see the first audio token, decoded after them)."""
+    visible = H.position_order_mask(positions)
+    shown = visible & ~np.tril(np.ones_like(visible))
+    return visible & ~(mask_differences(ids, positions, media_ids)["same_t"] & shown)
+
+
+@pytest.mark.parametrize("video_fps", [2.0, 1.0])
+def test_audio_in_video_mask(results, reference, thinker, processor, video_fps):
+    """Video with its sound: see mask_differences for the pairs llama.cpp's position-order mask
+    treats differently from the reference's sequence order.
+
+    Asserted: (a) the reference with its own sequence-order mask differs from us by more than the
+    tolerance (the size is in the message); (b) the reference run with the mask our decode gives
+    llama.cpp (llama_cpp_mask) agrees with us within parity tolerance: the mask is the only
+    difference. Printed: how much each class of pairs moves the reference's logits by itself."""
+    ids, positions, logits, inputs = results("video+audio", video_fps)
+    media_ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in TOKEN_OF.values()]
+    visible = llama_cpp_mask(ids, positions, media_ids)
+    causal = np.tril(np.ones_like(visible))
+    n_future = int((visible & ~causal).sum())      # pairs llama.cpp shows that the reference hides
+    n_hidden = int((~visible & causal).sum())      # pairs llama.cpp hides that the reference shows
+    assert n_future > 0 and n_hidden > 0
+
+    ref = reference("video+audio", video_fps)
+    seq_max, seq_cos = agreement(logits, ref)
+    pos_max, pos_cos = agreement(logits, H.last_logits(thinker, inputs, visible))
+    report = (f"video+audio at {video_fps:g} fps ({len(ids)} tokens, {n_hidden} query-key pairs hidden by "
+              f"llama.cpp that the reference shows, {n_future} shown that it hides): ours vs reference max abs "
+              f"diff {seq_max:.3e}, cosine {seq_cos:.9f}; ours vs reference with llama.cpp's mask: max abs "
+              f"diff {pos_max:.2e}, cosine {pos_cos:.9f}")
+    for name, pairs in mask_differences(ids, positions, media_ids).items():
+        m, c = agreement(ref, H.last_logits(thinker, inputs, causal ^ pairs))
+        report += f"; {name} pairs ({int(pairs.sum())}) alone move the reference by {m:.2e} (cosine {c:.9f})"
+    print("\n" + report)
+    assert pos_max < MAX_ABS and pos_cos > MIN_COS, report
+    assert seq_max > MAX_ABS, report
+
+
+def _lex_pieces(positions: np.ndarray) -> list[np.ndarray]:
+    """Rows in stable t order (the order llama.cpp needs), cut wherever (t, y, x) goes down: the
+    rule of omnisift_decode_embd, written again here from its specification."""
+    order = np.argsort(positions[0], kind="stable")
+    pos = positions[:, order].T.tolist()
+    cuts = [i for i in range(1, len(pos)) if pos[i] <= pos[i - 1]]
+    return np.split(order, cuts)
+
+
+def replay(ours, calls, split: bool) -> np.ndarray:
+    """Decodes a recorded prompt again through the same public calls; with split, each media call
+    is first cut into _lex_pieces. Returns the last logits."""
+    ours._reset()
+    try:
+        for i, (kind, data, pos) in enumerate(calls):
+            if kind == "tokens":
+                ours._decode_tokens(data, pos, i == len(calls) - 1)
+                continue
+            for idx in _lex_pieces(pos) if split else [np.arange(pos.shape[1])]:
+                ours._decode_rows(data[idx], pos[:, idx])
+        return ours.logits()
+    finally:
+        ours._reset()
+
+
+@pytest.mark.parametrize("video_fps", [2.0, 1.0])
+def test_decode_cuts_where_positions_go_down(results, ours, video_fps):
+    """omnisift_decode_embd's batches: cutting each media call beforehand into the pieces of the
+    rule changes nothing (the C++ cuts there already), and the replay is faithful."""
+    ids, positions, logits, inputs = results("video+audio", video_fps)
+    calls = inputs["our_calls"]
+    assert any(len(_lex_pieces(pos)) > 1 for kind, _, pos in calls if kind == "rows")
+    np.testing.assert_array_equal(replay(ours, calls, split=False), logits)
+    np.testing.assert_array_equal(replay(ours, calls, split=True), logits)
+
+
+@pytest.mark.parametrize("case", ["video", "video+audio"])
+def test_video_fps_other_than_2(results, reference, processor, thinker, case):
+    """Llama(video_fps=1): frames sampled at 1 fps, so a grid covers 2 s and the reference spaces
+    grids 50 position ids apart (video_second_per_grid = temporal patch 2 / fps)."""
+    ids, positions, logits, inputs = results(case, 1.0)
+    assert inputs["video_second_per_grid"].tolist() == [2.0]
+    assert ids.tolist() == inputs["input_ids"][0].tolist()
+    np.testing.assert_array_equal(positions, H.rope_index(thinker, inputs))
+    max_abs, cos = agreement(logits, reference(case, 1.0))
+    if case == "video":
+        assert max_abs < MAX_ABS and cos > MIN_COS, f"{case} at 1 fps: max abs diff {max_abs:.2e}, cosine {cos:.9f}"
+        return
+    # One grid a chunk: no audio lies before a later grid of its chunk, so only the wrapper pairs and
+    # the first audio token differ from the reference's order (see mask_differences).
+    media_ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in TOKEN_OF.values()]
+    d = mask_differences(ids, positions, media_ids)
+    assert d["cross_t"].sum() == 0 and d["text"].sum() == 2 and d["same_t"].sum() > 0
+    pos_max, pos_cos = agreement(logits, H.last_logits(thinker, inputs, llama_cpp_mask(ids, positions, media_ids)))
+    report = (f"video+audio at 1 fps ({len(ids)} tokens): ours vs reference max abs diff {max_abs:.3e}, "
+              f"cosine {cos:.9f}; with llama.cpp's mask {pos_max:.2e}, cosine {pos_cos:.9f}")
+    print("\n" + report)
+    assert pos_max < MAX_ABS and pos_cos > MIN_COS, report
