@@ -323,3 +323,35 @@ def test_mmproj_without_audio(tiny_model, assets, tmp_path):
         with pytest.raises(ValueError, match="no audio tower"):
             vision_only.prefill(user(audio_part(assets["test-2.mp3"]), text("?")))
         vision_only.prefill(user(image(assets["test-1.jpeg"]), text("?")))  # still usable
+
+
+def test_learned_head_end_to_end(tiny_model, assets, tmp_path):
+    """A VGAS head converted with scripts/convert_sift_head.py drives the audio selection of a
+    whole prompt; a head of another width is refused when the model is created."""
+    torch = pytest.importorskip("torch")
+    import convert_sift_head
+    import sift_reference as ref
+
+    llm, mmproj = tiny_model
+    head_pt = tmp_path / "compressor.pt"
+    torch.save(ref.make_vgas_module(64, hidden=32, n_head=8, score_hidden=16, seed=1).state_dict(), head_pt)
+    convert_sift_head.convert(head_pt, tmp_path / "head.gguf")
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, audio_selector="vgas",
+                          sift_head=str(tmp_path / "head.gguf"), video_retention=0.3, audio_retention=0.4) as m:
+        seen = collect_rows(m)
+        st = m.prefill(user(video(assets["test-3.mp4"]), text("?")))["omnisift"]
+        assert st["audio"]["tokens_kept"] < st["audio"]["tokens_in"] == 251
+        _, _, rows, positions, modality, keep = (np.concatenate(x, axis=-1 if i in (1, 3) else 0)
+                                                 for i, x in enumerate(zip(*seen)))
+        mask = pyomnisift.sift(rows, modality, positions, video_retention=0.3, audio_retention=0.4,
+                               audio_selector="vgas", sift_head=m._pipeline.config.sift_head)
+        np.testing.assert_array_equal(keep, mask)
+        anchor = pyomnisift.sift(rows, modality, positions, video_retention=0.3, audio_retention=0.4,
+                                 audio_selector="anchor", engine=m._engine)
+        assert (anchor != mask).any()  # the head, not the default selector, chose
+
+    torch.save(ref.make_vgas_module(48, hidden=32, n_head=8, score_hidden=16).state_dict(), head_pt)
+    convert_sift_head.convert(head_pt, tmp_path / "head48.gguf")
+    with pytest.raises(ValueError, match="width 48"):
+        pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, audio_selector="vgas",
+                         sift_head=str(tmp_path / "head48.gguf"))
