@@ -12,9 +12,10 @@ namespace omnisift {
 
 namespace {
 
-// Windows per graph: bounds the activations (n_embd x 100 x windows floats per tensor, about
-// 65 MB at the 7B tower's width) whatever the clip length; 128 windows are 4 min 16 s.
-constexpr int64_t max_windows_per_graph = 128;
+// Windows per graph: bounds the compute buffer (n_embd x 100 x windows floats per activation,
+// 8 MB at the 7B tower's width 1280) whatever the clip length, so that memory for a long clip does
+// not grow with it; 16 windows (32 s, 1600 frames) still fill the threads of a graph.
+constexpr int64_t max_windows_per_graph = 16;
 
 struct gguf_deleter { void operator()(gguf_context * g) const { gguf_free(g); } };
 struct ggml_deleter { void operator()(ggml_context * c) const { ggml_free(c); } };
