@@ -39,7 +39,7 @@ test-python: install $(VENV)/.parity
 
 # The C++ tests, built with AddressSanitizer + UBSan against the same llama.cpp libraries; the
 # decode test runs on the tiny model (generated in about a second).
-test-cpp: $(VENV)/.deps
+test-cpp: install
 	cmake -S . -B build/asan -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
 	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
 	cmake --build build/asan -j2

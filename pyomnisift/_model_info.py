@@ -13,9 +13,7 @@ from typing import Optional
 
 
 from ._errors import ModelFileError
-
-_GGUF_MAGIC = b"GGUF"
-
+from ._gguf import GGUFFormatError, read_metadata
 
 @dataclasses.dataclass(frozen=True)
 class LLMInfo:
@@ -39,59 +37,46 @@ class MmprojInfo:
     audio_projection_dim: Optional[int]
 
 
-def _open_gguf(path, what: str):
+def _metadata(path, what: str) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what} not found: {path}")
     if os.path.isdir(path):
         raise ModelFileError(path, f"{what} path is a directory, expected a .gguf file")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != _GGUF_MAGIC:
-        raise ModelFileError(path, f"{what} is not a GGUF file (starts with {magic!r})")
-    from gguf import GGUFReader  # deferred: gguf imports are slow and only needed here
-
     try:
-        return GGUFReader(path, "r")
-    except Exception as e:  # a truncated or corrupt file
+        # the vocabulary (tokenizer.*) is most of the metadata and none of our business here
+        return read_metadata(path, keep=lambda key: not key.startswith("tokenizer."))
+    except GGUFFormatError as e:
         raise ModelFileError(path, f"{what} is not a readable GGUF file: {e}") from e
 
 
-def _field(reader, key: str):
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    value = field.contents()
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def read_llm_info(path) -> LLMInfo:
-    reader = _open_gguf(path, "model")
-    arch = _field(reader, "general.architecture")
+    kv = _metadata(path, "model")
+    arch = kv.get("general.architecture")
     if not arch:
         raise ModelFileError(path, "model has no general.architecture")
     if arch == "clip":
         raise ModelFileError(path, "this is a multimodal projector (mmproj), not a language model: "
                                    "pass it as mmproj_path")
-    n_embd = _field(reader, f"{arch}.embedding_length")
+    n_embd = kv.get(f"{arch}.embedding_length")
     if n_embd is None:
         raise ModelFileError(path, f"model has no {arch}.embedding_length")
-    sections = _field(reader, f"{arch}.rope.dimension_sections")
+    sections = kv.get(f"{arch}.rope.dimension_sections")
     return LLMInfo(os.fspath(path), arch, int(n_embd),
                    tuple(int(s) for s in sections) if sections is not None else None)
 
 
 def read_mmproj_info(path) -> MmprojInfo:
-    reader = _open_gguf(path, "mmproj")
-    arch = _field(reader, "general.architecture")
+    kv = _metadata(path, "mmproj")
+    arch = kv.get("general.architecture")
     if arch != "clip":
         raise ModelFileError(path, f"not a multimodal projector: general.architecture is {arch!r}, "
                                    "expected 'clip' (is this the language model?)")
-    has_vision = bool(_field(reader, "clip.has_vision_encoder"))
-    has_audio = bool(_field(reader, "clip.has_audio_encoder"))
-    ptype = _field(reader, "clip.projector_type") or _field(reader, "clip.vision.projector_type") or ""
-    v_dim = _field(reader, "clip.vision.projection_dim") if has_vision else None
-    a_dim = _field(reader, "clip.audio.projection_dim") if has_audio else None
+    has_vision = bool(kv.get("clip.has_vision_encoder"))
+    has_audio = bool(kv.get("clip.has_audio_encoder"))
+    ptype = kv.get("clip.projector_type") or kv.get("clip.vision.projector_type") or ""
+    v_dim = kv.get("clip.vision.projection_dim") if has_vision else None
+    a_dim = kv.get("clip.audio.projection_dim") if has_audio else None
     return MmprojInfo(os.fspath(path), str(ptype), has_vision, has_audio,
                       int(v_dim) if v_dim is not None else None,
                       int(a_dim) if a_dim is not None else None)
