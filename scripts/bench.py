@@ -394,7 +394,7 @@ def _median(runs, f):
 
 def summarize(runs: list, geom: dict) -> tuple[dict, dict]:
     """Per clip and config: medians over repetitions; then the derived ratios."""
-    ok = [r for r in runs if "error" not in r and not r.get("skipped")]
+    ok = [r for r in runs if "error" not in r and not r.get("skipped") and not r.get("excluded")]
     med = {}
     for r in ok:
         med.setdefault(r["clip"], {}).setdefault(r["config"], []).append(r)
@@ -402,7 +402,7 @@ def summarize(runs: list, geom: dict) -> tuple[dict, dict]:
     for clip, by_cfg in med.items():
         table[clip] = {}
         for cfg, rs in by_cfg.items():
-            row = dict(n=len(rs), prompt_tokens=rs[0]["prompt_tokens"], media_tokens=rs[0]["media_tokens"],
+            row = dict(n=len(rs), reps=sorted({str(r["rep"]) for r in rs}), prompt_tokens=rs[0]["prompt_tokens"], media_tokens=rs[0]["media_tokens"],
                        video_tokens=rs[0]["video_tokens"], audio_tokens=rs[0]["audio_tokens"],
                        ttft_ms=_median(rs, lambda r: r["ttft_ms"]),
                        peak_rss_bytes=_median(rs, lambda r: r["peak_rss_bytes"]),
@@ -482,6 +482,7 @@ def _mb(b):
 
 def write_markdown(path: Path, table: dict, summary: dict, meta: dict) -> None:
     lines = [f"# pyomnisift benchmark ({meta['date']})", "",
+             *([meta["note"], ""] if meta.get("note") else []),
              f"{meta['machine']}; n_threads={N_THREADS}; model: {meta['model']}; "
              f"audio tower: {meta['audio_weights']}. Medians of {meta['reps']} repetition(s), each run in a "
              "fresh process. Times in seconds; TTFT = media decoding + encoding + compression + LLM prefill + "
@@ -559,6 +560,22 @@ def write_plot(path: Path, table: dict, plans: dict) -> None:
     plt.close(fig)
 
 
+def rewrite(out_dir: Path, extra: list) -> int:
+    data = json.loads((out_dir / "results.json").read_text())
+    for path in extra:
+        more = json.loads(path.read_text())
+        data["runs"] += [dict(r, added_from=str(path)) for r in more["runs"]]
+        data["clips"].update({c: v for c, v in more["clips"].items() if c not in data["clips"]})
+    geom = data["meta"]["kv_geometry"]
+    table, summary = summarize(data["runs"], geom)
+    data.update(table=table, summary=summary, targets=evaluate_targets(table, summary))
+    (out_dir / "results.json").write_text(json.dumps(data, indent=1))
+    write_markdown(out_dir / "results.md", table, summary, data["meta"])
+    write_plot(out_dir / "plot.png", table, data["clips"])
+    print((out_dir / "results.md").read_text())
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -572,9 +589,15 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline", help="HH:MM local time: no run starts that would not end by then")
     ap.add_argument("--max-run-s", type=float, default=480, help="a run longer than this is stopped and recorded")
     ap.add_argument("--out", default=str(ROOT / "bench"))
+    ap.add_argument("--rewrite", action="store_true",
+                    help="no measurement: re-summarise OUT/results.json (runs marked 'excluded' are kept but "
+                         "left out of the medians), adding the runs of --add, and rewrite the md and plot")
+    ap.add_argument("--add", nargs="*", default=[], help="results.json files whose runs --rewrite adds")
     args = ap.parse_args(argv)
     if args.child:
         return child_main(json.loads(args.child))
+    if args.rewrite:
+        return rewrite(Path(args.out), [Path(a) for a in args.add])
 
     from bench_assets import prepare_all   # model pair + clips, built once into the cache
 
