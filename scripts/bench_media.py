@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -49,11 +48,9 @@ def _cache() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from fetch_assets import sha256_of
+
+    return sha256_of(path)
 
 
 def fetch_bigbuckbunny(cache: Path) -> Path:
