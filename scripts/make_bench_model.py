@@ -54,8 +54,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_tiny_model import (ADDED_TOKENS, CHAT_TEMPLATE, FIRST_ADDED_ID, IMAGE_MEAN, IMAGE_STD,  # noqa: E402
-                             _sinusoids)
+from make_tiny_model import (ADDED_TOKENS, CHAT_TEMPLATE, FIRST_ADDED_ID, _sinusoids,  # noqa: E402
+                             write_omni_mmproj_keys)
 
 LLM_FILE = "omni-bench-llm.gguf"
 MMPROJ_FILE = "omni-bench-mmproj.gguf"
@@ -237,36 +237,13 @@ def vision_tensors(n_proj: int, rng) -> dict[str, np.ndarray]:
 
 
 def write_mmproj(path: Path, n_proj: int, ct2: dict | None, seed: int = 0) -> None:
-    from gguf import GGUFType, GGUFWriter, VisionProjectorType
+    from gguf import GGUFWriter
 
     rng = np.random.default_rng(seed)
     v, a = VISION, WHISPER
     writer = GGUFWriter(str(path), "clip")
-    writer.add_type(GGUFType.MMPROJ)
-    writer.add_name("omni-bench (random vision, Whisper-base audio" + ("" if ct2 is not None else " shapes, random")
-                    + ")")
-    writer.add_clip_projector_type(VisionProjectorType.QWEN25O)
-    writer.add_clip_has_vision_encoder(True)
-    writer.add_clip_has_audio_encoder(True)
-    writer.add_vision_use_silu(True)
-    writer.add_vision_embedding_length(v["n_embd"])
-    writer.add_vision_feed_forward_length(v["n_ff"])
-    writer.add_vision_block_count(v["n_layer"])
-    writer.add_vision_head_count(v["n_head"])
-    writer.add_vision_projection_dim(n_proj)
-    writer.add_vision_attention_layernorm_eps(v["eps"])
-    writer.add_vision_image_size(v["image_size"])
-    writer.add_vision_patch_size(v["patch_size"])
-    writer.add_vision_image_mean(IMAGE_MEAN)
-    writer.add_vision_image_std(IMAGE_STD)
-    writer.add_vision_n_wa_pattern(v["n_wa_pattern"])
-    writer.add_audio_embedding_length(a["n_embd"])
-    writer.add_audio_feed_forward_length(a["n_ff"])
-    writer.add_audio_block_count(a["n_layer"])
-    writer.add_audio_head_count(a["n_head"])
-    writer.add_audio_projection_dim(n_proj)
-    writer.add_audio_attention_layernorm_eps(1e-5)
-    writer.add_audio_num_mel_bins(N_MEL)
+    name = "omni-bench (random vision, Whisper-base audio" + ("" if ct2 is not None else " shapes, random") + ")"
+    write_omni_mmproj_keys(writer, name, v, {**a, "eps": 1e-5, "n_mel": N_MEL}, n_proj, v["n_wa_pattern"])
     for name, data in (vision_tensors(n_proj, rng) | whisper_audio_tensors(ct2, n_proj, rng)).items():
         writer.add_tensor(name, np.ascontiguousarray(data))
     writer.write_header_to_file()

@@ -307,8 +307,16 @@ def _mmproj(path: Path, w: _Weights) -> None:
     v = VISION
 
     writer = GGUFWriter(_atomic_path(path), "clip")
+    write_omni_mmproj_keys(writer, "omni-tiny", v, AUDIO, n_proj, N_WA_PATTERN)
+    _write(writer, _vision_tensors(w, n_proj) | _audio_tensors(w, n_proj), path)
+
+
+def write_omni_mmproj_keys(writer: GGUFWriter, name: str, vision: dict, audio: dict, n_proj: int,
+                           n_wa_pattern: int) -> None:
+    """The metadata of a qwen2.5o mmproj (vision + audio towers), as llama.cpp's converter writes it."""
+    v = vision
     writer.add_type(GGUFType.MMPROJ)
-    writer.add_name("omni-tiny")
+    writer.add_name(name)
     # "qwen2.5o" makes clip.cpp load the vision part as qwen2.5vl and the
     # audio part as qwen2a from this one file.
     writer.add_clip_projector_type(VisionProjectorType.QWEN25O)
@@ -326,14 +334,12 @@ def _mmproj(path: Path, w: _Weights) -> None:
     writer.add_vision_patch_size(v["patch_size"])
     writer.add_vision_image_mean(IMAGE_MEAN)
     writer.add_vision_image_std(IMAGE_STD)
-    writer.add_vision_n_wa_pattern(N_WA_PATTERN)
-
-    _add_audio_keys(writer, n_proj)
-    _write(writer, _vision_tensors(w, n_proj) | _audio_tensors(w, n_proj), path)
+    writer.add_vision_n_wa_pattern(n_wa_pattern)
+    _add_audio_keys(writer, audio, n_proj)
 
 
-def _add_audio_keys(writer: GGUFWriter, n_proj: int) -> None:
-    a = AUDIO
+def _add_audio_keys(writer: GGUFWriter, audio: dict, n_proj: int) -> None:
+    a = audio
     writer.add_audio_embedding_length(a["n_embd"])
     writer.add_audio_feed_forward_length(a["n_ff"])
     writer.add_audio_block_count(a["n_layer"])
@@ -350,7 +356,7 @@ def _audio_mmproj(path: Path, w: _Weights) -> None:
     writer.add_clip_projector_type("qwen2a")
     writer.add_clip_has_vision_encoder(False)
     writer.add_clip_has_audio_encoder(True)
-    _add_audio_keys(writer, LLM["n_embd"])
+    _add_audio_keys(writer, AUDIO, LLM["n_embd"])
     _write(writer, _audio_tensors(w, LLM["n_embd"]), path)
 
 
