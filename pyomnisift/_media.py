@@ -190,6 +190,12 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
             audio_error = "its audio track holds no decodable audio"
         if count == 0 or first is None:
             raise ModelFileError(name, "video stream holds no decodable frame")
+        listed = vs.frames or 0
+        if listed > count and _indexed_container(c):
+            # mp4/mov list every sample in the moov atom: fewer packets than listed is a cut file
+            # (the reference's decord fails on it too: av_read_frame returns invalid data).
+            raise ModelFileError(name, f"is truncated: its index lists {listed} video frames, the file "
+                                 f"holds {count}")
         rate = 0.0
         for r in (vs.average_rate, vs.guessed_rate):
             if r:
@@ -218,6 +224,13 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
         return VideoInfo(name, duration, count, plan.nframes, plan.height, plan.width, audio_ok, rate,
                          plan.sample_fps, plan.frame_indices, plan.max_pixels, 90 * turns, ch, cw,
                          audio_error)
+
+
+def _indexed_container(container) -> bool:
+    """Containers whose header indexes every sample (mp4, mov, m4a, 3gp): there a frame count above
+    the packets the file holds means the file was cut; elsewhere (avi, mkv, ...) the header's count
+    or duration is only a claim, and the packets win."""
+    return "mp4" in container.format.name or "mov" in container.format.name
 
 
 def _first_frame(stream, packet, name):

@@ -1,0 +1,184 @@
+"""Video sampling against Qwen's own preprocessing, qwen-omni-utils (``qwen_omni_utils.v2_5
+.fetch_video`` with its default reader, decord), on clips generated here: the same frame indices,
+frame count, frame size and sample fps. The reference runs as published in a child process
+(tests/media_reference.py); a reference that fails to import or to read a clip fails the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media_clips import level, patch_mkv_duration, write_clip
+from pyomnisift import _media
+from pyomnisift._video_sampling import frame_indices, plan_sampling
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (writer kwargs, fetch_video keys / probe_video keyword arguments)
+VFR_MS = np.cumsum([0] + [40] * 20 + [200] * 10 + [40] * 19).tolist()        # 25 fps, 2 s at 5 fps, 25 fps
+CLIPS = {
+    "fps1": (dict(n_frames=12, fps=1), {}),                          # a 1-fps timelapse, 12 s
+    "short": (dict(n_frames=15, fps=10, size=(112, 84)), {}),        # 1.5 s: clamped up to 4 frames
+    "long": (dict(n_frames=2400, fps=4), {}),                        # 10 minutes: clamped to 768
+    "vfr": (dict(n_frames=50, fps=25, pts_ms=VFR_MS), {}),
+    "odd": (dict(n_frames=30, fps=10, size=(333, 187)), {}),
+    "rot90": (dict(n_frames=20, fps=10, size=(112, 84), rotation=90), {}),
+    "rot270_odd": (dict(n_frames=21, fps=7, size=(333, 187), rotation=-90), {}),
+    "rot180": (dict(n_frames=20, fps=10, size=(112, 84), rotation=180), {}),
+    "overrides": (dict(n_frames=2400, fps=4), dict(fps=0.5, min_frames=6, max_frames=100,
+                                                   min_pixels=16 * 28 * 28, max_pixels=64 * 28 * 28,
+                                                   total_pixels=2_000_000)),
+}
+SAVED = ("short", "vfr", "odd", "rot90", "rot270_odd", "rot180")   # frames compared too
+
+
+def run_reference(clips: list, tmp: Path, env_extra=None) -> dict:
+    request = tmp / f"request-{len(list(tmp.glob('request-*')))}.json"
+    request.write_text(json.dumps({"clips": clips}))
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run([sys.executable, str(HERE / "media_reference.py"), str(request)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, f"qwen-omni-utils reference failed:\n{proc.stderr[-4000:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "decord", out["backend"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("media")
+    paths = {}
+    written = {}
+    for name, (writer, _) in CLIPS.items():
+        key = json.dumps(writer, default=list, sort_keys=True)
+        if key not in written:
+            written[key] = write_clip(tmp / f"{name}.mp4", **writer)
+        paths[name] = written[key]
+    base = write_clip(tmp / "base.mkv", n_frames=40, fps=10, fmt="matroska")
+    paths["over_mkv"] = patch_mkv_duration(base, tmp / "over.mkv", 4 * 3600.0)   # claims 4 hours
+    paths["under_mkv"] = patch_mkv_duration(base, tmp / "under.mkv", 1.0)       # claims 1 s of 4
+    return tmp, paths
+
+
+@pytest.fixture(scope="module")
+def reference(clips):
+    tmp, paths = clips
+    names = list(CLIPS) + ["over_mkv", "under_mkv"]
+    request = []
+    for name in names:
+        keys = CLIPS[name][1] if name in CLIPS else {}
+        entry = {"video": str(paths[name]), **keys}
+        if name in SAVED:
+            entry["save"] = str(tmp / f"{name}.ref.npy")
+        request.append(entry)
+    out = run_reference(request, tmp)
+    return dict(zip(names, out["clips"]))
+
+
+def _ours(path, keys):
+    return _media.probe_video(path, **keys)
+
+
+@pytest.mark.parametrize("name", list(CLIPS) + ["over_mkv", "under_mkv"])
+def test_sampling_matches_reference(name, clips, reference):
+    _, paths = clips
+    ref = reference[name]
+    keys = CLIPS[name][1] if name in CLIPS else {}
+    info = _ours(paths[name], keys)
+    got = dict(total_frames=info.n_frames, video_fps=info.source_fps, nframes=info.n_sampled,
+               indices=info.frame_indices.tolist(), size=[info.height, info.width],
+               sample_fps=info.sample_fps)
+    want = {k: ref[k] for k in got}
+    assert got == want, f"{name}: ours {got} != reference {want}"
+    assert info.seconds_per_grid == 2 / ref["sample_fps"]
+
+
+def test_reference_numbers(reference):
+    """The clamps, as the reference applies them (printed with -s)."""
+    long, fps1, short = reference["long"], reference["fps1"], reference["short"]
+    print(f"\n10-min clip: {long['total_frames']} frames at {long['video_fps']} fps -> nframes "
+          f"{long['nframes']}, sample fps {long['sample_fps']}, size {long['size']}")
+    assert (long["nframes"], long["sample_fps"]) == (768, 1.28)
+    assert (fps1["nframes"], fps1["sample_fps"]) == (12, 1.0)            # never more than the frames
+    assert short["nframes"] == 4 and short["sample_fps"] == pytest.approx(4 / 15 * 10)
+    assert reference["over_mkv"]["total_frames"] == reference["under_mkv"]["total_frames"] == 40
+
+
+@pytest.mark.parametrize("name", SAVED)
+def test_frames_match_reference(name, clips, reference):
+    """The frames themselves: the same source frames (each has its own grey level), upright as
+    the reference reads them (decord applies the display matrix), within resampling noise
+    (PIL's bicubic against torch's)."""
+    tmp, paths = clips
+    ref = np.load(tmp / f"{name}.ref.npy")
+    ours = np.stack(list(_media.iter_video_frames(paths[name])))
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
+    assert diff.mean() < 3.0, f"{name}: mean abs difference {diff.mean():.2f}"
+    # Each frame's grey level is that of the frame the reference picked.
+    picked = reference[name]["indices"]
+    h, w = ours.shape[1:3]
+    for k, i in enumerate(picked):
+        assert abs(int(np.median(ours[k, h // 2:, w // 2:, 0])) - level(i)) <= 4
+
+
+def test_rotation_upright(clips):
+    """A 90-degree display matrix: the frame reaches the model rotated as a player shows it
+    (counter-clockwise, so the white top-left block of the stored frame is bottom-left)."""
+    _, paths = clips
+    info = _media.probe_video(paths["rot90"])
+    assert info.rotation == 90 and (info.source_height, info.source_width) == (112, 84)
+    frame = next(_media.iter_video_frames(paths["rot90"], info=info))
+    h, w = frame.shape[:2]
+    assert h > w
+    assert frame[-h // 8:, : w // 8].mean() > 240 and frame[: h // 8, : w // 8].mean() < 100
+
+
+def test_pixel_budget_matches_reference(clips, monkeypatch):
+    """The per-frame budget (total_pixels / nframes * 2) where it binds, with the reference's own
+    knob: MODEL_SEQ_LEN=1600 gives 1,128,960 pixels for the whole clip, so 20 frames of 400x300
+    must shrink to 112,896 pixels each."""
+    tmp, _ = clips
+    path = write_clip(tmp / "budget.mp4", n_frames=20, fps=2, size=(400, 300))
+    [ref] = run_reference([{"video": str(path)}], tmp, {"MODEL_SEQ_LEN": "1600"})["clips"]
+    monkeypatch.setenv("MODEL_SEQ_LEN", "1600")
+    info = _media.probe_video(path)
+    assert info.max_pixels == pytest.approx(1600 * 28 * 28 * 0.9 / 20 * 2)
+    assert [info.height, info.width] == ref["size"] and info.height * info.width < 400 * 300
+    assert info.frame_indices.tolist() == ref["indices"] and info.sample_fps == ref["sample_fps"]
+
+
+def test_long_720p_budget():
+    """The issue's case: 200 s of 1280x720 at 2 fps (400 frames) gets 504x896 frames, 576 tokens
+    per grid, 115,200 video tokens (the fixed 768*28*28 bound gave 720x1288, 1,196 per grid)."""
+    plan = plan_sampling(400 * 15, 30.0, 720, 1280)
+    assert plan.nframes == 400 and plan.sample_fps == 2.0
+    assert (plan.height, plan.width) == (504, 896)
+    assert plan.nframes // 2 * (plan.height // 28) * (plan.width // 28) == 115_200
+
+
+def test_frame_indices_float32_like_torch():
+    """The reference's linspace is float32; long clips round some indices differently from exact
+    arithmetic, and frame_indices follows float32 (values recorded from torch 2.13 on AVX512)."""
+    idx = frame_indices(18952, 768)
+    exact = np.round(np.linspace(0, 18951, 768)).astype(np.int64)
+    assert (idx != exact).sum() == 1
+    assert idx[0] == 0 and idx[-1] == 18951 and np.all(np.diff(idx) > 0)
+
+
+def test_iter_frames_count_and_size(clips):
+    _, paths = clips
+    info = _media.probe_video(paths["long"])
+    n = 0
+    for frame in _media.iter_video_frames(paths["long"], info=info):
+        assert frame.shape == (info.height, info.width, 3)
+        n += 1
+    assert n == info.n_sampled == 768
+
+
