@@ -8,7 +8,12 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 # Parity references (tests only). torch 2.13.0 is the CPU build on these machines.
-PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece
+# Video sampling (tests/test_media_*.py) is checked against Qwen's own qwen-omni-utils, which
+# imports torchvision and librosa and reads video with decord (its default reader; torchcodec would
+# need system FFmpeg libraries, and torchvision 0.28's own reader is gone). The torchvision wheel
+# reachable here is the CUDA build: tests/media_reference.py explains how it is imported on CPU torch.
+PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece \
+               torchvision==0.28.0 qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0
 
 .PHONY: setup install demo test test-python test-cpp clean
 
