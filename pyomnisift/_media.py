@@ -8,13 +8,16 @@ Video, in short (the rules themselves are in ``_video_sampling.py``):
 
 * ``probe_video`` counts the stream's frames by demuxing its packets (no decoding), as the
   reference's default reader, decord, does (``VideoReader`` indexes every packet; ``len(vr)`` is
-  that count). A header that claims more frames than the stream holds (a wrong duration, a
-  truncated download) or fewer (an under-filled frame count) therefore changes nothing.
+  that count). A header that claims more frames or seconds than the stream holds, or fewer (a
+  Matroska/WebM/AVI duration or frame count that lies), therefore changes nothing. One exception:
+  mp4/mov index every sample in their header, so an mp4 holding fewer packets than its index lists
+  is a cut file (a partial download with its index first) and raises ModelFileError; decord fails
+  on it too (av_read_frame returns invalid data; the reference then tries torchvision's reader).
   ``video_fps`` is the stream's average frame rate (``avg_frame_rate``, what decord's
   ``get_avg_fps`` returns; the mp4 demuxer derives it from the sample table, others from the header
   or the first frames).
-* Frames are chosen by index, evenly over the stream, not by timestamp: with variable frame rate
-  the reference (decord) does exactly that, and so do we. torchcodec, which the reference prefers
+* Frames are chosen by index (display order), evenly over the stream, not by timestamp: with
+  variable frame rate the reference (decord) does exactly that, and so do we. torchcodec, which the reference prefers
   when it is installed, counts frames the same way (its exact-seek scan) but takes the rate from the
   scanned timestamps (frames / (last end - first start)), which can differ from ``avg_frame_rate``
   on variable-rate streams, and with it ``nframes``; torchvision's reader (the last fallback)
@@ -24,6 +27,8 @@ Video, in short (the rules themselves are in ``_video_sampling.py``):
   180 / 270 degrees, and reports the rotated size; the size is then chosen from the rotated
   height and width). Mirroring in the matrix and angles that are not right angles are ignored,
   as decord ignores them. Sample aspect ratio is not applied (neither does the reference).
+* The reference's reader decodes the chosen frames only (it seeks); ``iter_video_frames`` seeks
+  to key frames likewise when that skips more than 32 frames, else decodes in order.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ._video_sampling import (  # noqa: F401  (re-exported: the pipeline uses th
     video_total_pixels)
 
 SAMPLE_RATE = 16000
+_SEEK_GAIN = 32              # frames a seek must skip to be worth it (threaded decoders restart slowly)
 _AUDIO_PROBE_PACKETS = 64     # packets of the audio track tried at probing before calling it undecodable
 
 
@@ -246,28 +252,119 @@ def _first_frame(stream, packet, name):
 def iter_video_frames(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
                       max_pixels: Optional[float] = VIDEO_MAX_PIXELS, *, min_frames: int = MIN_FRAMES,
                       max_frames: Optional[int] = None, total_pixels: Optional[float] = None,
-                      info: Optional[VideoInfo] = None) -> Iterator[np.ndarray]:
+                      info: Optional[VideoInfo] = None, seek: bool = True) -> Iterator[np.ndarray]:
     """Yields the sampled frames (``info.frame_indices`` of ``probe_video``; pass `info` to skip
-    probing again) as uint8 RGB [height, width, 3], upright, resized with bicubic filtering.
+    probing again) as uint8 RGB [height, width, 3], upright, resized with bicubic filtering; an
+    index repeats when the source has fewer frames than asked for.
 
-    Frames are decoded in order and the wanted ones converted; an index repeats when the source
-    has fewer frames than asked for. Should the decoder give fewer frames than the stream has
-    packets (corrupt packets it drops), the last good frame stands in for the missing ones, as
-    decord substitutes it, with a warning. A decoding error is a ModelFileError naming the file.
+    With `seek` (the default), decoding jumps to the key frame before a wanted frame whenever
+    that skips more than 32 frames (decord seeks likewise), so a long video costs about a GOP per
+    sampled frame instead of every frame; frames are identified by their timestamps among the
+    stream's packets. Where that cannot be done exactly (packets without timestamps, duplicate
+    timestamps, a seek that lands past the frame), it falls back to decoding every frame in order,
+    which `seek=False` asks for outright; both give the same frames.
+
+    Should the decoder give fewer frames than the stream has packets (corrupt packets it drops),
+    the last good frame stands in for the missing ones, as decord substitutes it, with a warning.
+    A decoding error is a ModelFileError naming the file.
     """
-    import av
-    from PIL import Image
-
     if info is None:
         info = probe_video(path, fps, min_pixels, max_pixels, min_frames=min_frames,
                            max_frames=max_frames, total_pixels=total_pixels)
     name = _name(path)
-    wanted = info.frame_indices
-    n = len(wanted)
+    convert = _frame_converter(info)
+    done = 0
+    if seek:
+        try:
+            for frame in _iter_seeking(path, name, info, convert):
+                yield frame
+                done += 1
+            return
+        except _CannotSeek:
+            pass
+    for k, frame in enumerate(_iter_in_order(path, name, info, convert)):
+        if k >= done:
+            yield frame
+
+
+def _frame_converter(info: VideoInfo):
+    from PIL import Image
+
     turns = info.rotation // 90
     # Resize to the pre-rotation shape, then turn (cheaper than turning the full-size frame).
     size = (info.height, info.width) if turns % 2 else (info.width, info.height)
     transpose = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+    def convert(frame) -> np.ndarray:
+        img = frame.to_image().resize(size, Image.BICUBIC)
+        if turns:
+            img = img.transpose(transpose[turns])
+        return np.asarray(img, dtype=np.uint8)
+    return convert
+
+
+class _CannotSeek(Exception):
+    pass
+
+
+def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
+    """The sampled frames, seeking to key frames; raises _CannotSeek (before or after yielding some)
+    where frames cannot be told apart by timestamp."""
+    import av
+
+    wanted = info.frame_indices
+    with _open(path, "video") as c:
+        vs = _video_stream(c, name)
+        pts, keys = [], []
+        try:
+            for pkt in c.demux(vs):
+                if not pkt.size:
+                    continue
+                if pkt.pts is None:
+                    raise _CannotSeek
+                pts.append(pkt.pts)
+                keys.append(bool(pkt.is_keyframe))
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"video stream is corrupt or truncated: {e}") from e
+        pts = np.asarray(pts, np.int64)
+        in_order = np.sort(pts)
+        if len(in_order) != info.n_frames or np.any(np.diff(in_order) == 0) or not any(keys):
+            raise _CannotSeek
+        key_at = np.sort(np.searchsorted(in_order, pts[np.asarray(keys)]))   # key frames, display order
+        index_of = {int(p): i for i, p in enumerate(in_order)}
+        vs.thread_type = "AUTO"
+        frames, pos, prev, last = None, 0, None, None
+        try:
+            for t in wanted:
+                t = int(t)
+                if t != prev:
+                    k = int(key_at[np.searchsorted(key_at, t, side="right") - 1]) if key_at[0] <= t else 0
+                    if frames is None or k > pos + _SEEK_GAIN:
+                        c.seek(int(in_order[k]), stream=vs, backward=True, any_frame=False)
+                        vs.codec_context.flush_buffers()
+                        frames = (f for packet in c.demux(vs) for f in packet.decode())
+                    for frame in frames:
+                        idx = index_of.get(frame.pts)
+                        if idx is None or idx > t:
+                            raise _CannotSeek
+                        pos = idx + 1
+                        if idx == t:
+                            last = convert(frame)
+                            break
+                    else:
+                        raise _CannotSeek    # the stream ended early: the in-order path handles it
+                    prev = t
+                yield last
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"video cannot be decoded near frame {prev} of {info.n_frames}: {e}") from e
+
+
+def _iter_in_order(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
+    """The sampled frames, decoding every frame of the stream in order."""
+    import av
+
+    wanted = info.frame_indices
+    n = len(wanted)
     j, i, last = 0, -1, None
     with _open(path, "video") as c:
         stream = _video_stream(c, name)
@@ -276,10 +373,7 @@ def iter_video_frames(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS
             for i, frame in enumerate(c.decode(stream)):
                 if wanted[j] != i:
                     continue
-                img = frame.to_image().resize(size, Image.BICUBIC)
-                if turns:
-                    img = img.transpose(transpose[turns])
-                last = np.asarray(img, dtype=np.uint8)
+                last = convert(frame)
                 while j < n and wanted[j] == i:
                     yield last
                     j += 1
@@ -291,7 +385,7 @@ def iter_video_frames(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS
         raise ModelFileError(name, "no video frame could be decoded")
     warnings.warn(f"{name}: the decoder gave {i + 1} frames of the {info.n_frames} packets; the last "
                   f"decoded frame stands in for the {n - j} sampled frame(s) past it", RuntimeWarning,
-                  stacklevel=2)
+                  stacklevel=3)
     for _ in range(n - j):
         yield last
 

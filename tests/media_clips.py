@@ -23,13 +23,13 @@ def frame_image(i: int, size) -> np.ndarray:
 
 
 def write_clip(path, n_frames: int, fps=10, size=(64, 48), *, rotation=None, pts_ms=None,
-               fmt=None, audio_seconds=None, codec="mpeg4", options=None):
+               fmt=None, audio_seconds=None, codec="mpeg4", options=None, stream_options=None):
     """n_frames frames at `fps` (or at the millisecond timestamps `pts_ms`: variable frame rate),
     `rotation` degrees counter-clockwise in the display matrix, an AAC tone of `audio_seconds`."""
     import av
 
     with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        vs = c.add_stream(codec, rate=fps)
+        vs = c.add_stream(codec, rate=fps, options=stream_options or {})
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
         if pts_ms is not None:
             vs.codec_context.time_base = fractions.Fraction(1, 1000)

@@ -182,3 +182,22 @@ def test_iter_frames_count_and_size(clips):
     assert n == info.n_sampled == 768
 
 
+
+
+@pytest.mark.parametrize("clip", ["x264", "test-3.mp4"])
+def test_seeking_gives_the_frames_of_decoding_in_order(clip, clips, assets, monkeypatch):
+    """Seeking to key frames (made to happen at every gap here) yields exactly the frames that
+    decoding every frame in order yields: H.264 with B-frames and 8-frame GOPs, and test-3.mp4."""
+    tmp, _ = clips
+    if clip == "x264":
+        path = write_clip(tmp / "x264.mp4", 160, 25, size=(96, 64), codec="libx264",
+                          stream_options={"g": "8", "bf": "2"})
+    else:
+        path = assets[clip]
+    info = _media.probe_video(path, fps=4.0)
+    monkeypatch.setattr(_media, "_SEEK_GAIN", 0)
+    seeking = list(_media._iter_seeking(path, str(path), info, _media._frame_converter(info)))
+    in_order = list(_media.iter_video_frames(path, info=info, seek=False))
+    assert len(seeking) == len(in_order) == info.n_sampled
+    for k, (a, b) in enumerate(zip(seeking, in_order)):
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {k} (source {info.frame_indices[k]})")
