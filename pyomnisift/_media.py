@@ -34,6 +34,7 @@ Video, in short (the rules themselves are in ``_video_sampling.py``):
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import re
 import warnings
@@ -58,7 +59,13 @@ def _name(source) -> str:
 
 def _ready(source, what: str):
     """A path that exists and is not empty, or a binary file-like object rewound (one source may be
-    read several times)."""
+    read several times). A BytesIO (a data: URI) gets a reader of its own over the same bytes (no
+    copy), so that its audio and its frames can be streamed at the same time."""
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+        if not data:
+            raise ModelFileError(_name(source), f"is empty (0 bytes), not a {what} file")
+        return io.BytesIO(data)
     if hasattr(source, "read"):
         source.seek(0, os.SEEK_END)
         size = source.tell()

@@ -39,3 +39,24 @@ def test_file_like_source(assets):
 def test_block_size_checked(assets):
     with pytest.raises(ValueError, match="block_samples"):
         next(_media.iter_audio(assets["test-2.mp3"], 0))
+
+
+def test_audio_and_frames_streamed_together_from_one_bytesio(assets):
+    """A data: URI is one BytesIO; its audio blocks and its frames can be read interleaved (each
+    reader has its own position), giving what the file path gives."""
+    from pyomnisift import _media as M
+
+    path = assets["test-3.mp4"]
+    src = io.BytesIO(open(path, "rb").read())
+    info = M.probe_video(src)
+    frames, blocks = M.iter_video_frames(src, info=info), M.iter_audio(src, 32000)
+    got_frames, got_blocks = [], []
+    for _ in range(info.n_grids):
+        got_frames += [next(frames), next(frames)]
+        got_blocks.append(next(blocks, np.zeros(0, np.float32)))
+    got_blocks += list(blocks)
+    np.testing.assert_array_equal(np.concatenate(got_blocks), M.read_audio(path))
+    want = list(M.iter_video_frames(path))
+    assert len(got_frames) == len(want)
+    for a, b in zip(got_frames, want):
+        np.testing.assert_array_equal(a, b)
