@@ -6,7 +6,9 @@ Run as a script (a child process, so that torch stays out of the test process an
     python media_reference.py REQUEST.json   ->  prints one JSON object
 
 REQUEST: ``{"clips": [{"video": PATH, ...fetch_video keys (fps, min_frames, max_frames,
-min_pixels, max_pixels, total_pixels)..., "save": NPY_PATH (optional)}]}``. For each clip it prints
+min_pixels, max_pixels, total_pixels)..., "save": NPY_PATH (optional)}], "smart_resize": [[h, w,
+min_pixels, max_pixels], ...], "smart_nframes": [[ele, total_frames, video_fps], ...]}`` (each
+key optional; the two function lists answer with the reference's result or its exception's name). For each clip it prints
 the reader backend, the frame indices, the frame count and rate the backend read, the sample fps,
 and the (height, width) that ``fetch_video`` resized the frames to; with "save", the resized
 frames as uint8 [n, h, w, 3].
@@ -62,7 +64,19 @@ def main(request_path: str) -> None:
     F.resize = recording_resize
     request = json.load(open(request_path))
     out = []
-    for clip in request["clips"]:
+    resized = []
+    for h, w, lo, hi in request.get("smart_resize", []):
+        try:
+            resized.append(list(vp.smart_resize(h, w, 28, lo, hi)))
+        except (ValueError, AssertionError) as e:
+            resized.append(type(e).__name__)
+    counted = []
+    for ele, total, video_fps in request.get("smart_nframes", []):
+        try:
+            counted.append(vp.smart_nframes(ele, total_frames=total, video_fps=video_fps))
+        except ValueError as e:
+            counted.append(type(e).__name__)
+    for clip in request.get("clips", []):
         ele = {k: v for k, v in clip.items() if k != "save"}
         asked.clear()
         (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
@@ -73,7 +87,8 @@ def main(request_path: str) -> None:
         out.append({"backend": meta.get("video_backend"), "indices": [int(i) for i in meta["frames_indices"]],
                     "total_frames": int(meta["total_num_frames"]), "video_fps": float(meta["fps"]),
                     "sample_fps": float(sample_fps), "size": size, "nframes": len(meta["frames_indices"])})
-    print(json.dumps({"backend": vp.get_video_reader_backend(), "clips": out}))
+    print(json.dumps({"backend": vp.get_video_reader_backend(), "clips": out, "smart_resize": resized,
+                      "smart_nframes": counted}))
 
 
 if __name__ == "__main__":

@@ -201,3 +201,43 @@ def test_seeking_gives_the_frames_of_decoding_in_order(clip, clips, assets, monk
     assert len(seeking) == len(in_order) == info.n_sampled
     for k, (a, b) in enumerate(zip(seeking, in_order)):
         np.testing.assert_array_equal(a, b, err_msg=f"frame {k} (source {info.frame_indices[k]})")
+
+
+def test_rules_on_many_numbers(tmp_path):
+    """The reference's smart_resize and smart_nframes themselves, on a grid of sizes, bounds, frame
+    counts and rates (odd sizes, extreme aspect ratios, sources below and above 2 fps, clamps)."""
+    from pyomnisift._video_sampling import smart_nframes, smart_resize
+
+    rng = np.random.default_rng(0)
+    sizes = [[int(h), int(w), lo, hi] for h, w in rng.integers(1, 4000, (300, 2))
+             for lo, hi in [(128 * 784, 768 * 784), (4 * 784, 16384 * 784), (128 * 784, 135000.5)]]
+    sizes += [[187, 333, 100352, 235200], [14, 2800, 3136, 602112], [10, 2100, 3136, 3136 * 4]]
+    counts = [[{}, int(t), float(f)] for t in rng.integers(4, 200000, 200) for f in (1.0, 2.0, 23.976, 30.0, 60.0)]
+    counts += [[{"fps": 0.5, "min_frames": 6, "max_frames": 100}, 2400, 4.0], [{"fps": 4.0}, 15, 10.0],
+               [{}, 3, 10.0], [{}, 1, 1.0], [{"min_frames": 7, "max_frames": 9}, 1000, 25.0]]
+    request = tmp_path / "rules.json"
+    request.write_text(json.dumps({"smart_resize": sizes, "smart_nframes": counts}))
+    proc = subprocess.run([sys.executable, str(HERE / "media_reference.py"), str(request)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"qwen-omni-utils reference failed:\n{proc.stderr[-4000:]}"
+    ref = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def ours_resize(h, w, lo, hi):
+        try:
+            return list(smart_resize(h, w, lo, hi))
+        except ValueError:
+            return "ValueError"
+
+    def ours_count(ele, total, video_fps):
+        try:
+            return smart_nframes(total, video_fps, ele.get("fps", 2.0), ele.get("min_frames", 4),
+                                 ele.get("max_frames"))
+        except ValueError:
+            return "ValueError"
+
+    got = [ours_resize(*a) for a in sizes]
+    bad = [(a, g, r) for a, g, r in zip(sizes, got, ref["smart_resize"]) if g != r]
+    assert not bad, f"{len(bad)} sizes differ, e.g. {bad[:5]}"
+    got = [ours_count(*a) for a in counts]
+    bad = [(a, g, r) for a, g, r in zip(counts, got, ref["smart_nframes"]) if g != r]
+    assert not bad, f"{len(bad)} counts differ, e.g. {bad[:5]}"
