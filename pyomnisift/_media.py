@@ -33,6 +33,7 @@ Video, in short (the rules themselves are in ``_video_sampling.py``):
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import io
 import os
@@ -322,23 +323,27 @@ def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
     wanted = info.frame_indices
     with _open(path, "video") as c:
         vs = _video_stream(c, name)
-        pts, keys = [], []
+        pts, keys = array.array("q"), array.array("q")    # compact: 8 bytes a frame
         try:
             for pkt in c.demux(vs):
                 if not pkt.size:
                     continue
                 if pkt.pts is None:
                     raise _CannotSeek
+                if pkt.is_keyframe:
+                    keys.append(pkt.pts)
                 pts.append(pkt.pts)
-                keys.append(bool(pkt.is_keyframe))
         except av.FFmpegError as e:
             raise ModelFileError(name, f"video stream is corrupt or truncated: {e}") from e
-        pts = np.asarray(pts, np.int64)
-        in_order = np.sort(pts)
-        if len(in_order) != info.n_frames or np.any(np.diff(in_order) == 0) or not any(keys):
+        in_order = np.sort(np.frombuffer(pts, np.int64))
+        del pts
+        if len(in_order) != info.n_frames or np.any(np.diff(in_order) == 0) or not len(keys):
             raise _CannotSeek
-        key_at = np.sort(np.searchsorted(in_order, pts[np.asarray(keys)]))   # key frames, display order
-        index_of = {int(p): i for i, p in enumerate(in_order)}
+        key_at = np.sort(np.searchsorted(in_order, np.frombuffer(keys, np.int64)))  # key frames, display order
+
+        def index_of(p):
+            i = int(np.searchsorted(in_order, p)) if p is not None else len(in_order)
+            return i if i < len(in_order) and in_order[i] == p else None
         vs.thread_type = "AUTO"
         frames, pos, prev, last = None, 0, None, None
         try:
@@ -351,7 +356,7 @@ def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
                         vs.codec_context.flush_buffers()
                         frames = (f for packet in c.demux(vs) for f in packet.decode())
                     for frame in frames:
-                        idx = index_of.get(frame.pts)
+                        idx = index_of(frame.pts)
                         if idx is None or idx > t:
                             raise _CannotSeek
                         pos = idx + 1
