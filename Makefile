@@ -11,9 +11,12 @@ LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 # Video sampling (tests/test_media_*.py) is checked against Qwen's own qwen-omni-utils, which
 # imports torchvision and librosa and reads video with decord (its default reader; torchcodec would
 # need system FFmpeg libraries, and torchvision 0.28's own reader is gone). The torchvision wheel
-# reachable here is the CUDA build: tests/media_reference.py explains how it is imported on CPU torch.
+# reachable here is the CUDA build, which breaks `import transformers` on CPU torch: it goes into a
+# directory of its own that only the reference's child process puts on its path
+# (tests/media_reference.py explains how it imports there).
 PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece \
-               torchvision==0.28.0 qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0
+               qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0
+REFERENCE_TORCHVISION := torchvision==0.28.0
 
 .PHONY: setup install demo test test-python test-cpp clean
 
@@ -26,6 +29,7 @@ $(VENV)/.deps: pyproject.toml
 
 $(VENV)/.parity: $(VENV)/.deps
 	$(PIP) install -q $(PARITY_DEPS)
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference-torchvision $(REFERENCE_TORCHVISION)
 	touch $@
 
 setup: $(VENV)/.deps

@@ -13,6 +13,10 @@ the reader backend, the frame indices, the frame count and rate the backend read
 and the (height, width) that ``fetch_video`` resized the frames to; with "save", the resized
 frames as uint8 [n, h, w, 3].
 
+``reference_env()`` is the environment to run it in: torchvision lives in a directory of its own,
+``<venv>/reference-torchvision`` (the Makefile's .parity target puts it there), because the
+build reachable here breaks ``import transformers`` for every other test.
+
 Nothing here re-computes the reference: ``fetch_video`` runs as published. Two things are
 arranged around it: (1) the torchvision wheel reachable from these machines is the CUDA build,
 whose C++ ops do not load with the CPU torch; its import then fails registering fake kernels for
@@ -26,7 +30,18 @@ reference asks for, and skips the work (returning an empty tensor) when the resu
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
+
+TORCHVISION_DIR = Path(sys.prefix) / "reference-torchvision"
+
+
+def reference_env(extra=None) -> dict:
+    """os.environ with the reference's torchvision directory first on PYTHONPATH."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TORCHVISION_DIR), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def import_reference():

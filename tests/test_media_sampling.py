@@ -6,7 +6,6 @@ frame count, frame size and sample fps. The reference runs as published in a chi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from media_clips import level, patch_mkv_duration, write_clip
+from media_reference import reference_env
 from pyomnisift import _media
 from pyomnisift._video_sampling import frame_indices, plan_sampling
 
@@ -41,9 +41,8 @@ SAVED = ("short", "vfr", "odd", "rot90", "rot270_odd", "rot180")   # frames comp
 def run_reference(clips: list, tmp: Path, env_extra=None) -> dict:
     request = tmp / f"request-{len(list(tmp.glob('request-*')))}.json"
     request.write_text(json.dumps({"clips": clips}))
-    env = {**os.environ, **(env_extra or {})}
     proc = subprocess.run([sys.executable, str(HERE / "media_reference.py"), str(request)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=reference_env(env_extra), timeout=600)
     assert proc.returncode == 0, f"qwen-omni-utils reference failed:\n{proc.stderr[-4000:]}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend"] == "decord", out["backend"]
@@ -218,7 +217,7 @@ def test_rules_on_many_numbers(tmp_path):
     request = tmp_path / "rules.json"
     request.write_text(json.dumps({"smart_resize": sizes, "smart_nframes": counts}))
     proc = subprocess.run([sys.executable, str(HERE / "media_reference.py"), str(request)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, env=reference_env(), timeout=600)
     assert proc.returncode == 0, f"qwen-omni-utils reference failed:\n{proc.stderr[-4000:]}"
     ref = json.loads(proc.stdout.strip().splitlines()[-1])
 
