@@ -155,11 +155,13 @@ def test_pixel_budget_matches_reference(clips, monkeypatch):
 
 def test_long_720p_budget():
     """The issue's case: 200 s of 1280x720 at 2 fps (400 frames) gets 504x896 frames, 576 tokens
-    per grid, 115,200 video tokens (the fixed 768*28*28 bound gave 720x1288, 1,196 per grid)."""
+    per grid, 115,200 video tokens (the fixed 768*28*28 bound gave 560x1008, 720 per grid, 144,000)."""
     plan = plan_sampling(400 * 15, 30.0, 720, 1280)
     assert plan.nframes == 400 and plan.sample_fps == 2.0
     assert (plan.height, plan.width) == (504, 896)
     assert plan.nframes // 2 * (plan.height // 28) * (plan.width // 28) == 115_200
+    fixed = plan_sampling(400 * 15, 30.0, 720, 1280, total_pixels=1e12)   # the budget never binds
+    assert (fixed.height, fixed.width) == (560, 1008)
 
 
 def test_frame_indices_float32_like_torch():
