@@ -17,11 +17,13 @@ Video, in short (the rules themselves are in ``_video_sampling.py``):
   ``get_avg_fps`` returns; the mp4 demuxer derives it from the sample table, others from the header
   or the first frames).
 * Frames are chosen by index (display order), evenly over the stream, not by timestamp: with
-  variable frame rate the reference (decord) does exactly that, and so do we. torchcodec, which the reference prefers
-  when it is installed, counts frames the same way (its exact-seek scan) but takes the rate from the
-  scanned timestamps (frames / (last end - first start)), which can differ from ``avg_frame_rate``
-  on variable-rate streams, and with it ``nframes``; torchvision's reader (the last fallback)
-  decodes everything and takes the header rate.
+  variable frame rate the reference (decord) does exactly that, and so do we. Not checked here
+  (not installable without system FFmpeg libraries): torchcodec, which the reference prefers when
+  it is installed, also counts frames from a scan of the stream, but as we read its metadata code
+  takes the rate from the scanned timestamps (frames / (last end - first start)) where decord takes
+  ``avg_frame_rate``; the two can differ on variable-rate streams, and nframes with them.
+  torchvision's reader (the reference's last fallback, gone from torchvision 0.24 on) decoded
+  everything and took the header rate.
 * Rotation: a display matrix (phone videos) is applied, so frames reach the model upright, as
   players show them and as the reference's decord does (it rotates by the stream's rotation, 90 /
   180 / 270 degrees, and reports the rotated size; the size is then chosen from the rotated
