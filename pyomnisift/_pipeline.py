@@ -108,7 +108,7 @@ class Pipeline:
         if seg.probe.kind == "video":
             # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
             # unit is encoded and decoded; the queue bounds what is held to two units of frames.
-            frames = _prefetch(_media.iter_video_frames(seg.item.source, s.video_fps), depth=4)
+            frames = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video), depth=4)
         if seg.probe.n_audio:
             audio = _AudioRows(seg, self.audio, stats)
         try:

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _media, _sequence as S
 from ._audio import n_tokens as audio_n_tokens
+from ._errors import ModelFileError
 from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Prompt
 from ._settings import Settings
 from ._sift import n_kept as sift_n_kept
@@ -195,12 +196,13 @@ class Planner:
         info = _media.probe_video(item.source, settings.video_fps)
         warnings: tuple = ()
         n_samples, rows = 0, None
-        if info.has_audio and self.audio is not None:
+        if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
+            warnings = (f"{item.label}: {info.audio_error}; the video is used without sound",)
+        elif info.has_audio and self.audio is not None:
             try:
                 n_samples, rows = self._audio_cost(item.source)
-            except _media.ModelFileError as e:  # no reason to refuse the video: it goes without sound
-                warnings = (f"{item.label}: its audio track cannot be decoded ({e.problem}); the video is "
-                            "used without sound",)
+            except ModelFileError as e:   # the track breaks past its first packets
+                warnings = (f"{item.label}: {e.problem}; the video is used without sound",)
         n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
         return Probe("video", grid=(info.height // 28, info.width // 28), video=info, n_audio=n_audio,
                      n_samples=n_samples, audio_rows=rows, warnings=warnings)
@@ -208,7 +210,7 @@ class Planner:
     def _audio_cost(self, source):
         """(16 kHz samples, rows if the tower must encode the whole clip now else None)."""
         if self.audio_windowed:
-            return _count_samples(source), None
+            return _media.count_audio_samples(source), None
         pcm = _media.read_audio(source)
         return len(pcm), (self.audio.encode_audio(pcm) if len(pcm) else None)
 
@@ -235,14 +237,14 @@ class Planner:
 
     # --- layout
 
-    def _layout(self, probe: Probe, rows_start: int, fps: float) -> Layout:
+    def _layout(self, probe: Probe, rows_start: int) -> Layout:
         gh, gw = probe.grid
         if probe.kind == "image":
             return Layout.of(S.image_blocks(gh, gw, rows_start))
         if probe.kind == "audio":
             return Layout.of(S.audio_blocks(probe.n_audio, rows_start))
-        n_grids = probe.video.n_sampled // _media.FRAME_FACTOR
-        seconds_per_grid = _media.FRAME_FACTOR / _sample_fps(probe.video, fps)   # the reference's second_per_grid_ts
+        n_grids = probe.video.n_grids
+        seconds_per_grid = probe.video.seconds_per_grid   # the reference's second_per_grid_ts: 2 / sample fps
         if probe.n_audio:
             return Layout.of(S.video_with_audio_blocks(n_grids, gh, gw, probe.n_audio, rows_start, seconds_per_grid))
         return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid))
@@ -296,7 +298,7 @@ class Planner:
             text(tokens)
             start = pos
             rows_start = start + (1 if open_tokens else 0)
-            layout = self._layout(probe, rows_start, settings.video_fps)
+            layout = self._layout(probe, rows_start)
             n_kept, n_kept_video = self._kept(layout, settings)
             if self.uses_mrope:
                 end = S.end_position(layout.blocks, rows_start) + (1 if close_tokens else 0)
@@ -339,11 +341,3 @@ def overflow_message(plan: Plan, n_ctx: int, reserve: int) -> str:
         msg += "; the text alone does not fit: raise n_ctx"
     return msg
 
-
-def _sample_fps(info, fps: float) -> float:  # TODO(merge): VideoInfo.sample_fps from the media branch
-    return getattr(info, "sample_fps", None) or fps
-
-
-def _count_samples(source) -> int:  # TODO(merge): _media.count_audio_samples streams
-    counter = getattr(_media, "count_audio_samples", None)
-    return counter(source) if counter else len(_media.read_audio(source))
