@@ -237,3 +237,43 @@ def test_memory_does_not_grow_with_the_clip():
         tracemalloc.stop()
     assert n_frames == plan.n_frames == 30000
     assert scan_peak < 8e6 and stream_peak < 8e6, (scan_peak, stream_peak)
+
+
+def test_rows_by_range(tower):
+    """AudioRows hands out the rows of the whole clip by increasing ranges (a chunk's audio each),
+    encoding a step only when a range needs it."""
+    from pyomnisift._audio_stream import AudioRows
+
+    pcm = speech_like(int(9.3 * SR), seed=10)
+    whole = tower.encode(pcm)
+    plan = _mel_stream.scan(blocks_of(pcm, SIZES))
+    for ranges in ([(0, 50), (50, 50), (100, 50), (150, 50), (200, 32)], [(0, 37), (37, 113), (160, 0), (180, 52)]):
+        rows = AudioRows(tower, blocks_of(pcm, SIZES, seed=3), plan)
+        assert rows.n_rows == len(whole) == 232
+        for start, n in ranges:
+            np.testing.assert_array_equal(rows.take(start, n), whole[start:start + n])
+        with pytest.raises(ValueError, match="increasing order"):
+            rows.take(0, 1)
+    rows = AudioRows(tower, blocks_of(pcm, SIZES), plan, windows_per_step=2)
+    with pytest.raises(ValueError, match="of 232"):
+        rows.take(200, 33)
+    rows.close()
+
+
+def test_rows_by_range_checks_the_end():
+    """A last window of 2 frames has no row: taking the last row still reads the stream to its end
+    and checks it against the plan."""
+    from pyomnisift._audio_stream import AudioRows
+
+    class FakeTower:
+        n_embd = 4
+
+        def iter_encode(self, blocks, plan, windows_per_step):
+            for first, features in _mel_stream.iter_window_features(blocks, plan, windows_per_step):
+                yield first, np.zeros((_audio.n_tokens(len(features) * 160), 4), np.float32)
+
+    pcm = noise(32000 + 320, seed=11)  # 202 frames: 50 rows, then a window with none
+    plan = _mel_stream.scan([pcm])
+    assert AudioRows(FakeTower(), [pcm], plan).take(0, 50).shape == (50, 4)
+    with pytest.raises(ValueError, match="samples"):
+        AudioRows(FakeTower(), blocks_of(pcm[:-100], [160]), plan).take(0, 50)
