@@ -47,12 +47,14 @@ def blocks(n_samples: int):
         n = min(BLOCK, n_samples - start)
         rng = np.random.default_rng(i)
         t = (start + np.arange(n)) / SR
-        yield (0.05 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * (100 + 37 * (i % 50)) * t)).astype(np.float32)
+        tone = 0.3 * np.sin(2 * np.pi * (100 + 37 * (i % 50)) * t)
+        yield (0.05 * rng.standard_normal(n) + tone).astype(np.float32)
 
 
 def child(mode: str, minutes: float, mmproj: str, threads: int, windows_per_step: int) -> dict:
     import pyomnisift
     from pyomnisift import _audio, _mel_stream
+    from pyomnisift._audio_stream import AudioRows
 
     tower = pyomnisift.AudioTower(mmproj, n_threads=threads)
     tower.encode(next(blocks(BLOCK)))  # warm-up: graph allocations happen before the baseline
@@ -60,9 +62,12 @@ def child(mode: str, minutes: float, mmproj: str, threads: int, windows_per_step
     n_samples = int(minutes * 60 * SR)
     digest, n_rows, t0 = hashlib.sha256(), 0, time.perf_counter()
     if mode == "stream":
+        # as the pipeline does: count, then take each 2-s chunk's rows next to its frames
         plan = _mel_stream.scan(blocks(n_samples))
         n_planned = _audio.n_tokens(plan.n_samples)  # known before anything is encoded
-        for first, rows in tower.iter_encode(blocks(n_samples), plan, windows_per_step):
+        source = AudioRows(tower, blocks(n_samples), plan, windows_per_step)
+        for start in range(0, n_planned, 50):
+            rows = source.take(start, min(50, n_planned - start))
             digest.update(rows.tobytes())
             n_rows += len(rows)  # the rows are dropped here: the pipeline would compress and decode them
         assert n_rows == n_planned
@@ -81,7 +86,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     ap.add_argument("--width", type=int, default=3584, help="projector output width (LLM n_embd)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--windows-per-step", type=int, default=1, help="2-s windows encoded per graph when streamed")
+    ap.add_argument("--windows-per-step", type=int, default=1, 
+                    help="2-s windows encoded per graph when streamed")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "MINUTES", "MMPROJ"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -106,7 +112,8 @@ def main() -> None:
                 results[minutes, mode] = json.loads(out.stdout.strip().splitlines()[-1])
 
     print(f"tiny audio tower, rows of width {args.width} (float32: {args.width * 4 / 1024:.1f} KiB per row), "
-          f"{args.threads} threads, {args.windows_per_step} window(s) per streamed step; peak RSS in MB (growth over the loaded, warmed-up tower)")
+          f"{args.threads} threads, {args.windows_per_step} window(s) per streamed step; "
+          "peak RSS in MB (growth over the loaded, warmed-up tower)")
     print("| audio | rows | streamed: peak (growth) | s | whole clip: peak (growth) | s | rows identical |")
     print("|---|---|---|---|---|---|---|")
     for minutes in args.minutes:
