@@ -23,8 +23,10 @@ from ._model_info import check_pair, read_mmproj_info
 SAMPLE_RATE = _mel.SAMPLE_RATE
 WINDOW_SAMPLES = C.OMNISIFT_AUDIO_WINDOW_FRAMES * _mel.HOP   # 2 s
 ROWS_PER_WINDOW = 50
-# the streamed features are cut into the windows the library encodes independently
-assert _mel_stream.WINDOW_FRAMES == C.OMNISIFT_AUDIO_WINDOW_FRAMES
+# The streamed features are cut into the windows the library encodes independently: one size.
+if _mel_stream.WINDOW_FRAMES != C.OMNISIFT_AUDIO_WINDOW_FRAMES:
+    raise ImportError(f"libomnisift's audio window is {C.OMNISIFT_AUDIO_WINDOW_FRAMES} frames, "
+                      f"_mel_stream cuts {_mel_stream.WINDOW_FRAMES}")
 
 
 def n_tokens(n_samples: int) -> int:
@@ -130,7 +132,8 @@ class AudioTower:
         step of ``_mel_stream.iter_window_features``): equal to rows [50 first_window, 50
         first_window + len) of ``encode`` of the whole clip. The windows are independent (own
         convolutions, positions from 0, attention inside the window), so this is the same function;
-        on the CPU backend the values are bitwise the same (tests/test_audio_stream.py)."""
+        on the CPU backend the values are bitwise the same (tests/test_audio_stream.py).
+        first_window only places the rows (they start at row 50 first_window); it is checked."""
         if isinstance(first_window, bool) or not isinstance(first_window, (int, np.integer)) or first_window < 0:
             raise ValueError(f"first_window must be a window index >= 0, got {first_window!r}")
         return self.encode_features(features)
