@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import _media, _sequence as S
+from . import _media, _mel_stream, _sequence as S
 from ._audio import n_tokens as audio_n_tokens
 from ._errors import ModelFileError
 from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Prompt
@@ -31,6 +31,7 @@ from ._sift import n_kept as sift_n_kept
 IMAGE_MIN_PIXELS = 56 * 56          # the Qwen2-VL image processor's bounds
 IMAGE_MAX_PIXELS = 28 * 28 * 1280
 PLACEHOLDER_SPACE = 1 << 30          # placeholders are -1 .. -2**30: never a token id
+AUDIO_BLOCK = 32000                  # samples per block read from an audio track (2 s)
 
 
 @dataclasses.dataclass
@@ -65,6 +66,7 @@ class Probe:
     n_audio: int = 0                           # audio rows
     n_samples: int = 0                         # 16 kHz samples of the audio
     audio_rows: Optional[np.ndarray] = None    # towers that only encode whole clips (libmtmd's)
+    audio_plan: Optional[object] = None        # _mel_stream.AudioPlan: our windowed tower streams
     warnings: tuple = ()
 
 
@@ -181,12 +183,12 @@ class Planner:
     def _probe(self, item: MediaItem, settings: Settings) -> Probe:
         if item.kind == "audio":
             self._require_audio(item)
-            n_samples, rows = self._audio_cost(item.source)
+            n_samples, audio_plan, rows = self._audio_cost(item.source)
             n_audio = len(rows) if rows is not None else audio_n_tokens(n_samples)
             if n_audio == 0:
                 raise ValueError(f"{item.label}: audio of {n_samples / 16000:.3f} s is shorter than one "
                                  "audio token (40 ms)")
-            return Probe("audio", n_audio=n_audio, n_samples=n_samples, audio_rows=rows)
+            return Probe("audio", n_audio=n_audio, n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan)
         if self.vision is None or not self.vision.supports_vision:
             raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
         if item.kind == "image":
@@ -195,24 +197,27 @@ class Planner:
             return Probe("image", grid=(h // 28, w // 28))
         info = _media.probe_video(item.source, settings.video_fps)
         warnings: tuple = ()
-        n_samples, rows = 0, None
+        n_samples, rows, audio_plan = 0, None, None
         if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
             warnings = (f"{item.label}: {info.audio_error}; the video is used without sound",)
         elif info.has_audio and self.audio is not None:
             try:
-                n_samples, rows = self._audio_cost(item.source)
+                n_samples, audio_plan, rows = self._audio_cost(item.source)
             except ModelFileError as e:   # the track breaks past its first packets
                 warnings = (f"{item.label}: {e.problem}; the video is used without sound",)
         n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
         return Probe("video", grid=(info.height // 28, info.width // 28), video=info, n_audio=n_audio,
-                     n_samples=n_samples, audio_rows=rows, warnings=warnings)
+                     n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings)
 
     def _audio_cost(self, source):
-        """(16 kHz samples, rows if the tower must encode the whole clip now else None)."""
+        """(16 kHz samples, AudioPlan, rows). Our windowed tower: one streaming pass gives the sample
+        count and the log-mel peak, nothing held (rows None). Towers that encode whole clips
+        (libmtmd's): the rows, now (plan None)."""
         if self.audio_windowed:
-            return _media.count_audio_samples(source), None
+            plan = _mel_stream.scan(_media.iter_audio(source, AUDIO_BLOCK))
+            return plan.n_samples, plan, None
         pcm = _media.read_audio(source)
-        return len(pcm), (self.audio.encode_audio(pcm) if len(pcm) else None)
+        return len(pcm), None, (self.audio.encode_audio(pcm) if len(pcm) else None)
 
     def _require_audio(self, item: MediaItem) -> None:
         if self.audio is None:
@@ -340,4 +345,5 @@ def overflow_message(plan: Plan, n_ctx: int, reserve: int) -> str:
     else:
         msg += "; the text alone does not fit: raise n_ctx"
     return msg
+
 
