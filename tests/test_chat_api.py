@@ -248,9 +248,31 @@ def test_quiet_by_default(tiny_model, capfd):
 # --- bad input: a clear error, before any chunk, and the next answer is a fresh model's
 
 
+def _audio_only_m4a(path):
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for p in list(s.encode(frame)) + list(s.encode()):
+            c.mux(p)
+    return path
+
+
 def _bad_requests(assets, tmp_path):
     mp3 = base64.b64encode(open(assets["test-2.mp3"], "rb").read()).decode()
+    data = open(assets["test-3.mp4"], "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
     return [
+        (user(video(cut), text("?")), pyomnisift.ModelFileError, "cut.mp4"),
+        (user(video(empty), text("?")), pyomnisift.ModelFileError, "empty.mp4"),
+        (user(video(_audio_only_m4a(tmp_path / "voice.m4a")), text("?")), pyomnisift.ModelFileError,
+         "no video stream"),
+        (user({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,"}}), ValueError, "data URI"),
         (user({"type": "file", "file": {}}), ValueError, "unsupported content part"),
         (user({"type": "image_url", "image_url": {}}), ValueError, "url"),
         (user({"type": "video_url"}), ValueError, "url"),
