@@ -109,6 +109,7 @@ class Pipeline:
     def _media(self, llama, plan: Plan, seg: MediaSegment, stats: Stats, sift_head, on_unit, progress) -> None:
         ctx = llama.ctx
         self._next = seg.start   # the next position under ordinary RoPE
+        self._last_pair = None   # (frames, rows) of the pair encoded last, within this item
         if seg.open_tokens:
             self._tokens(ctx, seg.open_tokens, seg.start, stats)
         lay, s = seg.layout, plan.settings
@@ -169,19 +170,28 @@ class Pipeline:
             return rows
         out = np.empty((len(rows_idx), self.n_embd), np.float32)
         mod, src = lay.modality[rows_idx], lay.source[rows_idx]
+        last = self._last_pair
         for k in np.unique(src[mod == S.MODALITY_VIDEO]):
             with stats.timer("media_decode"):
                 pair = [next(frames, None), next(frames, None)]
             if pair[1] is None:
                 raise ModelFileError(seg.item.label, "the video stream ended before its announced length")
-            with stats.timer("encode"):
-                grid, rh, rw = self.vision.encode(pair)
-            stats.encoder_calls["vision"] += 1
+            if last is not None and all(np.array_equal(a, b) for a, b in zip(pair, last[0])):
+                # A pair pixel-identical to the one before (slides, screen recordings, a still
+                # camera) has the same rows: the encoder is deterministic.
+                grid, (rh, rw) = last[1], seg.probe.grid
+                stats.pairs_reused += 1
+            else:
+                with stats.timer("encode"):
+                    grid, rh, rw = self.vision.encode(pair)
+                stats.encoder_calls["vision"] += 1
+                last = (pair, grid)
             if (rh, rw) != seg.probe.grid:
                 raise ModelFileError(seg.item.label, f"libmtmd made a {rh}x{rw} grid of frames sized for "
                                                      f"{seg.probe.grid[0]}x{seg.probe.grid[1]}")
             sel = (mod == S.MODALITY_VIDEO) & (src == k)
             out[sel] = grid   # a grid's rows are consecutive and in row-major order
+        self._last_pair = last
         is_audio = mod == S.MODALITY_AUDIO
         if is_audio.any():
             a = src[is_audio]

@@ -15,6 +15,7 @@ class Stats:
         self.media_reused = 0        # media items whose KV cells a previous request left in place
         self.media_cells = 0         # KV cells of media this request decoded
         self.encoder_calls = {"vision": 0, "audio": 0}
+        self.pairs_reused = 0        # frame pairs identical to the one before: rows reused, not encoded
 
     def timer(self, key: str):
         stats = self
@@ -38,6 +39,7 @@ class Stats:
         out["media_reused"] = self.media_reused
         out["media_cells_decoded"] = self.media_cells
         out["encoder_calls"] = dict(self.encoder_calls)
+        out["frame_pairs_reused"] = self.pairs_reused
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out

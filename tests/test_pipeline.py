@@ -295,6 +295,38 @@ def test_low_fps_prunes_all_the_audio(omni, tmp_path):
     assert st["audio"]["tokens_kept"] == (100 - 50) + (n - 100) - (n - 100) // 2
 
 
+def test_static_frames_are_encoded_once(omni, tmp_path):
+    """A still clip: pairs pixel-identical to the one before reuse its rows. The rows the model gets
+    are what the encoder gives each pair, for one call instead of six."""
+    import av
+
+    path = tmp_path / "still.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("png", rate=4)   # lossless: every decoded frame is the same pixels
+        vs.width, vs.height, vs.pix_fmt = 112, 84, "rgb24"
+        img = np.random.default_rng(0).integers(0, 256, (84, 112, 3), dtype=np.uint8)
+        for _ in range(24):
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+    msgs = user(video(path), text("?"))
+    clear(omni)
+    calls = []
+    original = omni.chat_handler.vision.encode
+    omni.chat_handler.vision.encode = lambda frames: calls.append(frames) or original(frames)
+    try:
+        st = omni.prefill(msgs, video_retention=0.5)["omnisift"]
+        assert len(calls) == 1 and st["frame_pairs_reused"] == 5   # 6 s at 2 fps: 6 pairs, 1 encoded
+        expected = original(calls[0])[0]   # what encoding any of the six pairs gives
+        clear(omni)
+        _, (rows, modality, _, _) = collect_units(omni.prefill, msgs, video_retention=0.5)
+        for g in range(6):
+            np.testing.assert_array_equal(rows[modality == S.MODALITY_VIDEO][g * len(expected):(g + 1) * len(expected)], expected)
+    finally:
+        del omni.chat_handler.vision.encode
+
+
 def test_audio_shorter_than_a_token(omni, tmp_path):
     import wave
 
