@@ -2,7 +2,8 @@
 
     python scripts/bench_memory.py [--minutes 1 10 60] [--retention 0.33 0.6]
 
-Each length runs in a fresh child process (its own peak RSS) on the tiny model pair (the weights'
+Each length runs in a fresh child process (its own peak RSS) on the tiny model pair with flash
+attention (without it llama.cpp materialises the attention scores, which grow with the context; the weights'
 values do not change memory; small frames keep the 60-minute case to minutes): the model is loaded
 and warmed up, the peak RSS is reset (/proc/self/clear_refs), the prompt is prefilled, and the
 growth of the peak over the warm RSS is compared with the KV cache the prompt fills (cells x bytes
@@ -78,7 +79,7 @@ def child(clip: str, video_retention: float, audio_retention: float) -> dict:
 
     model = default_cache_dir() / "tiny-model-0"
     llm = pyomnisift.Llama(str(model / "omni-tiny-llm.gguf"), str(model / "omni-tiny-mmproj.gguf"),
-                           n_ctx=131072, n_threads=2, video_retention=video_retention,
+                           n_ctx=131072, n_threads=2, flash_attn=True, video_retention=video_retention,
                            audio_retention=audio_retention)
     llm.create_chat_completion([{"role": "user", "content": "Hello"}], max_tokens=1)
     llm.reset()
