@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFType, GGUFWriter, TokenType, VisionProjectorType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_assets import ensure_assets  # noqa: E402
-from pyomnisift._gguf import read_metadata  # noqa: E402
+from fetch_assets import ensure_assets
+from pyomnisift._gguf import read_metadata
 
 LLM_FILE = "omni-tiny-llm.gguf"
 MMPROJ_FILE = "omni-tiny-mmproj.gguf"

