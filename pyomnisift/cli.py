@@ -76,12 +76,38 @@ def _check_inputs(args, media: bool = True) -> None:
                 _check_file(path, f"{kind} file")
         if (args.video or args.audio or args.image) and not args.mmproj:
             raise CliError("media (--video/--audio/--image) need --mmproj, the model's mmproj GGUF")
+        _probe_media(args)
     for name in ("video_retention", "audio_retention", "image_retention"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise CliError(f"--{name.replace('_', '-')} {value} is not in [0, 1]")
     if args.audio_selector == "vgas" and not args.sift_head:
         raise CliError("--audio-selector vgas needs --sift-head HEAD.gguf")
+
+
+def _probe_media(args) -> None:
+    """Opens every media file before the model loads, so that a file that is no media fails at once."""
+    from . import _media
+
+    for path in args.video:
+        _media.probe_video(path, args.video_fps)
+    for path in args.image:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError) as e:
+            raise CliError(f"{path}: cannot be read as an image ({e})") from None
+    for path in args.audio:
+        import av
+
+        try:
+            with av.open(path) as c:
+                if not c.streams.audio:
+                    raise CliError(f"{path}: has no audio stream")
+        except av.error.FFmpegError as e:
+            raise CliError(f"{path}: cannot be decoded as audio ({e})") from None
 
 
 def _compression_kwargs(args) -> dict:
