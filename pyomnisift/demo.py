@@ -1,7 +1,7 @@
 """The main job on the default input: a 10-second clip with sound through pyomnisift.Llama.
 
 Default input: test-3.mp4 (10 s, 720x358, H.264 + AAC) from the pinned llama-cpp-python sdist, and
-the tiny random Qwen2.5-Omni-shaped model that scripts/make_tiny_model.py generates (no model hub is
+the tiny random Qwen2.5-Omni-shaped model that tools/make_tiny_model.py generates (no model hub is
 reachable). The model's weights are random, so its answer is noise; what the demo shows is the
 pipeline: the omni sequence the model would see, how many tokens OmniSIFT keeps of it, and where
 the time goes.

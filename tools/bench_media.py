@@ -13,7 +13,7 @@
   1-s frame grid, against 338 for test-3 and 720 for Big Buck Bunny) so that the full-token baselines
   of a 120-s clip still run in minutes on 2 cores; the two native clips keep their sizes.
 
-    python scripts/bench_media.py        # prints name, path, duration of each clip
+    python tools/bench_media.py        # prints name, path, duration of each clip
 """
 
 from __future__ import annotations

