@@ -227,3 +227,122 @@ def test_client_disconnect_stops_generation(server, media_dir):
     assert rec["end"] == "disconnect" and rec["chunks"] < 100, rec
     r = post(server, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert r.status_code == 200, r.text
+
+
+# --- the streaming path with a stand-in model (runs on any branch): SSE shape, errors before the
+# first chunk, client disconnects, serialization
+
+class FakeLlama:
+    """Streams as the chat API contract says: role chunk, content deltas, a last chunk with
+    finish_reason and usage; bad input raises before the first chunk."""
+
+    def __init__(self, delay=0.01):
+        self.delay = delay
+        self.active = 0
+        self.max_active = 0
+        self.produced = []
+        self.closed = []
+        self.kwargs = []
+
+    def create_chat_completion(self, messages, stream=False, max_tokens=None, **kw):
+        self.kwargs.append(dict(kw, max_tokens=max_tokens))
+        text = json.dumps(messages)
+        if "bad" in text:
+            raise ValueError("video 1: cannot be decoded as video")
+        if not stream:
+            return {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                                              "finish_reason": "stop"}], "usage": {}}
+        return self._stream(max_tokens or 10)
+
+    def _stream(self, n):
+        base = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        produced = 0
+        try:
+            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            for i in range(n):
+                time.sleep(self.delay)
+                produced += 1
+                yield {**base, "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1,
+                             "omnisift": {"video": {"tokens_in": 10, "tokens_kept": 3}}}}
+        finally:
+            self.active -= 1
+            self.produced.append(produced)
+            self.closed.append(True)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture()
+def fake_server():
+    from pyomnisift.server import ServerSettings, create_app
+    from pyomnisift.server.model import OmniModel
+
+    model = OmniModel.__new__(OmniModel)        # the real wrapper (lock, records) around a stand-in
+    import asyncio
+
+    model.llama, model.alias, model.lock, model.waiting, model.streams = FakeLlama(), "fake", asyncio.Lock(), 0, []
+    app = create_app(server_settings=ServerSettings(interrupt_requests=False), model=model)
+    with Server(app) as s:
+        yield s
+
+
+def sse_events(r):
+    return [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+
+
+def test_sse_stream_shape_with_openai_client(fake_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=fake_server.base + "/v1", api_key="unused")
+    chunks = list(client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=5, stream=True, extra_body={"video_retention": 0.25}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "t0 t1 t2 t3 t4 "
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].usage.model_dump()["omnisift"]["video"]["tokens_kept"] == 3
+    kw = fake_server.app.state.model.llama.kwargs[-1]
+    assert kw["video_retention"] == 0.25 and kw["max_tokens"] == 5
+    assert "temperature" not in kw        # unset fields keep the library's defaults
+    with httpx.stream("POST", fake_server.base + "/v1/chat/completions", timeout=30,
+                      json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    assert events[-1] == "[DONE]" and len(events) == 1 + 2 + 1 + 1
+
+
+def test_stream_error_before_first_chunk_is_json_400(fake_server):
+    r = post(fake_server, {"messages": [{"role": "user", "content": "bad"}], "stream": True})
+    err = assert_error(r, 400, "cannot be decoded")
+    assert err["type"] == "invalid_request_error"
+    r = post(fake_server, {"messages": [{"role": "user", "content": "fine"}], "max_tokens": 1, "stream": True})
+    assert r.status_code == 200 and "[DONE]" in r.text          # the lock was released
+
+
+def test_disconnect_closes_the_generation(fake_server):
+    model = fake_server.app.state.model
+    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 5000, "stream": True}
+    with httpx.stream("POST", fake_server.base + "/v1/chat/completions", json=body, timeout=30) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i >= 6:
+                break
+    deadline = time.time() + 20
+    while not model.streams and time.time() < deadline:
+        time.sleep(0.02)
+    assert model.streams and model.streams[-1]["end"] == "disconnect", model.streams
+    assert model.llama.closed == [True] and model.llama.produced[-1] < 500, model.llama.produced
+    r = post(fake_server, {"messages": [{"role": "user", "content": "next"}], "max_tokens": 1})
+    assert r.status_code == 200
+
+
+def test_requests_are_serialized(fake_server):
+    import concurrent.futures
+
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 20, "stream": True}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: post(fake_server, body), range(4)))
+    assert all(r.status_code == 200 and r.text.rstrip().endswith("[DONE]") for r in results)
+    assert fake_server.app.state.model.llama.max_active == 1
