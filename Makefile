@@ -8,7 +8,7 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 # Parity references (tests only). torch 2.13.0 is the CPU build on these machines.
-PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece
+PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece scipy huggingface_hub
 # The [server] extra (pyomnisift serve) and what the tests drive it with; tqdm for progress bars.
 SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings
 TEST_DEPS   := pytest hypothesis openai httpx

@@ -259,47 +259,16 @@ def child_mtmd(spec: dict) -> dict:
 
 def _apply_prototype(llm, name: str) -> None:
     """Fix prototypes, on this Llama's pipeline only (the library is unchanged)."""
-    import numpy as np
-
-    pipe = llm._pipeline
     if name == "sift_1_thread":
         # The compression graphs are tiny (a few MFLOP per chunk): on 2 threads their cost is mostly
         # thread hand-offs, which the frame-reading thread and any other load make expensive.
         from pyomnisift._engine import Engine
 
-        pipe.engine = Engine(n_threads=1, device="CPU")
+        llm.chat_handler.pipeline.engine = Engine(n_threads=1, device="CPU")
         return
-    if name != "coalesce":
-        raise ValueError(name)
-    # The pipeline decodes each 2-s chunk's kept rows as soon as they are known: at 25% of a 144-token
-    # grid that is ~93 rows per llama_decode. Buffering kept rows (at most n_batch, 3.7 MB at width
-    # 896) until the next chunk would overflow the batch gives the LLM full batches; the decode
-    # order and positions are unchanged (t only grows from one chunk to the next).
-    decode = pipe.decode_rows
-    buf: list = []
-
-    def flush():
-        if buf:
-            rows = np.concatenate([r for r, _ in buf])
-            pos = np.concatenate([p for _, p in buf], axis=-1)
-            buf.clear()
-            decode(rows, pos)
-
-    def buffered(rows, pos):
-        if buf and sum(len(r) for r, _ in buf) + len(rows) > N_BATCH:
-            flush()
-        buf.append((np.array(rows, dtype=np.float32, copy=True), np.array(pos, dtype=np.int32, copy=True)))
-
-    video = pipe._video
-
-    def video_then_flush(plan, pos, stats):
-        out = video(plan, pos, stats)
-        with stats.timer("prefill"):
-            flush()
-        return out
-
-    pipe.decode_rows = buffered
-    pipe._video = video_then_flush
+    # "coalesce" (kept rows of several chunks in one llama_decode) was a prototype of the previous
+    # pipeline; it is to become the pipeline's own batching.
+    raise ValueError(f"prototype {name!r} is not available")
 
 
 def child_omni(spec: dict) -> dict:
@@ -323,7 +292,7 @@ def child_omni(spec: dict) -> dict:
     t0 = time.perf_counter()
     r = llm.prefill(messages, video_retention=cfg["video_retention"], audio_retention=cfg["audio_retention"],
                     audio_selector=cfg["audio_selector"])
-    tok, first = _argmax_last(llm._llm.ctx, llm._llm.n_vocab())
+    tok, first = _argmax_last(llm.ctx, llm.n_vocab())
     ttft = (time.perf_counter() - t0) * 1e3
     peak = _status_kb("VmHWM")
     s = r["omnisift"]
@@ -582,7 +551,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-a", nargs="*", default=[], metavar="CLIP", help="clips to measure without baseline A")
     ap.add_argument("--extra", nargs="*", metavar="CLIP:CFG,CFG",
-                    default=["60s:25_coalesced"],
+                    default=[],
                     help="fix prototypes to measure after the main configurations, per clip")
     ap.add_argument("--deadline", help="HH:MM local time: no run starts that would not end by then")
     ap.add_argument("--max-run-s", type=float, default=480, help="a run longer than this is stopped and recorded")

@@ -184,6 +184,13 @@ OMNISIFT_API int32_t omnisift_sift(omnisift_engine * engine, const float * embd,
                                    const int32_t * modality, const int32_t * pos,
                                    const struct omnisift_sift_params * params, uint8_t * keep, float * scores);
 
+// How many tokens omnisift_sift keeps for this modality / pos layout and these params, without
+// the embeddings: the count depends on the grouping and the retentions only (the scores decide which
+// tokens, never how many). Lets a caller size a prompt (context checks, positions, KV cells) before
+// anything is encoded. Returns the count (>= 0), or a negative status for a bad argument.
+OMNISIFT_API int64_t omnisift_sift_n_kept(const int32_t * modality, const int32_t * pos, int64_t n_tokens,
+                                          const struct omnisift_sift_params * params);
+
 //
 // Audio tower: the Qwen2.5-Omni audio encoder on 2-second windows
 //

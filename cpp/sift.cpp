@@ -270,6 +270,30 @@ void sift(omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_
     }
 }
 
+// What sift() keeps, from the grouping and the counts alone: the rules are the same, only the scores
+// (which decide WHICH tokens, never HOW MANY) are left out.
+int64_t n_kept(int64_t n_tokens, const int32_t * modality, const int32_t * pos, const omnisift_sift_params & p) {
+    const sift_plan plan = make_plan(n_tokens, modality, pos);
+    int64_t kept = n_tokens;
+    auto prune_count = [&](const std::vector<grid> & grids, double r) {
+        for (const grid & g : grids) kept -= drop_count((int64_t) g.rows.size(), r);
+    };
+    prune_count(plan.video, p.video_retention);
+    if (p.image_retention < 1.0) prune_count(plan.images, p.image_retention);
+    if (p.audio_selector != OMNISIFT_AUDIO_SELECTOR_NONE) {
+        for (const chunk & c : plan.chunks) {
+            int64_t anchors = 0;
+            for (int64_t gi = c.first_grid; gi < c.first_grid + c.n_grids; ++gi) {
+                const int64_t n = (int64_t) plan.video[gi].rows.size();
+                anchors += n - drop_count(n, p.video_retention);
+            }
+            if (anchors == 0 || c.audio.size() < 2) continue;
+            kept -= drop_count((int64_t) c.audio.size(), p.audio_retention);
+        }
+    }
+    return kept;
+}
+
 } // namespace
 
 } // namespace omnisift
@@ -308,6 +332,29 @@ int32_t omnisift_sift(omnisift_engine * engine, const float * embd, int64_t n_to
         omnisift::validate(engine, embd, n_tokens, n_embd, modality, pos, params, keep);
         if (n_tokens > 0) omnisift::sift(engine, embd, n_tokens, n_embd, modality, pos, *params, keep, scores);
     });
+}
+
+int64_t omnisift_sift_n_kept(const int32_t * modality, const int32_t * pos, int64_t n_tokens,
+                             const struct omnisift_sift_params * params) {
+    int64_t out = -1;
+    const int32_t status = omnisift::api_call([&] {
+        omnisift::require(params, "params is NULL");
+        omnisift::require(n_tokens >= 0, "n_tokens = " + std::to_string(n_tokens) + " is negative");
+        omnisift::require(n_tokens == 0 || (modality && pos), "modality and pos must not be NULL");
+        for (auto [name, r] : {std::make_pair("video_retention", params->video_retention),
+                               std::make_pair("audio_retention", params->audio_retention),
+                               std::make_pair("image_retention", params->image_retention)}) {
+            omnisift::require(r >= 0.0 && r <= 1.0, std::string(name) + " = " + std::to_string(r) + " is not in [0, 1]");
+        }
+        for (int64_t i = 0; i < n_tokens; ++i) {
+            if (modality[i] < OMNISIFT_MODALITY_TEXT || modality[i] > OMNISIFT_MODALITY_IMAGE) {
+                omnisift::fail(OMNISIFT_ERR_ARGUMENT, "modality[" + std::to_string(i) + "] = " +
+                                                      std::to_string(modality[i]) + " is not a modality");
+            }
+        }
+        out = n_tokens == 0 ? 0 : omnisift::n_kept(n_tokens, modality, pos, *params);
+    });
+    return status == OMNISIFT_OK ? out : (int64_t) status;
 }
 
 } // extern "C"

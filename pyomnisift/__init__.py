@@ -10,9 +10,12 @@ from . import omnisift_cpp as _C
 from ._audio import AudioTower
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError, OmniSiftError
+from ._handler import OmniSIFTChatHandler
 from ._llama import Llama
+from ._settings import Settings
+from ._stats import UnitRecord
 from ._model_info import check_pair, read_llm_info, read_mmproj_info
-from ._sift import SiftHead, sift
+from ._sift import SiftHead, n_kept, sift
 
 __version__ = "0.1.0"
 
@@ -44,7 +47,7 @@ def _check_runtime() -> None:
 _check_runtime()
 
 __all__ = [
-    "Llama",
+    "Llama", "OmniSIFTChatHandler", "Settings", "UnitRecord", "n_kept",
     "AudioTower", "Engine", "default_engine", "ModelFileError", "OmniSiftError", "check_pair",
     "read_llm_info", "read_mmproj_info", "library_version", "llama_cpp_python_version",
     "SiftHead", "sift",

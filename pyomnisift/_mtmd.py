@@ -14,6 +14,7 @@ import os
 import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 from llama_cpp._logger import llama_log_callback
+from llama_cpp._utils import suppress_stdout_stderr
 
 # libmtmd logs to stderr by default; route it through llama-cpp-python's callback, which honours
 # Llama(verbose=...) (errors always print).
@@ -27,7 +28,7 @@ class MtmdEncoder:
     """An mtmd context bound to a loaded llama model."""
 
     def __init__(self, mmproj_path, llama_model, n_embd: int, n_threads: int = 0, use_gpu: bool = True,
-                 image_min_tokens: int = -1, image_max_tokens: int = -1):
+                 image_min_tokens: int = -1, image_max_tokens: int = -1, verbose: bool = True):
         params = mtmd.mtmd_context_params_default()
         params.use_gpu = use_gpu
         params.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
@@ -35,7 +36,10 @@ class MtmdEncoder:
         params.warmup = False
         params.image_min_tokens = image_min_tokens
         params.image_max_tokens = image_max_tokens
-        self._ctx = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), llama_model, params)
+        # clip.cpp prints its load-time warnings itself, past the log callback: silence the process's
+        # stdout/stderr while it loads, as llama-cpp-python's MTMDChatHandler does.
+        with suppress_stdout_stderr(disable=verbose):
+            self._ctx = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), llama_model, params)
         if not self._ctx:
             raise ModelFileError(mmproj_path, "libmtmd could not load this mmproj (its log says why)")
         self.n_embd = n_embd

@@ -1,346 +1,206 @@
-"""One prompt through the omni pipeline: media -> encoders -> omni sequence -> OmniSIFT -> decode.
+"""Execution of a plan: encode -> sift -> decode, one compression unit at a time.
 
-Video is streamed one 2-second chunk at a time (two frame grids and the audio of those two
-seconds): read, encode, compress, decode, forget. OmniSIFT's chunks are independent, so compressing
-chunk by chunk gives the same mask as compressing the whole sequence at once, and memory for media
-stays bounded by one chunk whatever the video's length. The audio track itself is decoded whole
-(16 kHz float32: 3.8 MB a minute).
+A unit is what OmniSIFT compresses together (omnisift.h): a pair of frame grids with the audio whose
+t falls in their seconds, an image, or a stretch of audio without video (always kept). Units are
+independent, so compressing unit by unit gives the whole-sequence keep mask, and media memory stays
+bounded by one unit whatever the video's length. Kept rows are decoded at their original (t, h, w)
+positions (M-RoPE models), or at consecutive positions for models with ordinary RoPE.
 
-Kept rows are decoded at their original (t, h, w) positions (M-RoPE models), or renumbered
-consecutively for models with ordinary RoPE; the position counter always advances past the whole
-media item, as the reference lays the sequence out.
+The context is llama-cpp-python's: text goes through `Llama.eval` (positions `n_tokens` onward), media
+through libomnisift's decode at explicit positions, and `input_ids` / `n_tokens` are kept in
+llama-cpp-python's convention (see _plan.py) so that its own generation continues from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import math
-import time
+import queue
+import threading
 from typing import Callable, Optional
 
 import numpy as np
 
 from . import _media, _sequence as S
-from ._audio import n_tokens as audio_n_tokens
+from . import omnisift_cpp as C
 from ._errors import ModelFileError
-from ._prompt import AUDIO_BOS, AUDIO_EOS, MediaItem, Prompt
+from ._plan import MediaSegment, Plan, TextSegment
 from ._sift import sift
+from ._stats import Stats, UnitRecord
 
-IMAGE_MIN_PIXELS = 56 * 56          # the Qwen2-VL image processor's bounds
-IMAGE_MAX_PIXELS = 28 * 28 * 1280
-_DROP_EPS = 1e-9                     # the engine's rounding rule (cpp/chunking.h)
-
-
-def kept_count(n: int, retention: float) -> int:
-    """Tokens a group of n keeps at `retention`, by the engine's rule."""
-    drop = math.floor(n * (1.0 - retention) + _DROP_EPS)
-    return n - min(max(drop, 0), n)
+AUDIO_ROWS_PER_UNIT = 800   # audio without video is kept whole; decode it in 32-s stretches
 
 
-@dataclasses.dataclass
-class CompressionConfig:
-    video_retention: float = 1.0
-    audio_retention: float = 1.0
-    image_retention: float = 1.0
-    audio_selector: str = "anchor"
-    sift_head: object = None
-    seed: int = 0
-
-    @property
-    def is_off(self) -> bool:
-        return self.video_retention >= 1.0 and self.audio_retention >= 1.0 and self.image_retention >= 1.0
-
-
-class Stats:
-    """The per-prompt statistics returned as usage["omnisift"]."""
-
-    def __init__(self):
-        self.counts = {m: {"tokens_in": 0, "tokens_kept": 0} for m in ("video", "audio", "image")}
-        self.counts["audio"]["padding_avoided"] = 0
-        self.timings = {k: 0.0 for k in ("media_decode", "encode", "compress", "prefill")}
-
-    def add(self, modality: str, n_in: int, n_kept: int) -> None:
-        self.counts[modality]["tokens_in"] += int(n_in)
-        self.counts[modality]["tokens_kept"] += int(n_kept)
-
-    def timer(self, key: str):
-        stats = self
-
-        class _T:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                stats.timings[key] += (time.perf_counter() - self.t0) * 1000.0
-
-        return _T()
-
-    def as_dict(self) -> dict:
-        return {**{k: dict(v) for k, v in self.counts.items()},
-                "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
+def units(seg: MediaSegment) -> list:
+    """Row indices (sequence order) of each compression unit of a media item, in decode order."""
+    lay = seg.layout
+    if seg.probe.kind == "image":
+        return [np.arange(lay.n_rows)]
+    if seg.probe.kind == "audio":
+        return [np.arange(a, min(a + AUDIO_ROWS_PER_UNIT, lay.n_rows)) for a in range(0, lay.n_rows, AUDIO_ROWS_PER_UNIT)]
+    video = lay.modality == S.MODALITY_VIDEO
+    unit = np.empty(lay.n_rows, np.int64)
+    unit[video] = lay.source[video] // 2
+    # Audio belongs to the pair whose first grid's t it follows (omnisift.h's chunks).
+    n_grids = int(lay.source[video].max()) + 1
+    first_t = np.array([lay.positions[0, np.flatnonzero(video & (lay.source == 2 * u))[0]]
+                        for u in range((n_grids + 1) // 2)])
+    audio = ~video
+    unit[audio] = np.maximum(np.searchsorted(first_t, lay.positions[0, audio], side="right") - 1, 0)
+    order = np.argsort(unit, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(unit[order])) + 1)
 
 
-@dataclasses.dataclass
-class _Planned:
-    """A media item, probed: what it will cost before anything is encoded."""
-    item: MediaItem
-    n_tokens: int
-    n_kept: int
-    video: Optional[_media.VideoInfo] = None
-    grid: tuple = (0, 0)          # (h, w) merged tokens, image / video
-    audio_rows: Optional[np.ndarray] = None   # encoded at planning: their count is the cost
-    padding_avoided: int = 0
+class _AudioRows:
+    """The audio rows of one media item, encoded when the units first ask for them."""
+
+    def __init__(self, seg: MediaSegment, tower, stats: Stats):
+        self.seg, self.tower, self.stats = seg, tower, stats
+        self.rows = seg.probe.audio_rows
+
+    def take(self, a0: int, a1: int) -> np.ndarray:
+        if self.rows is None:
+            with self.stats.timer("media_decode"):
+                pcm = _media.read_audio(self.seg.item.source)
+            with self.stats.timer("encode"):
+                self.rows = self.tower.encode(pcm)
+            self.stats.encoder_calls["audio"] += 1
+            if len(self.rows) != self.seg.probe.n_audio:
+                raise ModelFileError(self.seg.item.label, f"its audio gave {len(self.rows)} rows, the plan "
+                                                          f"counted {self.seg.probe.n_audio}")
+        return self.rows[a0:a1]
 
 
 class Pipeline:
-    """Builds and decodes one prompt into a llama context. Owned by pyomnisift.Llama."""
+    """Decodes plans into one llama-cpp-python context with one model's encoders."""
 
-    def __init__(self, *, tokenize: Callable[[str], list], n_ctx: int, n_embd: int, uses_mrope: bool,
-                 vision, encode_audio: Optional[Callable], audio_windowed: bool,
-                 decode_rows: Callable, decode_tokens: Callable,
-                 config: CompressionConfig, engine, fps: float = 2.0,
-                 video_min_pixels: int = _media.VIDEO_MIN_PIXELS, video_max_pixels: int = _media.VIDEO_MAX_PIXELS,
-                 image_min_pixels: int = IMAGE_MIN_PIXELS, image_max_pixels: int = IMAGE_MAX_PIXELS):
-        self.tokenize = tokenize
-        self.n_ctx = n_ctx
-        self.n_embd = n_embd
-        self.uses_mrope = uses_mrope
+    def __init__(self, *, vision, audio, engine, uses_mrope: bool, n_embd: int):
         self.vision = vision
-        self.encode_audio = encode_audio        # 16 kHz PCM -> rows; None without an audio tower
-        self.audio_windowed = audio_windowed    # True: our 2-s-window tower (no 30-s padding)
-        self.decode_rows = decode_rows
-        self.decode_tokens = decode_tokens
-        self.config = config
+        self.audio = audio
         self.engine = engine
-        self.fps = fps
-        self.video_bounds = (video_min_pixels, video_max_pixels)
-        self.image_bounds = (image_min_pixels, image_max_pixels)
-        self.audio_bos = tokenize(AUDIO_BOS)
-        self.audio_eos = tokenize(AUDIO_EOS)
-        # Test hook: called per compression unit with (kept rows, their decode positions, all rows,
-        # all positions, modality, keep mask).
-        self.on_rows = None
+        self.uses_mrope = uses_mrope
+        self.n_embd = n_embd
 
-    # --- planning: sizes before work, so that an over-long prompt fails before anything is decoded
+    def decode(self, llama, plan: Plan, start: int, stop: int, stats: Stats, *, sift_head=None,
+               on_unit: Optional[Callable] = None, progress: Optional[Callable] = None) -> None:
+        """Decodes the plan's positions [start, stop) into `llama`, whose context holds [0, start)
+        already; `stop` is a segment boundary. Media that starts before `start` must not be cut."""
+        for seg in plan.segments:
+            if seg.end <= start or seg.start >= stop:
+                continue
+            if isinstance(seg, TextSegment):
+                if llama.n_tokens != max(seg.start, start):
+                    raise RuntimeError(f"context at position {llama.n_tokens}, the plan at {max(seg.start, start)}")
+                with stats.timer("prefill"):
+                    llama.eval(seg.tokens[max(start - seg.start, 0):])
+                continue
+            if seg.start < start:
+                raise RuntimeError("a media item cannot be decoded from its middle")
+            self._media(llama, plan, seg, stats, sift_head, on_unit, progress)
 
-    def _plan(self, item: MediaItem, stats: Stats) -> _Planned:
-        cfg = self.config
-        if item.kind == "audio":
-            self._require_audio(item)
+    # --- one media item
+
+    def _media(self, llama, plan: Plan, seg: MediaSegment, stats: Stats, sift_head, on_unit, progress) -> None:
+        ctx = llama.ctx
+        self._next = seg.start   # the next position under ordinary RoPE
+        if seg.open_tokens:
+            self._tokens(ctx, seg.open_tokens, seg.start, stats)
+        lay, s = seg.layout, plan.settings
+        frames = audio = None
+        if seg.probe.kind == "video":
+            # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
+            # unit is encoded and decoded; the queue bounds what is held to two units of frames.
+            frames = _prefetch(_media.iter_video_frames(seg.item.source, s.video_fps), depth=4)
+        if seg.probe.n_audio:
+            audio = _AudioRows(seg, self.audio, stats)
+        try:
+            all_units = units(seg)
+            for done, rows_idx in enumerate(all_units):
+                rows = self._encode_unit(seg, rows_idx, frames, audio, stats)
+                mod = lay.modality[rows_idx]
+                pos = lay.positions[:, rows_idx]
+                if s.is_off:
+                    keep = np.ones(len(rows_idx), bool)
+                else:
+                    with stats.timer("compress"):
+                        keep = sift(rows, mod, pos, video_retention=s.video_retention,
+                                    audio_retention=s.audio_retention, image_retention=s.image_retention,
+                                    audio_selector=s.audio_selector, sift_head=sift_head, seed=s.seed,
+                                    engine=self.engine)
+                if keep.any():
+                    self._rows(ctx, rows[keep], pos[:, keep], stats)
+                if on_unit is not None:
+                    on_unit(UnitRecord(seg.index, seg.probe.kind, mod, lay.source[rows_idx], pos, keep, rows))
+                if progress is not None:
+                    progress("encode", done + 1, len(all_units))
+        finally:
+            if frames is not None:
+                frames.close()
+        if seg.close_tokens:
+            self._tokens(ctx, seg.close_tokens, seg.end - 1, stats)
+        if not self.uses_mrope and self._next != seg.end:
+            raise RuntimeError(f"decoded up to position {self._next}, the plan expected {seg.end}")
+        llama.input_ids[seg.start:seg.end] = seg.placeholders
+        llama.n_tokens = seg.end
+        stats.media_cells += seg.n_cells
+
+    def _encode_unit(self, seg: MediaSegment, rows_idx: np.ndarray, frames, audio, stats: Stats) -> np.ndarray:
+        """The encoder rows of one unit, in the unit's (sequence) order."""
+        lay = seg.layout
+        if seg.probe.kind == "image":
             with stats.timer("media_decode"):
-                pcm = _media.read_audio(item.source)
-            rows, avoided = self._encode_audio(pcm, stats)
-            if rows is None:
-                raise ValueError(f"{item.label}: audio of {len(pcm) / 16000:.3f} s is shorter than one "
-                                 "audio token (40 ms)")
-            return _Planned(item, len(rows), len(rows), audio_rows=rows, padding_avoided=avoided)
-        if self.vision is None or not self.vision.supports_vision:
-            raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
-        if item.kind == "image":
-            with stats.timer("media_decode"):
-                pixels = _media.read_image(item.source)
-            h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], *self.image_bounds)
-            n = (h // 28) * (w // 28)
-            return _Planned(item, n, kept_count(n, cfg.image_retention), grid=(h // 28, w // 28))
-        with stats.timer("media_decode"):
-            info = _media.probe_video(item.source, self.fps, *self.video_bounds)
-            # A track that cannot be decoded is no reason to refuse the video: it goes without sound.
-            pcm = _read_track(item.source) if info.has_audio and self.encode_audio is not None else None
-        rows, avoided = self._encode_audio(pcm, stats) if pcm is not None else (None, 0)
-        gh, gw = info.height // 28, info.width // 28
-        n_grids = info.n_sampled // 2
-        n_audio = len(rows) if rows is not None else 0
-        kept = n_grids * kept_count(gh * gw, cfg.video_retention) + self._audio_kept_estimate(n_audio, n_grids)
-        return _Planned(item, n_grids * gh * gw + n_audio, kept, video=info, grid=(gh, gw), audio_rows=rows,
-                        padding_avoided=avoided)
-
-    def _encode_audio(self, pcm: np.ndarray, stats: Stats):
-        """(rows, padding avoided) of a clip, or (None, 0) when it is shorter than one token."""
-        if len(pcm) == 0 or (self.audio_windowed and audio_n_tokens(len(pcm)) == 0):
-            return None, 0
-        with stats.timer("encode"):
-            rows = self.encode_audio(pcm)
-        if len(rows) == 0:
-            return None, 0
-        avoided = _padding_avoided(len(pcm), len(rows)) if self.audio_windowed else 0
-        return rows, avoided
-
-    def _audio_kept_estimate(self, n_audio: int, n_grids: int) -> int:
-        if self.config.audio_selector == "none":
-            return n_audio
-        per_chunk = int(S.POSITIONS_PER_SECOND * S.SECONDS_PER_CHUNK)
-        kept, n_chunks_with_video = 0, (n_grids + 1) // 2
-        for c in range(math.ceil(n_audio / per_chunk)):
-            n = min(per_chunk, n_audio - c * per_chunk)
-            compressible = c < n_chunks_with_video and n >= 2 and self.config.video_retention > 0
-            kept += kept_count(n, self.config.audio_retention) if compressible else n
-        return kept
-
-    def _require_audio(self, item: MediaItem) -> None:
-        if self.encode_audio is None:
-            raise ValueError(f"{item.label}: this model's mmproj has no audio tower, it cannot take audio")
-
-    # --- running
-
-    def run(self, prompt: Prompt) -> tuple[int, Stats]:
-        """Decodes the whole prompt (logits of its last token ready). Returns (tokens decoded, stats)."""
-        stats = Stats()
-        planned = [self._plan(item, stats) for item in prompt.media]
-        texts = [self.tokenize(piece) for piece in prompt.pieces]
-        n_text = sum(len(t) for t in texts) + sum(2 for p in planned if p.video is not None and p.audio_rows is not None)
-        needed = n_text + sum(p.n_kept for p in planned)
-        if needed > self.n_ctx:
-            raise ValueError(self._too_long_message(needed, n_text, planned))
-        if not texts[-1]:
-            raise ValueError("the prompt must end with text (the chat template's assistant turn)")
-
-        self._counter = 0  # next position for models with ordinary RoPE (contiguous positions)
-        pos, decoded = 0, 0
-        for i, plan in enumerate(planned):
-            tokens = texts[i]
-            with_audio = plan.video is not None and plan.audio_rows is not None
-            if with_audio:  # <|audio_bos|> shares <|vision_bos|>'s position, as in the reference
-                decoded += self._tokens(tokens[:-1], np.arange(pos, pos + len(tokens) - 1), stats)
-                pos += len(tokens) - 1
-                decoded += self._tokens(tokens[-1:] + self.audio_bos, np.array([pos, pos]), stats)
-                pos += 1
-            else:
-                decoded += self._tokens(tokens, np.arange(pos, pos + len(tokens)), stats)
-                pos += len(tokens)
-            pos, n = self._media(plan, pos, stats)
-            decoded += n
-            if with_audio:  # <|audio_eos|> shares <|vision_eos|>'s position
-                nxt = texts[i + 1]
-                decoded += self._tokens(self.audio_eos + nxt[:1], np.array([pos, pos]), stats)
-                pos += 1
-                texts[i + 1] = nxt[1:]
-        last = texts[-1]
-        decoded += self._tokens(last, np.arange(pos, pos + len(last)), stats, logits_last=True)
-        self.next_pos = pos + len(last) if self.uses_mrope else self._counter
-        return decoded, stats
-
-    def _too_long_message(self, needed: int, n_text: int, planned: list) -> str:
-        media_in = sum(p.n_tokens for p in planned)
-        room = self.n_ctx - n_text
-        msg = (f"the prompt needs {needed} tokens after compression ({n_text} text + "
-               f"{needed - n_text} of {media_in} media tokens) but n_ctx is {self.n_ctx}")
-        if media_in and room > 0:
-            msg += (f"; a video/audio retention of about {0.95 * room / media_in:.2f} would fit, "
-                    "or raise n_ctx")
-        else:
-            msg += "; the text alone does not fit: raise n_ctx"
-        return msg
-
-    def _decode_positions(self, layout: np.ndarray) -> np.ndarray:
-        """M-RoPE models decode at the layout's positions; others at the next contiguous ones."""
-        if self.uses_mrope:
-            return layout
-        n = layout.shape[-1]
-        out = np.arange(self._counter, self._counter + n, dtype=np.int32)
-        self._counter += n
-        return np.broadcast_to(out, layout.shape).copy() if layout.ndim == 2 else out
-
-    def _tokens(self, tokens: list, layout: np.ndarray, stats: Stats, logits_last: bool = False) -> int:
-        if not tokens:
-            return 0
-        positions = self._decode_positions(np.asarray(layout, dtype=np.int32))
-        with stats.timer("prefill"):
-            self.decode_tokens(tokens, positions, logits_last)
-        return len(tokens)
-
-    def _media(self, plan: _Planned, pos: int, stats: Stats) -> tuple[int, int]:
-        """Encodes, compresses and decodes one media item starting at position pos.
-
-        Returns (the position after the item, rows decoded)."""
-        if plan.item.kind == "image":
-            with stats.timer("media_decode"):
-                pixels = _resize(_media.read_image(plan.item.source), plan.grid[0] * 28, plan.grid[1] * 28)
+                gh, gw = seg.probe.grid
+                pixels = _resize(_media.read_image(seg.item.source), gh * 28, gw * 28)
             with stats.timer("encode"):
-                rows, gh, gw = self.vision.encode([pixels])
-            blocks = S.image_blocks(gh, gw, pos)
-            return S.end_position(blocks, pos), self._compress_decode(rows, blocks, stats)
-        if plan.item.kind == "audio":
-            rows = plan.audio_rows
-            stats.counts["audio"]["padding_avoided"] += plan.padding_avoided
-            blocks = S.audio_blocks(len(rows), pos)
-            return S.end_position(blocks, pos), self._compress_decode(rows, blocks, stats)
-        return self._video(plan, pos, stats)
+                rows, _, _ = self.vision.encode([pixels])
+            stats.encoder_calls["vision"] += 1
+            return rows
+        out = np.empty((len(rows_idx), self.n_embd), np.float32)
+        mod, src = lay.modality[rows_idx], lay.source[rows_idx]
+        for k in np.unique(src[mod == S.MODALITY_VIDEO]):
+            with stats.timer("media_decode"):
+                pair = [next(frames, None), next(frames, None)]
+            if pair[1] is None:
+                raise ModelFileError(seg.item.label, "the video stream ended before its announced length")
+            with stats.timer("encode"):
+                grid, rh, rw = self.vision.encode(pair)
+            stats.encoder_calls["vision"] += 1
+            if (rh, rw) != seg.probe.grid:
+                raise ModelFileError(seg.item.label, f"libmtmd made a {rh}x{rw} grid of frames sized for "
+                                                     f"{seg.probe.grid[0]}x{seg.probe.grid[1]}")
+            sel = (mod == S.MODALITY_VIDEO) & (src == k)
+            out[sel] = grid   # a grid's rows are consecutive and in row-major order
+        is_audio = mod == S.MODALITY_AUDIO
+        if is_audio.any():
+            a = src[is_audio]
+            out[is_audio] = audio.take(int(a.min()), int(a.max()) + 1)[a - a.min()]
+        return out
 
-    def _video(self, plan: _Planned, pos: int, stats: Stats) -> tuple[int, int]:
-        gh, gw = plan.grid
-        n_grids = plan.video.n_sampled // 2
-        seconds_per_grid = _media.FRAME_FACTOR / self.fps  # the reference's video_second_per_grid
-        audio_rows = plan.audio_rows
-        if audio_rows is not None:
-            stats.counts["audio"]["padding_avoided"] += plan.padding_avoided
-            blocks = S.video_with_audio_blocks(n_grids, gh, gw, len(audio_rows), pos, seconds_per_grid)
-        else:
-            blocks = S.video_blocks(n_grids, gh, gw, pos, seconds_per_grid)
-        # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
-        # chunk is encoded and decoded; the queue bounds what is held to two chunks of frames.
-        frames = _prefetch(_media.iter_video_frames(plan.item.source, self.fps, *self.video_bounds), depth=4)
-        decoded = 0
-        for _, chunk in itertools.groupby(blocks, key=lambda b: b.chunk):
-            chunk = list(chunk)
-            rows = []
-            for block in chunk:
-                if block.modality == S.MODALITY_AUDIO:
-                    rows.append(audio_rows[block.source_index:block.source_index + block.n_rows])
-                    continue
-                with stats.timer("media_decode"):
-                    pair = [next(frames, None), next(frames, None)]
-                if pair[1] is None:
-                    raise ModelFileError(plan.item.label, "the video stream ended before its announced length")
-                with stats.timer("encode"):
-                    grid, rh, rw = self.vision.encode(pair)
-                if (rh, rw) != (gh, gw):
-                    raise ModelFileError(plan.item.label, f"libmtmd made a {rh}x{rw} grid of frames sized for {gh}x{gw}")
-                rows.append(grid)
-            decoded += self._compress_decode(np.concatenate(rows), chunk, stats)
-        return S.end_position(blocks, pos), decoded
+    # --- decoding at explicit positions
 
-    def _compress_decode(self, rows: np.ndarray, blocks: list, stats: Stats) -> int:
-        modality = np.concatenate([np.full(b.n_rows, b.modality, np.int32) for b in blocks])
-        positions = np.concatenate([b.positions for b in blocks], axis=1)
-        if rows.shape != (len(modality), self.n_embd):
-            raise RuntimeError(f"encoder gave rows {rows.shape}, the layout expects {(len(modality), self.n_embd)}")
-        cfg = self.config
-        if cfg.is_off:
-            keep = np.ones(len(modality), bool)
-        else:
-            with stats.timer("compress"):
-                keep = sift(rows, modality, positions, video_retention=cfg.video_retention,
-                            audio_retention=cfg.audio_retention, image_retention=cfg.image_retention,
-                            audio_selector=cfg.audio_selector, sift_head=cfg.sift_head, seed=cfg.seed,
-                            engine=self.engine)
-        for m, name in ((S.MODALITY_VIDEO, "video"), (S.MODALITY_AUDIO, "audio"), (S.MODALITY_IMAGE, "image")):
-            sel = modality == m
-            if sel.any():
-                stats.add(name, sel.sum(), (sel & keep).sum())
-        if not keep.any():
-            return 0
-        kept_rows = np.ascontiguousarray(rows[keep], dtype=np.float32)
-        kept_pos = self._decode_positions(np.ascontiguousarray(positions[:, keep], dtype=np.int32))
+    def _positions(self, layout_pos: np.ndarray) -> np.ndarray:
+        if self.uses_mrope:
+            return layout_pos
+        n = layout_pos.shape[-1]
+        out = np.arange(self._next, self._next + n, dtype=np.int32)
+        self._next += n
+        return np.broadcast_to(out, layout_pos.shape) if layout_pos.ndim == 2 else out
+
+    def _tokens(self, ctx, tokens: list, pos: int, stats: Stats) -> None:
+        toks = np.ascontiguousarray(tokens, dtype=np.int32)
+        positions = np.ascontiguousarray(self._positions(np.full(len(toks), pos, np.int32)), dtype=np.int32)
         with stats.timer("prefill"):
-            self.decode_rows(kept_rows, kept_pos)
-        if self.on_rows is not None:
-            self.on_rows(kept_rows, kept_pos, rows, positions, modality, keep)
-        return len(kept_rows)
+            C.check(C.omnisift_decode_tokens(ctx, toks.ctypes.data_as(C._int32_p), len(toks),
+                                             positions.ctypes.data_as(C._int32_p), 0, 0), "decode")
 
-
-def _read_track(source) -> Optional[np.ndarray]:
-    try:
-        return _media.read_audio(source)
-    except ModelFileError:
-        return None
+    def _rows(self, ctx, rows: np.ndarray, layout_pos: np.ndarray, stats: Stats) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        positions = np.ascontiguousarray(self._positions(layout_pos), dtype=np.int32)
+        with stats.timer("prefill"):
+            C.check(C.omnisift_decode_embd(ctx, rows.ctypes.data_as(C._float_p), len(rows), rows.shape[1],
+                                           positions.ctypes.data_as(C._int32_p), 0, 0), "decode")
 
 
 def _prefetch(iterator, depth: int):
     """Runs `iterator` on a thread, `depth` items ahead; re-raises its exceptions in the consumer."""
-    import queue
-    import threading
-
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -377,12 +237,6 @@ def _prefetch(iterator, depth: int):
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.1)
-
-
-def _padding_avoided(n_samples: int, n_rows: int) -> int:
-    """Rows llama.cpp's own path would have made by padding the audio to whole 30-s windows."""
-    windows = n_samples // (30 * 16000) + 1
-    return max(0, windows * 750 - n_rows)
 
 
 def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -178,3 +178,25 @@ def sift(embeddings, modality, positions, *, video_retention: float = 1.0, audio
     C.check(status, "sift")
     mask = keep.astype(bool)
     return (mask, scores) if return_scores else mask
+
+
+def n_kept(modality, positions, *, video_retention: float = 1.0, audio_retention: float = 1.0,
+           image_retention: float = 1.0, audio_selector: str = "anchor") -> int:
+    """How many tokens ``sift`` keeps for this layout (C: omnisift_sift_n_kept), without embeddings:
+    the count follows from the grouping and the retentions alone, so a prompt can be sized before
+    anything is encoded."""
+    mod = np.ascontiguousarray(_int_array("modality", modality), dtype=np.int32)
+    pos = np.ascontiguousarray(_int_array("positions", positions), dtype=np.int32)
+    if mod.ndim != 1 or pos.shape != (3, mod.shape[0]):
+        raise ValueError(f"modality [N] and positions [3, N] disagree: {mod.shape} vs {pos.shape}")
+    if audio_selector not in AUDIO_SELECTORS:
+        raise ValueError(f"unknown audio_selector {audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    params = C.omnisift_sift_default_params()
+    params.video_retention = _retention("video_retention", video_retention)
+    params.audio_retention = _retention("audio_retention", audio_retention)
+    params.image_retention = _retention("image_retention", image_retention)
+    params.audio_selector = AUDIO_SELECTORS[audio_selector]
+    out = C.omnisift_sift_n_kept(mod.ctypes.data, pos.ctypes.data, mod.shape[0], ctypes.byref(params))
+    if out < 0:
+        C.check(int(out), "sift_n_kept")
+    return int(out)

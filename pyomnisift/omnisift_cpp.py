@@ -139,6 +139,11 @@ def omnisift_sift_default_params() -> omnisift_sift_params: ...
 def omnisift_sift(engine: int, embd: int, n_tokens: int, n_embd: int, modality: int, pos: int,
                   params, keep: int, scores) -> int: ...
 
+@_fn("omnisift_sift_n_kept", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(omnisift_sift_params)],
+     ctypes.c_int64)
+def omnisift_sift_n_kept(modality: int, pos: int, n_tokens: int, params) -> int: ...
+
+
 # --- audio tower
 omnisift_audio_tower_p = ctypes.c_void_p
 OMNISIFT_AUDIO_WINDOW_FRAMES = 200

@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-for _module in ("torch", "transformers", "tokenizers", "safetensors", "av", "PIL"):
-    pytest.importorskip(_module)
+import torch  # noqa: F401,E402  (references: a missing one must fail, not skip)
+import transformers  # noqa: F401,E402
 
 import pyomnisift  # noqa: E402
 from pyomnisift import _media, _sequence as S  # noqa: E402
 
 import hf_reference as H  # noqa: E402  (tests/ is on the path: pytest's rootdir conftest)
+from decode_helpers import clear, decode_rows, decode_tokens  # noqa: E402
 
 # parity.md, f32 files: max abs diff about 1e-3, cosine > 0.99999 (2e-3 as in test_audio_tower.py).
 # The floor is llama.cpp's CPU arithmetic, not the pipeline: on this model a one-token prompt through
@@ -69,22 +70,13 @@ def processor(hf_tiny):
     return H.make_processor(hf_tiny["hf"], CHAT_TEMPLATE)
 
 
-class _Llama(pyomnisift.Llama):
-    """The converted tiny model carries no chat template (its HF tokenizer has none): give it the
-    released Qwen2.5-Omni template, the one the reference processor renders with."""
-
-    def _chat_template(self):
-        from make_tiny_model import CHAT_TEMPLATE
-
-        self._llm.metadata["tokenizer.chat_template"] = CHAT_TEMPLATE
-        return super()._chat_template()
-
-
 @pytest.fixture(scope="module")
 def ours(hf_tiny):
     # f32 KV cache (GGML_TYPE_F32 = 0) and no flash attention: the reference computes in float32.
-    model = _Llama(str(hf_tiny["llm"]), str(hf_tiny["mmproj"]), n_ctx=4096, n_threads=2,
-                   type_k=0, type_v=0, flash_attn=False)
+    # The converted model carries no chat template: pyomnisift falls back to the released
+    # Qwen2.5-Omni template, the one the reference processor renders with.
+    model = pyomnisift.Llama(str(hf_tiny["llm"]), str(hf_tiny["mmproj"]), n_ctx=4096, n_threads=2,
+                             type_k=0, type_v=0, flash_attn=False, video_retention=1.0, audio_retention=1.0)
     yield model
     model.close()
 
@@ -154,32 +146,43 @@ def write_video(path: Path, seconds: int, with_audio: bool, fps: int = 10, size=
 
 
 class Recorder:
-    """What our pipeline decodes, in sequence order: token ids (media rows as their placeholder
-    token), (t, h, w) decode positions, and the decode calls themselves (to replay them)."""
+    """What our pipeline decodes, in decode order: token ids (media rows as their placeholder
+    token), (t, h, w) decode positions, and the decode calls themselves (to replay them). Text goes
+    through llama-cpp-python's eval (positions n_tokens on), media through the pipeline's two decode
+    calls; the modality of decoded rows comes from the on_unit record of the same unit."""
 
     def __init__(self, model, tokenizer):
         self.ids, self.pos, self.calls = [], [], []
-        pipeline = model._pipeline
-        decode_tokens = pipeline.decode_tokens
+        self.model, self.pipeline = model, model.chat_handler.pipeline
         placeholder = {m: tokenizer.convert_tokens_to_ids(t) for m, t in TOKEN_OF.items()}
+        eval_, tokens_, rows_ = model.eval, self.pipeline._tokens, self.pipeline._rows
 
-        def tokens(toks, positions, logits_last):
+        def record_tokens(toks, positions):
             self.ids += [int(t) for t in toks]
             self.pos.append(np.broadcast_to(np.asarray(positions, np.int64), (3, len(toks))))
             self.calls.append(("tokens", list(toks), np.asarray(positions).copy()))
-            return decode_tokens(toks, positions, logits_last)
 
-        def rows(kept_rows, kept_positions, rows_, positions, modality, keep):
-            self.ids += [placeholder[int(m)] for m in modality[keep]]
+        def eval(toks):
+            record_tokens(toks, np.arange(model.n_tokens, model.n_tokens + len(toks)))
+            return eval_(toks)
+
+        def tokens(ctx, toks, pos, stats):
+            record_tokens(toks, np.full(len(toks), pos))
+            return tokens_(ctx, toks, pos, stats)
+
+        def rows(ctx, kept_rows, kept_positions, stats):
             self.pos.append(np.asarray(kept_positions, np.int64))
-            self.calls.append(("rows", kept_rows.copy(), np.asarray(kept_positions).copy()))
+            self.calls.append(("rows", np.array(kept_rows), np.asarray(kept_positions).copy()))
+            return rows_(ctx, kept_rows, kept_positions, stats)
 
-        pipeline.decode_tokens, pipeline.on_rows = tokens, rows
-        self._restore = (pipeline, decode_tokens)
+        def on_unit(u):
+            self.ids += [placeholder[int(m)] for m in u.modality[u.keep]]
+
+        model.eval, self.pipeline._tokens, self.pipeline._rows = eval, tokens, rows
+        self.on_unit = on_unit
 
     def close(self):
-        pipeline, decode_tokens = self._restore
-        pipeline.decode_tokens, pipeline.on_rows = decode_tokens, None
+        del self.model.eval, self.pipeline._tokens, self.pipeline._rows
 
     @property
     def positions(self) -> np.ndarray:
@@ -215,12 +218,11 @@ def run_case(ours, processor, media, case: str, video_fps: float = 2.0):
     parts.append({"type": "text", "text": QUESTION})
     hf_parts.append({"type": "text", "text": QUESTION})
     rec = Recorder(ours, processor.tokenizer)
-    fps, ours._pipeline.fps = ours._pipeline.fps, video_fps  # as Llama(video_fps=...) sets it
+    clear(ours)   # every case decoded whole, as on a fresh model
     try:
-        ours.prefill([{"role": "user", "content": parts}])
+        ours.prefill([{"role": "user", "content": parts}], video_fps=video_fps, on_unit=rec.on_unit)
     finally:
         rec.close()
-        ours._pipeline.fps = fps
     inputs = H.build_inputs(processor, [{"role": "user", "content": hf_parts}], **kw)
     inputs["our_calls"] = rec.calls
     return np.array(rec.ids), rec.positions, ours.logits(), inputs
@@ -349,19 +351,19 @@ def test_sequence_order_is_refused_by_llama_cpp(ours):
     llama.cpp refuses an embedding batch whose t is below the sequence's largest t (X <= Y), and a
     token batch at a position already used (X < Y): neither the audio after the second grid nor
     <|audio_bos|> after <|vision_bos|> at its position can be decoded later."""
-    rows = np.zeros((2, ours._pipeline.n_embd), np.float32)
-    ours._reset()
+    rows = np.zeros((2, ours.n_embd()), np.float32)
+    clear(ours)
     try:
-        ours._decode_tokens([100, 101], [0, 1], False)
-        ours._decode_rows(rows, np.array([[27, 27], [2, 2], [2, 3]]))       # a grid at t = 27
+        decode_tokens(ours, [100, 101], [0, 1], False)
+        decode_rows(ours, rows, np.array([[27, 27], [2, 2], [2, 3]]))       # a grid at t = 27
         with pytest.raises(Exception, match="decoding failed"):
-            ours._decode_rows(rows, np.array([[2, 3], [2, 3], [2, 3]]))     # audio at t = 2, 3
-        ours._decode_rows(rows, np.array([[27, 28], [27, 28], [27, 28]]))   # equal t is accepted
-        ours._decode_tokens([102], [29], False)
+            decode_rows(ours, rows, np.array([[2, 3], [2, 3], [2, 3]]))     # audio at t = 2, 3
+        decode_rows(ours, rows, np.array([[27, 28], [27, 28], [27, 28]]))   # equal t is accepted
+        decode_tokens(ours, [102], [29], False)
         with pytest.raises(Exception, match="decoding failed"):
-            ours._decode_tokens([103], [29], False)                         # a second token at 29
+            decode_tokens(ours, [103], [29], False)                         # a second token at 29
     finally:
-        ours._reset()
+        clear(ours)
 
 
 def llama_cpp_mask(ids, positions, media_ids) -> np.ndarray:
@@ -417,17 +419,17 @@ def _lex_pieces(positions: np.ndarray) -> list[np.ndarray]:
 def replay(ours, calls, split: bool) -> np.ndarray:
     """Decodes a recorded prompt again through the same public calls; with split, each media call
     is first cut into _lex_pieces. Returns the last logits."""
-    ours._reset()
+    clear(ours)
     try:
         for i, (kind, data, pos) in enumerate(calls):
             if kind == "tokens":
-                ours._decode_tokens(data, pos, i == len(calls) - 1)
+                decode_tokens(ours, data, pos, i == len(calls) - 1)
                 continue
             for idx in _lex_pieces(pos) if split else [np.arange(pos.shape[1])]:
-                ours._decode_rows(data[idx], pos[:, idx])
+                decode_rows(ours, data[idx], pos[:, idx])
         return ours.logits()
     finally:
-        ours._reset()
+        clear(ours)
 
 
 @pytest.mark.parametrize("video_fps", [2.0, 1.0])

@@ -16,11 +16,15 @@ import pyomnisift
 from pyomnisift import _media, _sequence as S
 from pyomnisift._errors import ModelFileError
 
+from decode_helpers import clear, collect_units, decode_rows, decode_tokens
+
+OFF = dict(video_retention=1.0, audio_retention=1.0, image_retention=1.0)
+
 
 @pytest.fixture(scope="module")
 def omni(tiny_model):
     llm, mmproj = tiny_model
-    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2)
+    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, **OFF)
     yield model
     model.close()
 
@@ -85,7 +89,7 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     from PIL import Image
 
     pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BICUBIC))
-    lctx, vocab_n = omni._llm.ctx, omni._llm.n_vocab()
+    lctx, vocab_n = omni.ctx, omni.n_vocab()
 
     # llama.cpp's path: mtmd tokenizes (text, image, text) and evaluates every chunk itself.
     prompt = b"<|im_start|>user\n<__media__>What is this?<|im_end|>\n<|im_start|>assistant\n"
@@ -95,16 +99,16 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
     arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bm)
     try:
-        assert mtmd.mtmd_tokenize(omni._mtmd._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
-        omni._reset()
+        assert mtmd.mtmd_tokenize(omni.chat_handler.vision._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
+        clear(omni)
         new_n_past = llama_cpp.llama_pos(0)
-        assert mtmd.mtmd_helper_eval_chunks(omni._mtmd._ctx, lctx, chunks, 0, 0, 1024, True,
+        assert mtmd.mtmd_helper_eval_chunks(omni.chat_handler.vision._ctx, lctx, chunks, 0, 0, 1024, True,
                                             ctypes.byref(new_n_past)) == 0
         ref = omni.logits()
 
         # Ours: the same chunks, text through omnisift_decode_tokens, the image through our encoder
         # at the positions of our sequence layout.
-        omni._reset()
+        clear(omni)
         pos = 0
         n_chunks = mtmd.mtmd_input_chunks_size(chunks)
         for i in range(n_chunks):
@@ -113,19 +117,19 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
             if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
                 n = ctypes.c_size_t()
                 ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))[:n.value]
-                omni._decode_tokens(ids, list(range(pos, pos + len(ids))), last)
+                decode_tokens(omni, ids, list(range(pos, pos + len(ids))), last)
                 pos += len(ids)
             else:
-                rows, gh, gw = omni._mtmd.encode([pixels])
+                rows, gh, gw = omni.chat_handler.vision.encode([pixels])
                 [block] = S.image_blocks(gh, gw, pos)
-                omni._decode_rows(rows, block.positions)
+                decode_rows(omni, rows, block.positions)
                 pos = S.end_position([block], pos)
         assert pos == new_n_past.value  # the same position bookkeeping as mtmd
         ours = omni.logits()
     finally:
         mtmd.mtmd_input_chunks_free(chunks)
         mtmd.mtmd_bitmap_free(bm)
-        omni._reset()
+        clear(omni)
     assert ours.shape == ref.shape == (vocab_n,)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     assert np.argmax(ours) == np.argmax(ref)
@@ -135,24 +139,24 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
     """An audio LLM (Qwen2-Audio shape: qwen2 arch, Whisper-style 30-s tower): libmtmd encodes the
     audio, positions are contiguous, and the result is llama.cpp's own path, logit for logit."""
     llm_path, mmproj = tiny_audio_model
-    with pyomnisift.Llama(str(llm_path), str(mmproj), n_ctx=2048, n_threads=2) as m:
+    with pyomnisift.Llama(str(llm_path), str(mmproj), n_ctx=2048, n_threads=2, **OFF) as m:
         out = m.prefill(user(audio_part(assets["test-2.mp3"]), text("Transcribe.")))
         ours = m.logits()
         assert out["omnisift"]["audio"]["tokens_in"] == 750  # one padded 30-s window, as mtmd makes it
         assert out["omnisift"]["audio"]["padding_avoided"] == 0
-        assert m._pipeline.next_pos == out["prompt_tokens"]  # contiguous positions
+        assert m.n_tokens == out["prompt_tokens"]  # contiguous positions: one per KV cell
 
-        prompt = m._render([{"role": "user", "content": "<__media__>Transcribe."}]).encode()
+        prompt = m.chat_handler.formatter(messages=[{"role": "user", "content": "<__media__>Transcribe."}]).prompt.encode()
         pcm = _media.read_audio(assets["test-2.mp3"])
         bm = mtmd.mtmd_bitmap_init_from_audio(len(pcm), pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
         chunks = mtmd.mtmd_input_chunks_init()
         try:
             inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
-            assert mtmd.mtmd_tokenize(m._mtmd._ctx, chunks, ctypes.byref(inp),
+            assert mtmd.mtmd_tokenize(m.chat_handler.vision._ctx, chunks, ctypes.byref(inp),
                                       (mtmd.mtmd_bitmap_p_ctypes * 1)(bm), 1) == 0
-            m._reset()
+            clear(m)
             n_past = llama_cpp.llama_pos(0)
-            assert mtmd.mtmd_helper_eval_chunks(m._mtmd._ctx, m._llm.ctx, chunks, 0, 0, 1024, True,
+            assert mtmd.mtmd_helper_eval_chunks(m.chat_handler.vision._ctx, m.ctx, chunks, 0, 0, 1024, True,
                                                 ctypes.byref(n_past)) == 0
             ref = m.logits()
         finally:
@@ -165,49 +169,43 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
 # --- compression: the decoded rows are sift's
 
 
-def collect_rows(omni):
-    seen = []
-    omni._pipeline.on_rows = lambda *args: seen.append([np.array(a) for a in args])
-    return seen
-
-
 @pytest.mark.parametrize("video_ret,audio_ret,selector", [(0.25, 0.5, "anchor"), (0.35, 0.6, "random"),
                                                             (1.0, 1.0, "anchor")])
 def test_decoded_rows_are_what_sift_keeps(omni, assets, video_ret, audio_ret, selector):
-    seen = collect_rows(omni)
-    try:
-        out = omni.prefill(user(video(assets["test-3.mp4"]), text("What happens?")),
-                           video_retention=video_ret, audio_retention=audio_ret, audio_selector=selector)
-    finally:
-        omni._pipeline.on_rows = None
-    kept_rows, kept_pos, rows, positions, modality, keep = (np.concatenate(x, axis=-1 if i in (1, 3) else 0)
-                                                            for i, x in enumerate(zip(*seen)))
-    # the whole sequence at once, compressed by sift: chunk-by-chunk streaming changed nothing
+    """Unit-by-unit compression (what streaming does) keeps exactly what sift keeps of the whole
+    sequence at once, and the counts follow the drop rule."""
+    clear(omni)
+    out, (rows, modality, positions, keep) = collect_units(
+        omni.prefill, user(video(assets["test-3.mp4"]), text("What happens?")),
+        video_retention=video_ret, audio_retention=audio_ret, audio_selector=selector)
     mask = pyomnisift.sift(rows, modality, positions, video_retention=video_ret, audio_retention=audio_ret,
-                           audio_selector=selector, engine=omni._engine)
+                           audio_selector=selector, engine=omni.chat_handler.engine)
     np.testing.assert_array_equal(keep, mask)
-    np.testing.assert_array_equal(kept_rows, rows[mask])
-    np.testing.assert_array_equal(kept_pos, positions[:, mask])  # original positions
     st = out["omnisift"]
     assert st["video"]["tokens_in"] == 10 * 13 * 26  # 10 s at 2 fps = 10 grids of 13 x 26 (728 x 364)
     assert st["audio"]["tokens_in"] == 251          # 25 per second of real audio
     assert st["video"]["tokens_kept"] == int((modality[mask] == S.MODALITY_VIDEO).sum())
     assert st["video"]["tokens_kept"] == 10 * (338 - int(338 * (1 - video_ret) + 1e-9))
+    assert st["audio"]["tokens_kept"] == int((modality[mask] == S.MODALITY_AUDIO).sum())
+    assert st["media_cells_decoded"] == mask.sum() + 4   # + vision/audio bos and eos
     n_text = omni.prefill(user(text("What happens?")))["prompt_tokens"]
-    assert out["prompt_tokens"] == len(kept_rows) + n_text + 4  # + vision/audio bos and eos
+    assert out["prompt_tokens"] == mask.sum() + n_text + 4
     assert st["audio"]["padding_avoided"] == 750 - 251
 
 
 def test_compression_shrinks_the_prompt_and_changes_logits(omni, assets):
     msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
+    clear(omni)
     full = omni.prefill(msgs)
     full_logits = omni.logits()
     small = omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
     assert small["prompt_tokens"] < 0.3 * full["prompt_tokens"]
+    assert small["omnisift"]["media_reused"] == 0    # other settings, other rows: encoded again
     assert not np.allclose(omni.logits(), full_logits)
     again = omni.prefill(msgs)  # and back: nothing of the previous request leaks
     np.testing.assert_array_equal(omni.logits(), full_logits)
-    assert again == {**full, "omnisift": {**full["omnisift"], "timings_ms": again["omnisift"]["timings_ms"]}}
+    assert again["prompt_tokens"] == full["prompt_tokens"]
+    assert {k: again["omnisift"][k] for k in ("video", "audio")} == {k: full["omnisift"][k] for k in ("video", "audio")}
 
 
 def test_chat_completion_shape(omni, assets):
@@ -230,6 +228,7 @@ def test_chat_completion_shape(omni, assets):
 
 
 def reference_logits(omni):
+    clear(omni)   # as on a fresh model
     omni.prefill(user(text("Hello")))
     return omni.logits()
 
@@ -286,7 +285,7 @@ def test_too_short_video(omni, tmp_path):
 
 def test_prompt_longer_than_context(tiny_model, assets):
     llm, mmproj = tiny_model
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2) as small:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2, **OFF) as small:
         msgs = user(video(assets["test-3.mp4"]), text("?"))
         with pytest.raises(ValueError, match=r"needs \d+ tokens.*n_ctx is 1024.*retention of about 0\.\d\d"):
             small.prefill(msgs)
@@ -338,16 +337,14 @@ def test_learned_head_end_to_end(tiny_model, assets, tmp_path):
     convert_sift_head.convert(head_pt, tmp_path / "head.gguf")
     with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, audio_selector="vgas",
                           sift_head=str(tmp_path / "head.gguf"), video_retention=0.3, audio_retention=0.4) as m:
-        seen = collect_rows(m)
-        st = m.prefill(user(video(assets["test-3.mp4"]), text("?")))["omnisift"]
+        out, (rows, modality, positions, keep) = collect_units(m.prefill, user(video(assets["test-3.mp4"]), text("?")))
+        st = out["omnisift"]
         assert st["audio"]["tokens_kept"] < st["audio"]["tokens_in"] == 251
-        _, _, rows, positions, modality, keep = (np.concatenate(x, axis=-1 if i in (1, 3) else 0)
-                                                 for i, x in enumerate(zip(*seen)))
         mask = pyomnisift.sift(rows, modality, positions, video_retention=0.3, audio_retention=0.4,
-                               audio_selector="vgas", sift_head=m._pipeline.config.sift_head)
+                               audio_selector="vgas", sift_head=m.chat_handler.sift_head)
         np.testing.assert_array_equal(keep, mask)
         anchor = pyomnisift.sift(rows, modality, positions, video_retention=0.3, audio_retention=0.4,
-                                 audio_selector="anchor", engine=m._engine)
+                                 audio_selector="anchor", engine=m.chat_handler.engine)
         assert (anchor != mask).any()  # the head, not the default selector, chose
 
     torch.save(ref.make_vgas_module(48, hidden=32, n_head=8, score_hidden=16).state_dict(), head_pt)

@@ -79,6 +79,9 @@ def assert_matches_reference(emb, mod, pos, ref_head=None, **kw):
     np.testing.assert_array_equal(np.isnan(scores), np.isnan(want_scores))
     np.testing.assert_allclose(scores, want_scores, atol=2e-5, rtol=0, equal_nan=True)
     np.testing.assert_array_equal(mask, want_mask)
+    # the count the planner sizes prompts with, from the layout alone, is the reference's
+    count_kw = {k: kw[k] for k in ("video_retention", "audio_retention", "image_retention", "audio_selector") if k in kw}
+    assert pyomnisift.n_kept(mod, pos, **count_kw) == int(want_mask.sum())
     return mask
 
 

@@ -1,0 +1,290 @@
+"""OmniSIFTChatHandler: a llama-cpp-python chat handler for omni input (image, audio, video with its
+sound), compressed by OmniSIFT between the encoders and the LLM.
+
+It plugs into a plain ``llama_cpp.Llama(model_path, chat_handler=OmniSIFTChatHandler(clip_model_path=
+...))`` as llama-cpp-python's MTMDChatHandler does, and ``pyomnisift.Llama`` is built on it. One
+request: messages -> prompt (_prompt) -> plan (_plan) -> the part of the plan the context does not hold
+yet is encoded, sifted and decoded (_pipeline) -> llama-cpp-python's own create_completion generates
+(its sampler, grammar, stop strings, streaming) from the positions that follow.
+
+Multi-turn reuse: the context keeps llama-cpp-python's bookkeeping (`input_ids[:n_tokens]`, one entry
+per position, media as placeholders derived from the item's content and settings), so the longest
+common prefix of the new prompt with what the context holds is found position by position: a
+follow-up question about the same video encodes nothing and prefills only the new text.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+
+import llama_cpp
+from llama_cpp import llama_chat_format
+
+from ._engine import Engine
+from ._errors import ModelFileError
+from ._model_info import check_pair, read_llm_info
+from ._pipeline import Pipeline
+from ._plan import ContextOverflow, Planner, Plan, overflow_message
+from ._prompt import build_prompt
+from ._settings import Settings, validate
+from ._sift import SiftHead
+from ._stats import Stats
+from ._template import QWEN25_OMNI_CHAT_TEMPLATE
+
+_UNSUPPORTED = ("functions", "function_call", "tools", "tool_choice")
+
+
+class OmniSIFTChatHandler:
+    """Chat handler for omni prompts. ``clip_model_path`` is the mmproj (None: text only).
+
+    Compression knobs are the fractions of tokens KEPT (defaults: the paper's 35% setting):
+    ``video_retention`` per frame grid, ``audio_retention`` per chunk's audio (chosen by
+    ``audio_selector``: "anchor", "vgas" with ``sift_head``, "random" or "none"), ``image_retention``
+    per image; 1.0 everywhere is the model's exact sequence. ``fit_context=True`` lowers video, then
+    audio retention until the prompt fits n_ctx.
+    """
+
+    def __init__(self, clip_model_path: Optional[str] = None, *, verbose: bool = False,
+                 use_gpu: Optional[bool] = None, n_threads: Optional[int] = None,
+                 video_retention: float = Settings.video_retention,
+                 audio_retention: float = Settings.audio_retention,
+                 image_retention: float = Settings.image_retention, audio_selector: str = "anchor",
+                 sift_head: Union[None, str, os.PathLike, SiftHead] = None, video_fps: float = 2.0,
+                 fit_context: bool = False, seed: int = 0, chat_template: Optional[str] = None):
+        if clip_model_path is not None and not os.path.isfile(clip_model_path):
+            raise FileNotFoundError(f"mmproj not found: {clip_model_path}")
+        self.clip_model_path = None if clip_model_path is None else os.fspath(clip_model_path)
+        self.settings = validate(Settings(video_retention, audio_retention, image_retention, audio_selector,
+                                          seed, video_fps, fit_context))
+        if self.settings.audio_selector == "vgas" and sift_head is None:
+            raise ValueError('audio_selector="vgas" needs sift_head (a head GGUF from `pyomnisift convert-head`)')
+        self.verbose = verbose
+        self.use_gpu = use_gpu
+        self.n_threads = n_threads
+        self.chat_template = chat_template
+        self._sift_head_arg = sift_head
+        self._llama = None
+        self._added_special = False
+        self._stopping = None
+
+    # --- binding to one llama_cpp.Llama (lazily, as MTMDChatHandler does)
+
+    def bind(self, llama: llama_cpp.Llama) -> None:
+        if self._llama is llama:
+            return
+        if self._llama is not None:
+            raise ValueError("an OmniSIFTChatHandler serves one Llama: create one handler per model")
+        info = read_llm_info(llama.model_path)
+        mm_info = check_pair(llama.model_path, self.clip_model_path)[1] if self.clip_model_path else None
+        gpu = self.use_gpu if self.use_gpu is not None else llama.model_params.n_gpu_layers != 0
+        threads = self.n_threads or llama.n_threads
+        # The compression and audio graphs run where the LLM runs: the CPU unless layers are offloaded.
+        self.engine = Engine(n_threads=threads, device=None if gpu else "CPU")
+        self.sift_head = self._load_head(info.n_embd)
+        vision = audio = None
+        windowed = False
+        if mm_info is not None:
+            from ._mtmd import MtmdEncoder
+
+            vision = MtmdEncoder(self.clip_model_path, llama.model, info.n_embd, threads, use_gpu=gpu,
+                                 image_min_tokens=1, image_max_tokens=16384, verbose=llama.verbose)
+            if mm_info.has_audio and mm_info.projector_type == "qwen2.5o":
+                # Qwen2.5-Omni's tower on 2-s windows, as the model was trained (not mtmd's 30-s padding)
+                from ._audio import AudioTower
+
+                audio, windowed = AudioTower(self.clip_model_path, engine=self.engine), True
+            elif mm_info.has_audio:
+                audio = _MtmdAudio(vision)   # towers that really are 30-s Whisper windows
+        self.vision, self.audio = vision, audio
+        self.formatter = self._formatter(llama)
+        self.planner = Planner(tokenize=lambda text, first: self._tokenize(llama, text, first),
+                               uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
+                               head_id=self.sift_head.path if self.sift_head is not None else "")
+        self.pipeline = Pipeline(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope,
+                                 n_embd=info.n_embd)
+        self._llama = llama
+        llama._stack.callback(self.close)
+
+    def _load_head(self, n_embd: int) -> Optional[SiftHead]:
+        head = self._sift_head_arg
+        if head is None:
+            return None
+        if not isinstance(head, SiftHead):
+            head = SiftHead(head, self.engine)
+        elif head.engine is not self.engine:
+            raise ValueError("sift_head was loaded with another engine: pass its path instead")
+        if head.n_embd != n_embd:
+            raise ValueError(f"the sift head {head.path} is for embeddings of width {head.n_embd}, but the "
+                             f"model has width {n_embd}")
+        return head
+
+    def _formatter(self, llama) -> llama_chat_format.Jinja2ChatFormatter:
+        # Built exactly as llama_cpp.Llama builds its "chat_template.default" handler, so that a text
+        # prompt renders and tokenizes as llama-cpp-python's own.
+        template = self.chat_template or llama.metadata.get("tokenizer.chat_template") or QWEN25_OMNI_CHAT_TEMPLATE
+        eos, bos = llama.token_eos(), llama.token_bos()
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llama._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+
+    def _tokenize(self, llama, text: str, first: bool) -> list:
+        return llama.tokenize(text.encode("utf-8"), add_bos=first and not self._added_special, special=True)
+
+    def close(self) -> None:
+        for name in ("vision", "audio", "sift_head", "engine"):
+            obj = getattr(self, name, None)
+            if obj is not None and hasattr(obj, "close"):
+                obj.close()
+            setattr(self, name, None)
+
+    # --- one request
+
+    def __call__(self, *, llama: llama_cpp.Llama, messages: list, stream: bool = False,
+                 max_tokens: Optional[int] = None, stop: Union[None, str, list] = None,
+                 response_format: Optional[dict] = None, grammar=None, logprobs: Optional[bool] = None,
+                 top_logprobs: Optional[int] = None, settings: Optional[Settings] = None,
+                 on_unit: Optional[Callable] = None, progress: Optional[Callable] = None,
+                 **kwargs: Any) -> Union[dict, Iterator[dict]]:
+        for name in _UNSUPPORTED:
+            if kwargs.pop(name, None) is not None:
+                raise ValueError(f"{name} is not supported by pyomnisift's chat handler (no tool calling)")
+        completion_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _COMPLETION_ARGS}
+        if kwargs:
+            raise TypeError(f"unexpected argument(s): {', '.join(sorted(kwargs))}")
+        settings = settings or self.settings
+        if settings.audio_selector == "vgas" and self._sift_head_arg is None:
+            raise ValueError('audio_selector="vgas" needs a handler created with sift_head')
+        self.bind(llama)
+        t0 = time.perf_counter()
+        plan, stats, stops = self._prefill(llama, messages, settings, max_tokens, on_unit, progress)
+        if response_format is not None and response_format.get("type") == "json_object":
+            grammar = llama_chat_format._grammar_for_response_format(response_format, verbose=llama.verbose)
+        room = llama.n_ctx() - plan.n_cells
+        first = _FirstToken(t0)
+        result = llama.create_completion(
+            prompt=plan.ids, stream=stream, max_tokens=room if not max_tokens or max_tokens <= 0 else min(max_tokens, room),
+            stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
+            stopping_criteria=llama_cpp.StoppingCriteriaList([first] + list(self._stopping or [])),
+            **completion_kwargs)
+        chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
+
+        def usage(completion: Optional[dict]) -> dict:
+            out = stats.as_dict(plan)
+            out["timings_ms"]["ttft"] = first.ms
+            u = {"prompt_tokens": plan.n_cells, "omnisift": out}
+            if completion is not None:
+                n = completion["usage"]["completion_tokens"]
+                u.update(completion_tokens=n, total_tokens=plan.n_cells + n)
+            return u
+
+        if not stream:
+            chat["usage"] = usage(chat)
+            return chat
+        return _with_usage(chat, lambda: usage(None))
+
+    def _prefill(self, llama, messages, settings: Settings, max_tokens, on_unit, progress):
+        """Plans the prompt and decodes what the context does not hold yet (up to its last media
+        item: the text after it is left to create_completion, which reuses its own prefix)."""
+        formatted = {}
+
+        def render(flat):
+            result = self.formatter(messages=flat)
+            formatted["result"] = result
+            return result.prompt
+
+        self._added_special = False
+        prompt = build_prompt(messages, render)
+        result = formatted["result"]
+        self._added_special = bool(result.added_special)
+        self._stopping = result.stopping_criteria
+        stats = Stats()
+        probes = []
+        with stats.timer("media_decode"):
+            for item in prompt.media:
+                probes.append(self.planner.probe(item, settings))
+                stats.warnings.extend(probes[-1].warnings)
+        for w in stats.warnings:
+            warnings.warn(w, stacklevel=4)
+        n_ctx = llama.n_ctx()
+        reserve = max_tokens if settings.fit_context and max_tokens and max_tokens > 0 else 1
+        if settings.fit_context:
+            plan = self.planner.fit(prompt, settings, probes, n_ctx - reserve)
+        else:
+            plan = self.planner.plan(prompt, settings, probes)
+        if plan.n_cells + reserve > n_ctx:
+            raise ContextOverflow(overflow_message(plan, n_ctx, reserve if settings.fit_context else 0))
+
+        start = self._reusable_prefix(llama, plan)
+        stats.media_reused = sum(1 for seg in plan.media if seg.end <= start)
+        if start < plan.media_end:
+            llama._ctx.kv_cache_seq_rm(-1, start, -1)
+            llama.n_tokens = start
+            try:
+                self.pipeline.decode(llama, plan, start, plan.media_end, stats, sift_head=self.sift_head,
+                                     on_unit=on_unit, progress=progress)
+            except BaseException:
+                # A half-decoded prompt must not leak into the next request: start it afresh.
+                llama.reset()
+                llama._ctx.kv_cache_clear()
+                raise
+        stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        return plan, stats, stops
+
+    @staticmethod
+    def _reusable_prefix(llama, plan: Plan) -> int:
+        """Positions at the start of the plan that the context already holds, never cutting media."""
+        held = llama.input_ids[:llama.n_tokens]
+        new = np.asarray(plan.ids[:len(held)], dtype=np.int64)
+        held = held[:len(new)].astype(np.int64)
+        diff = np.flatnonzero(held != new)
+        p = int(diff[0]) if len(diff) else len(new)
+        for seg in plan.media:
+            if seg.start < p < seg.end:
+                return seg.start
+        return p
+
+
+_COMPLETION_ARGS = {"temperature", "top_p", "top_k", "min_p", "typical_p", "seed", "presence_penalty",
+                    "frequency_penalty", "repeat_penalty", "tfs_z", "mirostat_mode", "mirostat_tau",
+                    "mirostat_eta", "model", "logits_processor", "logit_bias"}
+
+
+class _MtmdAudio:
+    """libmtmd's audio encoder behind the `encode_audio` name the planner uses."""
+
+    def __init__(self, mtmd):
+        self.encode_audio = mtmd.encode_audio
+
+    def close(self) -> None:
+        pass
+
+
+class _FirstToken:
+    """A stopping criterion that never stops: it notes when the first token was sampled."""
+
+    def __init__(self, t0: float):
+        self.t0, self.ms = t0, None
+
+    def __call__(self, input_ids, logits) -> bool:
+        if self.ms is None:
+            self.ms = round((time.perf_counter() - self.t0) * 1000.0, 3)
+        return False
+
+
+def _stops(stop) -> list:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _with_usage(chunks: Iterator[dict], usage: Callable[[], dict]) -> Iterator[dict]:
+    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage."""
+    for chunk in chunks:
+        if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
+            chunk["usage"] = usage()
+        yield chunk

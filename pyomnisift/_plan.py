@@ -1,0 +1,349 @@
+"""Planning: a prompt (text pieces + media) -> the exact sequence it becomes, before anything is
+encoded.
+
+Every media item is probed (frame count and size, audio sample count), laid out as the model's omni
+sequence (_sequence.py) and its kept count taken from the C rules (omnisift_sift_n_kept), so the plan
+knows every position and every KV cell the prompt will take: an over-long prompt fails here, and a
+prompt whose beginning the context already holds is recognised here.
+
+Positions follow llama-cpp-python's convention: `Plan.ids[p]` is what occupies position p (a text
+token, or for media a placeholder derived from the item's identity), and a context that holds
+positions [0, n) has `llama.n_tokens == n`. Under M-RoPE a media item spans fewer positions than it
+has rows (a frame grid shares one t), so `n_cells`, not `len(ids)`, is what the KV cache holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import _media, _sequence as S
+from ._audio import n_tokens as audio_n_tokens
+from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Prompt
+from ._settings import Settings
+from ._sift import n_kept as sift_n_kept
+
+IMAGE_MIN_PIXELS = 56 * 56          # the Qwen2-VL image processor's bounds
+IMAGE_MAX_PIXELS = 28 * 28 * 1280
+PLACEHOLDER_SPACE = 1 << 30          # placeholders are -1 .. -2**30: never a token id
+
+
+@dataclasses.dataclass
+class Layout:
+    """The rows of one media item in sequence order."""
+    blocks: list
+    modality: np.ndarray    # int32 [N]
+    positions: np.ndarray   # int32 [3, N] (t, h, w), absolute
+    source: np.ndarray      # int64 [N]: grid index (video), audio row (audio), 0 (image)
+
+    @staticmethod
+    def of(blocks: list) -> "Layout":
+        mod = np.concatenate([np.full(b.n_rows, b.modality, np.int32) for b in blocks])
+        pos = np.ascontiguousarray(np.concatenate([b.positions for b in blocks], axis=1), dtype=np.int32)
+        src = np.concatenate([
+            np.full(b.n_rows, b.source_index, np.int64) if b.modality == S.MODALITY_VIDEO
+            else np.arange(b.source_index, b.source_index + b.n_rows, dtype=np.int64) if b.modality == S.MODALITY_AUDIO
+            else np.zeros(b.n_rows, np.int64) for b in blocks])
+        return Layout(blocks, mod, pos, src)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.modality)
+
+
+@dataclasses.dataclass
+class Probe:
+    """What a media item costs, read from its headers and streams (nothing encoded)."""
+    kind: str                                  # "image" | "audio" | "video"
+    grid: tuple = (0, 0)                       # merged tokens (h, w) of an image / video frame
+    video: Optional[object] = None             # _media.VideoInfo
+    n_audio: int = 0                           # audio rows
+    n_samples: int = 0                         # 16 kHz samples of the audio
+    audio_rows: Optional[np.ndarray] = None    # towers that only encode whole clips (libmtmd's)
+    warnings: tuple = ()
+
+
+@dataclasses.dataclass
+class TextSegment:
+    tokens: list
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.tokens)
+
+
+@dataclasses.dataclass
+class MediaSegment:
+    index: int                  # the item's index in the prompt
+    item: MediaItem
+    probe: Probe
+    layout: Layout
+    start: int                  # first position of the span
+    end: int                    # one past its last
+    rows_start: int             # where the layout's positions start (M-RoPE)
+    open_tokens: list           # share position `start` (video with sound: vision_bos, audio_bos)
+    close_tokens: list          # share the span's last position (audio_eos, vision_eos)
+    n_kept: int                 # rows decoded
+    n_kept_video: int
+    key: bytes                  # identity: content and every setting that changes its rows
+    placeholders: np.ndarray    # int32 [end - start]
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.open_tokens) + self.n_kept + len(self.close_tokens)
+
+
+@dataclasses.dataclass
+class Plan:
+    segments: list
+    ids: list                   # one entry per position (see module docstring)
+    n_cells: int                # KV cells the prompt takes
+    settings: Settings
+
+    @property
+    def media(self) -> list:
+        return [s for s in self.segments if isinstance(s, MediaSegment)]
+
+    @property
+    def media_end(self) -> int:
+        """Position after the last media item (0 without media): decoding beyond it is plain text."""
+        media = self.media
+        return media[-1].end if media else 0
+
+    def counts(self) -> dict:
+        out = {m: {"tokens_in": 0, "tokens_kept": 0} for m in ("video", "audio", "image")}
+        out["audio"]["padding_avoided"] = 0   # rows llama.cpp's 30-s windows would have added
+        for seg in self.media:
+            if seg.probe.n_samples and seg.probe.audio_rows is None:
+                windows = seg.probe.n_samples // (30 * 16000) + 1
+                out["audio"]["padding_avoided"] += max(0, windows * 750 - seg.probe.n_audio)
+            mod = seg.layout.modality
+            n_video, n_audio, n_image = (int((mod == m).sum()) for m in
+                                         (S.MODALITY_VIDEO, S.MODALITY_AUDIO, S.MODALITY_IMAGE))
+            out["video"]["tokens_in"] += n_video
+            out["audio"]["tokens_in"] += n_audio
+            out["image"]["tokens_in"] += n_image
+            if seg.probe.kind == "image":
+                out["image"]["tokens_kept"] += seg.n_kept
+            else:
+                out["video"]["tokens_kept"] += seg.n_kept_video
+                out["audio"]["tokens_kept"] += seg.n_kept - seg.n_kept_video
+        return out
+
+
+class ContextOverflow(ValueError):
+    """The prompt needs more KV cells than the context has."""
+
+
+def placeholders(key: bytes, n: int) -> np.ndarray:
+    base = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") % PLACEHOLDER_SPACE
+    return (-(1 + (base + np.arange(n, dtype=np.int64)) % PLACEHOLDER_SPACE)).astype(np.int32)
+
+
+class Planner:
+    """Turns prompts into plans for one model: its tokenizer, RoPE kind and encoders."""
+
+    def __init__(self, *, tokenize: Callable[[str, bool], list], uses_mrope: bool, vision, audio,
+                 audio_windowed: bool, head_id: str = ""):
+        self.tokenize = tokenize            # (text, first piece?) -> token ids
+        self.uses_mrope = uses_mrope
+        self.vision = vision                # MtmdEncoder or None
+        self.audio = audio                  # AudioTower / MtmdEncoder (encode_audio) or None
+        self.audio_windowed = audio_windowed
+        self.head_id = head_id              # identity of the learned selector head, part of media keys
+        self.audio_bos = tokenize(AUDIO_BOS, False)
+        self.audio_eos = tokenize(AUDIO_EOS, False)
+        self.vision_bos = tokenize(VISION_BOS, False)
+        self.vision_eos = tokenize(VISION_EOS, False)
+        self._digests: dict = {}
+        self._probes: dict = {}
+
+    # --- probing
+
+    def probe(self, item: MediaItem, settings: Settings) -> Probe:
+        """The item's costs; remembered by content, so a follow-up turn does not read the media again."""
+        key = (self.digest(item), item.kind, settings.video_fps if item.kind == "video" else None)
+        probe = self._probes.get(key)
+        if probe is None:
+            probe = self._probe(item, settings)
+            if probe.audio_rows is None:   # rows (libmtmd's audio) are too large to keep around
+                if len(self._probes) >= 64:
+                    self._probes.pop(next(iter(self._probes)))
+                self._probes[key] = probe
+        return probe
+
+    def _probe(self, item: MediaItem, settings: Settings) -> Probe:
+        if item.kind == "audio":
+            self._require_audio(item)
+            n_samples, rows = self._audio_cost(item.source)
+            n_audio = len(rows) if rows is not None else audio_n_tokens(n_samples)
+            if n_audio == 0:
+                raise ValueError(f"{item.label}: audio of {n_samples / 16000:.3f} s is shorter than one "
+                                 "audio token (40 ms)")
+            return Probe("audio", n_audio=n_audio, n_samples=n_samples, audio_rows=rows)
+        if self.vision is None or not self.vision.supports_vision:
+            raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
+        if item.kind == "image":
+            pixels = _media.read_image(item.source)
+            h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
+            return Probe("image", grid=(h // 28, w // 28))
+        info = _media.probe_video(item.source, settings.video_fps)
+        warnings: tuple = ()
+        n_samples, rows = 0, None
+        if info.has_audio and self.audio is not None:
+            try:
+                n_samples, rows = self._audio_cost(item.source)
+            except _media.ModelFileError as e:  # no reason to refuse the video: it goes without sound
+                warnings = (f"{item.label}: its audio track cannot be decoded ({e.problem}); the video is "
+                            "used without sound",)
+        n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
+        return Probe("video", grid=(info.height // 28, info.width // 28), video=info, n_audio=n_audio,
+                     n_samples=n_samples, audio_rows=rows, warnings=warnings)
+
+    def _audio_cost(self, source):
+        """(16 kHz samples, rows if the tower must encode the whole clip now else None)."""
+        if self.audio_windowed:
+            return _count_samples(source), None
+        pcm = _media.read_audio(source)
+        return len(pcm), (self.audio.encode_audio(pcm) if len(pcm) else None)
+
+    def _require_audio(self, item: MediaItem) -> None:
+        if self.audio is None:
+            raise ValueError(f"{item.label}: this model's mmproj has no audio tower, it cannot take audio")
+
+    def digest(self, item: MediaItem) -> bytes:
+        """Content hash of a media source; files are hashed once per (path, size, mtime)."""
+        src = item.source
+        if hasattr(src, "getbuffer"):
+            return hashlib.sha256(src.getbuffer()).digest()
+        st = os.stat(src)
+        stamp = (os.path.abspath(src), st.st_size, st.st_mtime_ns)
+        if stamp not in self._digests:
+            h = hashlib.sha256()
+            with open(src, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            if len(self._digests) > 256:
+                self._digests.clear()
+            self._digests[stamp] = h.digest()
+        return self._digests[stamp]
+
+    # --- layout
+
+    def _layout(self, probe: Probe, rows_start: int, fps: float) -> Layout:
+        gh, gw = probe.grid
+        if probe.kind == "image":
+            return Layout.of(S.image_blocks(gh, gw, rows_start))
+        if probe.kind == "audio":
+            return Layout.of(S.audio_blocks(probe.n_audio, rows_start))
+        n_grids = probe.video.n_sampled // _media.FRAME_FACTOR
+        seconds_per_grid = _media.FRAME_FACTOR / _sample_fps(probe.video, fps)   # the reference's second_per_grid_ts
+        if probe.n_audio:
+            return Layout.of(S.video_with_audio_blocks(n_grids, gh, gw, probe.n_audio, rows_start, seconds_per_grid))
+        return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid))
+
+    def _kept(self, layout: Layout, s: Settings) -> tuple[int, int]:
+        """(rows kept, video rows kept) by the C rules."""
+        if s.is_off:
+            return layout.n_rows, int((layout.modality == S.MODALITY_VIDEO).sum())
+        kw = dict(video_retention=s.video_retention, audio_retention=s.audio_retention,
+                  image_retention=s.image_retention, audio_selector=s.audio_selector)
+        total = sift_n_kept(layout.modality, layout.positions, **kw)
+        video = layout.modality == S.MODALITY_VIDEO
+        n_video = sift_n_kept(layout.modality[video], layout.positions[:, video], **kw) if video.any() else 0
+        return total, n_video
+
+    def _key(self, item: MediaItem, probe: Probe, s: Settings) -> bytes:
+        rows_settings = (s.video_retention, s.audio_retention, s.image_retention, s.audio_selector, s.seed,
+                         s.video_fps if item.kind == "video" else None, self.head_id)
+        return hashlib.sha256(self.digest(item) + repr((item.kind, probe.grid, probe.n_audio,
+                                                        rows_settings)).encode()).digest()
+
+    # --- the plan
+
+    def plan(self, prompt: Prompt, settings: Settings, probes: Optional[list] = None) -> Plan:
+        probes = probes if probes is not None else [self.probe(item, settings) for item in prompt.media]
+        texts = [self.tokenize(piece, i == 0) for i, piece in enumerate(prompt.pieces)]
+        if not texts[-1]:
+            raise ValueError("the prompt must end with text (the chat template's assistant turn)")
+        segments, ids, pos, cells = [], [], 0, 0
+
+        def text(tokens):
+            nonlocal pos, cells
+            if tokens:
+                segments.append(TextSegment(list(tokens), pos))
+                ids.extend(tokens)
+                pos += len(tokens)
+                cells += len(tokens)
+
+        for i, (item, probe) in enumerate(zip(prompt.media, probes)):
+            tokens = texts[i]
+            shared = probe.kind == "video" and probe.n_audio > 0
+            open_tokens, close_tokens = [], []
+            if shared:
+                # <|vision_bos|><|audio_bos|> share a position, as do <|audio_eos|><|vision_eos|> (the reference)
+                if tokens[-len(self.vision_bos):] != self.vision_bos or texts[i + 1][:len(self.vision_eos)] != self.vision_eos:
+                    raise ValueError("the chat template changed the media wrappers; a video cannot be placed")
+                open_tokens = list(self.vision_bos) + list(self.audio_bos)
+                close_tokens = list(self.audio_eos) + list(self.vision_eos)
+                tokens = tokens[:-len(self.vision_bos)]
+                texts[i + 1] = texts[i + 1][len(self.vision_eos):]
+            text(tokens)
+            start = pos
+            rows_start = start + (1 if open_tokens else 0)
+            layout = self._layout(probe, rows_start, settings.video_fps)
+            n_kept, n_kept_video = self._kept(layout, settings)
+            if self.uses_mrope:
+                end = S.end_position(layout.blocks, rows_start) + (1 if close_tokens else 0)
+            else:  # ordinary RoPE: contiguous positions, one per cell
+                end = start + len(open_tokens) + n_kept + len(close_tokens)
+            key = self._key(item, probe, settings)
+            seg = MediaSegment(i, item, probe, layout, start, end, rows_start, open_tokens, close_tokens,
+                               n_kept, n_kept_video, key, placeholders(key, end - start))
+            segments.append(seg)
+            ids.extend(seg.placeholders.tolist())
+            pos, cells = end, cells + seg.n_cells
+        text(texts[-1])
+        return Plan(segments, ids, cells, settings)
+
+    def fit(self, prompt: Prompt, settings: Settings, probes: list, budget: int) -> Plan:
+        """The plan at these settings, or with video, then audio retention lowered in steps of 0.01
+        until it takes at most `budget` cells (settings.fit_context)."""
+        plan = self.plan(prompt, settings, probes)
+        steps = [("video_retention", 0.01), ("audio_retention", 0.0)]
+        for name, floor in steps:
+            while plan.n_cells > budget and getattr(plan.settings, name) > floor + 1e-9:
+                value = max(floor, round(getattr(plan.settings, name) - 0.01, 2))
+                plan = self.plan(prompt, dataclasses.replace(plan.settings, **{name: value}), probes)
+        return plan
+
+
+def overflow_message(plan: Plan, n_ctx: int, reserve: int) -> str:
+    counts = plan.counts()
+    media_in = sum(c["tokens_in"] for c in counts.values())
+    media_kept = sum(c["tokens_kept"] for c in counts.values())
+    n_text = plan.n_cells - media_kept
+    room = n_ctx - reserve - n_text
+    msg = (f"the prompt needs {plan.n_cells} tokens after compression ({n_text} text + {media_kept} of "
+           f"{media_in} media tokens)" + (f" plus {reserve} to generate" if reserve else "") +
+           f" but n_ctx is {n_ctx}")
+    if media_in and room > 0:
+        msg += (f"; a video/audio retention of about {0.95 * room / media_in:.2f} would fit, "
+                "or pass fit_context=True, or raise n_ctx")
+    else:
+        msg += "; the text alone does not fit: raise n_ctx"
+    return msg
+
+
+def _sample_fps(info, fps: float) -> float:  # TODO(merge): VideoInfo.sample_fps from the media branch
+    return getattr(info, "sample_fps", None) or fps
+
+
+def _count_samples(source) -> int:  # TODO(merge): _media.count_audio_samples streams
+    counter = getattr(_media, "count_audio_samples", None)
+    return counter(source) if counter else len(_media.read_audio(source))

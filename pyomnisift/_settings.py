@@ -1,0 +1,57 @@
+"""The per-request OmniSIFT settings: validated once, here, then passed down unchanged.
+
+Defaults are the paper's 35% setting (video 0.33, audio 0.6, the training-free ``anchor`` selector):
+a user installs this library to compress; 1.0 everywhere turns compression off and gives the model's
+exact sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Mapping
+
+from ._sift import AUDIO_SELECTORS, _retention
+
+DEFAULT_VIDEO_RETENTION = 0.33
+DEFAULT_AUDIO_RETENTION = 0.6
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    video_retention: float = DEFAULT_VIDEO_RETENTION
+    audio_retention: float = DEFAULT_AUDIO_RETENTION
+    image_retention: float = 1.0
+    audio_selector: str = "anchor"
+    seed: int = 0                  # the random selector's seed
+    video_fps: float = 2.0         # frames sampled per second of video
+    fit_context: bool = False      # lower video, then audio retention until the prompt fits n_ctx
+
+    @property
+    def is_off(self) -> bool:
+        return self.video_retention >= 1.0 and self.audio_retention >= 1.0 and self.image_retention >= 1.0
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        """These settings with the non-None values of `overrides` (names of the fields), validated."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unexpected OmniSIFT setting(s): {', '.join(sorted(unknown))}")
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return validate(dataclasses.replace(self, **values)) if values else self
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def validate(s: Settings) -> Settings:
+    """The settings with retentions as floats; raises TypeError / ValueError naming the bad one."""
+    retentions = {k: _retention(k, getattr(s, k)) for k in ("video_retention", "audio_retention", "image_retention")}
+    if not isinstance(s.audio_selector, str) or s.audio_selector not in AUDIO_SELECTORS:
+        raise ValueError(f"unknown audio_selector {s.audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    if isinstance(s.seed, bool) or not isinstance(s.seed, numbers.Integral) or not 0 <= int(s.seed) < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {s.seed!r}")
+    if isinstance(s.video_fps, bool) or not isinstance(s.video_fps, numbers.Real) or not 0 < float(s.video_fps) <= 60:
+        raise ValueError(f"video_fps must be a number in (0, 60], got {s.video_fps!r}")
+    if not isinstance(s.fit_context, bool):
+        raise TypeError(f"fit_context must be True or False, got {s.fit_context!r}")
+    return dataclasses.replace(s, **retentions, seed=int(s.seed), video_fps=float(s.video_fps))

@@ -1,0 +1,56 @@
+"""The per-request statistics returned as usage["omnisift"], and the record handed to on_unit."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+
+class Stats:
+    def __init__(self):
+        self.timings = {k: 0.0 for k in ("media_decode", "encode", "compress", "prefill")}
+        self.warnings: list[str] = []
+        self.media_reused = 0        # media items whose KV cells a previous request left in place
+        self.media_cells = 0         # KV cells of media this request decoded
+        self.encoder_calls = {"vision": 0, "audio": 0}
+
+    def timer(self, key: str):
+        stats = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                stats.timings[key] += (time.perf_counter() - self.t0) * 1000.0
+
+        return _T()
+
+    def as_dict(self, plan) -> dict:
+        out = plan.counts()
+        out["timings_ms"] = {k: round(v, 3) for k, v in self.timings.items()}
+        out["retention"] = {k: getattr(plan.settings, k) for k in
+                            ("video_retention", "audio_retention", "image_retention")}
+        out["audio_selector"] = plan.settings.audio_selector
+        out["prompt_cells"] = plan.n_cells
+        out["media_reused"] = self.media_reused
+        out["media_cells_decoded"] = self.media_cells
+        out["encoder_calls"] = dict(self.encoder_calls)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitRecord:
+    """One compression unit (a pair of frame grids with the audio of their seconds, an image, a
+    stretch of audio) as it went into the model. Arrays are valid after the callback returns."""
+    item: int                  # the media item's index in the prompt
+    kind: str                  # "video" | "audio" | "image"
+    modality: np.ndarray       # int32 [n]: 1 video, 2 audio, 3 image
+    source_index: np.ndarray   # int64 [n]: grid index (video rows), audio row (audio rows), 0 (image)
+    positions: np.ndarray      # int32 [3, n]: (t, h, w) in the sequence
+    keep: np.ndarray           # bool [n]
+    rows: np.ndarray           # float32 [n, n_embd]: the encoder's rows, before compression
