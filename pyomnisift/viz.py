@@ -252,15 +252,16 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
 
 def visualize(llm, path, kind: str = "video", output=None, prompt: str = "Describe this.",
               video_fps: Optional[float] = None, max_pairs: int = 16, records: Optional[Sequence] = None,
-              **compression) -> VizResult:
+              thumb_width: int = 160, **compression) -> VizResult:
     """Runs `llm` (a pyomnisift.Llama) on one media file, recording what OmniSIFT keeps through
     `on_unit`, and draws it (saved to `output` if given). `compression`: video_retention,
     audio_retention, image_retention, audio_selector for this run. video_fps must be the model's
-    (default: its `video_fps` attribute, else 2)."""
+    (default: its settings' video_fps). The model's context is reset first, so that every unit is
+    decoded (and reported) anew."""
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"{kind} file not found: {path}")
     if video_fps is None:
-        video_fps = float(getattr(llm, "video_fps", 2.0) or 2.0)
+        video_fps = float(getattr(getattr(llm, "settings", None), "video_fps", 2.0) or 2.0)
     if records is None:
         records = []
         part = {"video": {"type": "video_url", "video_url": {"url": os.path.abspath(path)}},
@@ -270,10 +271,12 @@ def visualize(llm, path, kind: str = "video", output=None, prompt: str = "Descri
         if kind not in part:
             raise ValueError(f"kind must be video, audio or image, got {kind!r}")
         messages = [{"role": "user", "content": [part[kind], {"type": "text", "text": prompt}]}]
+        if hasattr(llm, "reset"):
+            llm.reset()     # on_unit reports what is decoded: media the context still held would not be
         llm.create_chat_completion(messages, max_tokens=1, temperature=0, on_unit=records.append, **compression)
         if not records:
             raise RuntimeError("the model reported no compression units (on_unit was never called)")
-    result = render(path, kind, records, video_fps=video_fps, max_pairs=max_pairs)
+    result = render(path, kind, records, video_fps=video_fps, max_pairs=max_pairs, thumb_width=thumb_width)
     if output is not None:
         result.image.save(output)
     return result

@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     llm = pyomnisift.Llama(str(llm_path), str(mmproj_path), n_ctx=8192, n_threads=2)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     if hasattr(pyomnisift, "UnitRecord"):
-        result = viz.visualize(llm, clip, "video", output=args.output, max_pairs=args.max_pairs, **compression)
+        result = viz.visualize(llm, clip, "video", max_pairs=args.max_pairs, thumb_width=128, **compression)
+        result.image.save(args.output, optimize=True)
     else:
         messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": clip}},
                                                  {"type": "text", "text": "Describe this."}]}]
