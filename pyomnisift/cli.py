@@ -197,7 +197,7 @@ def _stream_answer(llm, messages, args, out, progress) -> str:
                   temperature=args.temp, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p, seed=args.seed)
     if progress is not None:
         kwargs["progress"] = progress
-    text, usage = [], None
+    text, usage, n_pieces = [], None, 0
     try:
         for chunk in llm.create_chat_completion(messages, **kwargs):
             if progress is not None:
@@ -205,6 +205,7 @@ def _stream_answer(llm, messages, args, out, progress) -> str:
             delta = chunk["choices"][0].get("delta", {}) if chunk.get("choices") else {}
             piece = delta.get("content")
             if piece:
+                n_pieces += 1
                 text.append(piece)
                 out.write(piece)
                 out.flush()
@@ -215,6 +216,8 @@ def _stream_answer(llm, messages, args, out, progress) -> str:
     out.write("\n")
     out.flush()
     if args.stats and usage:
+        if usage.get("completion_tokens") is None:
+            usage = dict(usage, completion_tokens=n_pieces)   # deltas carry one token each
         print(format_usage(usage), file=sys.stderr)
     return "".join(text)
 
