@@ -123,6 +123,15 @@ def test_openai_client_video_data_uri(server, media_dir):
     print(f"\nopenai client, 2-s clip as a data URI, 4 tokens: {elapsed * 1000:.0f} ms")
 
 
+def test_h264_clip_as_data_uri(server, assets):
+    """test-3.mp4 (H.264 + AAC) as a data URI: its frames and its sound track are read by two
+    readers at once; the server spools the bytes to a file so they do not share one buffer."""
+    r = post(server, {"messages": video_msg(data_uri(assets["test-3.mp4"], "video/mp4")), "max_tokens": 2,
+                      "video_retention": 0.25})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["omnisift"]["audio"]["tokens_in"] > 200
+
+
 def test_local_path_under_allowed_dir_and_audio_part(server, media_dir):
     body = {"messages": [{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": "clip.mp4"}},

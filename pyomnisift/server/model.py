@@ -8,6 +8,7 @@ import base64
 import binascii
 import os
 import re
+import tempfile
 import urllib.parse
 from typing import Optional
 
@@ -26,23 +27,34 @@ AUDIO_FORMATS = {"wav", "mp3", "flac", "ogg", "oga", "opus", "m4a", "aac", "webm
 
 
 def _check_base64(param: str, payload: str) -> None:
+    _decode_base64(param, payload)
+
+
+def _decode_base64(param: str, payload: str) -> bytes:
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as e:
         raise MediaError(param, f"data is not valid base64 ({e})") from None
     if not data:
         raise MediaError(param, "data is empty")
+    return data
 
 
-def check_url(param: str, url: str, allowed_dir: Optional[str]) -> str:
-    """The url the model may read: a data: URI (checked), or a local path under allowed_dir (made
-    absolute). Remote URLs and other paths are refused."""
+def check_url(param: str, url: str, allowed_dir: Optional[str], spool_dir: Optional[str] = None) -> str:
+    """The url the model may read: a data: URI (checked; with spool_dir, its bytes written to a file
+    there and that path returned), or a local path under allowed_dir (made absolute). Remote URLs
+    and other paths are refused."""
     if url.startswith("data:"):
         header, sep, payload = url.partition(",")
         if not sep or ";base64" not in header:
             raise MediaError(param, "a data: URI must be base64 (data:<mime>;base64,...)")
-        _check_base64(param, payload)
-        return url
+        data = _decode_base64(param, payload)
+        if spool_dir is None:
+            return url
+        fd, path = tempfile.mkstemp(dir=spool_dir, prefix="media-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
     if url.startswith("file://"):
         path = urllib.parse.unquote(urllib.parse.urlparse(url).path)
     elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", url) and not re.match(r"^[a-zA-Z]:[\\/]", url):
@@ -62,8 +74,11 @@ def check_url(param: str, url: str, allowed_dir: Optional[str]) -> str:
     return real
 
 
-def check_messages(messages: list, allowed_dir: Optional[str]) -> list:
-    """Plain dicts for Llama.create_chat_completion, every media reference checked."""
+def check_messages(messages: list, allowed_dir: Optional[str], spool_dir: Optional[str] = None) -> list:
+    """Plain dicts for Llama.create_chat_completion, every media reference checked. With spool_dir,
+    video data: URIs are handed to the model as files written there: the library reads a video's
+    frames on a thread while it reads its sound track, and two readers of one in-memory buffer
+    corrupt each other (H.264 clips fail with "Invalid data found when processing input")."""
     out = []
     for i, msg in enumerate(messages):
         m = msg.model_dump(exclude_none=True)
@@ -75,7 +90,8 @@ def check_messages(messages: list, allowed_dir: Optional[str]) -> list:
                 if part.type in ("image_url", "video_url"):
                     ref = getattr(part, part.type)
                     url = ref if isinstance(ref, str) else ref.url
-                    p[part.type] = {"url": check_url(f"{param}.{part.type}.url", url, allowed_dir)}
+                    p[part.type] = {"url": check_url(f"{param}.{part.type}.url", url, allowed_dir,
+                                                     spool_dir if part.type == "video_url" else None)}
                 elif part.type == "input_audio":
                     data, fmt = part.input_audio.data, part.input_audio.format.lower()
                     if data.startswith(("data:", "file://", "/")):
