@@ -355,3 +355,27 @@ def test_requests_are_serialized(fake_server):
         results = list(pool.map(lambda _: post(fake_server, body), range(4)))
     assert all(r.status_code == 200 and r.text.rstrip().endswith("[DONE]") for r in results)
     assert fake_server.app.state.model.llama.max_active == 1
+
+
+def test_waiting_request_interrupts_a_stream():
+    """llama_cpp.server's interrupt_requests (on by default): a request that waits for the model
+    ends the stream in progress, then is answered."""
+    import asyncio
+    import concurrent.futures
+
+    from pyomnisift.server import ServerSettings, create_app
+    from pyomnisift.server.model import OmniModel
+
+    model = OmniModel.__new__(OmniModel)
+    model.llama, model.alias, model.lock, model.waiting, model.streams = FakeLlama(delay=0.02), "fake", asyncio.Lock(), 0, []
+    app = create_app(server_settings=ServerSettings(), model=model)
+    with Server(app) as s:
+        long = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 2000, "stream": True}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(post, s, long)
+            while not model.llama.active:
+                time.sleep(0.01)
+            r = post(s, {"messages": [{"role": "user", "content": "short"}], "max_tokens": 1})
+            assert r.status_code == 200
+            assert first.result().status_code == 200
+    assert model.streams[0]["end"] == "interrupted" and model.llama.produced[0] < 2000
