@@ -103,9 +103,11 @@ def test_files_and_names(converted):
     assert mm.has_audio and mm.projector_type == "qwen2.5o"
 
 
-def test_converted_files_answer_a_video_prompt_with_vgas(converted, tmp_path):
+@pytest.mark.parametrize("which", ["llm", "quantized"])
+def test_converted_files_answer_a_video_prompt_with_vgas(converted, tmp_path, which):
+    """f32 and Q4_K_M (the latter through the AMX-safe load on CPUs where llama.cpp's repacking crashes)."""
     clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
-    llm = pyomnisift.Llama(converted["llm"], converted["mmproj"], n_ctx=4096, n_threads=2,
+    llm = pyomnisift.Llama(converted[which], converted["mmproj"], n_ctx=4096, n_threads=2,
                            sift_head=converted["sift_head"], audio_selector="vgas", audio_retention=0.5,
                            video_retention=0.5)
     try:
