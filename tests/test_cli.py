@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import pyomnisift
-from media_clips import write_clip
+from tool_clips import write_clip
 
 STREAMING = "progress" in inspect.signature(pyomnisift.Llama.create_chat_completion).parameters
 needs_streaming = pytest.mark.skipif(not STREAMING, reason="create_chat_completion(stream=True) is not on this branch yet")

@@ -19,7 +19,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 import pyomnisift  # noqa: E402
 from pyomnisift import convert_head  # noqa: E402
-from media_clips import write_clip  # noqa: E402
+from tool_clips import write_clip  # noqa: E402
 
 HIDDEN, SCORE_HIDDEN, N_HEAD = 64, 32, 8
 

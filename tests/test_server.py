@@ -17,7 +17,7 @@ pytest.importorskip("sse_starlette")
 httpx = pytest.importorskip("httpx")
 
 import pyomnisift  # noqa: E402
-from media_clips import write_clip, write_wav  # noqa: E402
+from tool_clips import write_clip, write_wav  # noqa: E402
 
 # Streaming and the contract's keyword arguments arrive with the chat API rework (issue 10).
 STREAMING = "progress" in inspect.signature(pyomnisift.Llama.create_chat_completion).parameters

@@ -14,7 +14,7 @@ import pytest
 
 import pyomnisift
 from pyomnisift import _media, viz
-from media_clips import write_clip
+from tool_clips import write_clip
 
 HAS_ON_UNIT = hasattr(pyomnisift, "UnitRecord")
 needs_on_unit = pytest.mark.skipif(not HAS_ON_UNIT, reason="create_chat_completion(on_unit=...) is not on this branch yet")
