@@ -8,7 +8,15 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 # Parity references (tests only). torch 2.13.0 is the CPU build on these machines.
-PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece scipy huggingface_hub
+# Video sampling (tests/test_media_*.py) is checked against Qwen's own qwen-omni-utils, which
+# imports torchvision and librosa and reads video with decord (its default reader; torchcodec would
+# need system FFmpeg libraries, and torchvision 0.28's own reader is gone). The torchvision wheel
+# reachable here is the CUDA build, which breaks `import transformers` on CPU torch: it goes into a
+# directory of its own that only the reference's child process puts on its path
+# (tests/media_reference.py explains how it imports there).
+PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece \
+               qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0 scipy huggingface_hub
+REFERENCE_TORCHVISION := torchvision==0.28.0
 # The [server] extra (pyomnisift serve) and what the tests drive it with; tqdm for progress bars.
 SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings
 TEST_DEPS   := pytest hypothesis openai httpx
@@ -24,6 +32,7 @@ $(VENV)/.deps: pyproject.toml
 
 $(VENV)/.parity: $(VENV)/.deps
 	$(PIP) install -q $(PARITY_DEPS)
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference-torchvision $(REFERENCE_TORCHVISION)
 	touch $@
 
 setup: $(VENV)/.deps

@@ -69,8 +69,6 @@ class OmniSIFTChatHandler:
         self.chat_template = chat_template
         self._sift_head_arg = sift_head
         self._llama = None
-        self._added_special = False
-        self._stopping = None
 
     # --- binding to one llama_cpp.Llama (lazily, as MTMDChatHandler does)
 
@@ -102,7 +100,7 @@ class OmniSIFTChatHandler:
                 audio = _MtmdAudio(vision)   # towers that really are 30-s Whisper windows
         self.vision, self.audio = vision, audio
         self.formatter = self._formatter(llama)
-        self.planner = Planner(tokenize=lambda text, first: self._tokenize(llama, text, first),
+        self.planner = Planner(tokenize=lambda text, add_bos: llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True),
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.pipeline = Pipeline(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope,
@@ -132,9 +130,6 @@ class OmniSIFTChatHandler:
             template=template, eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
             bos_token=llama._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
 
-    def _tokenize(self, llama, text: str, first: bool) -> list:
-        return llama.tokenize(text.encode("utf-8"), add_bos=first and not self._added_special, special=True)
-
     def close(self) -> None:
         for name in ("vision", "audio", "sift_head", "engine"):
             obj = getattr(self, name, None)
@@ -161,7 +156,8 @@ class OmniSIFTChatHandler:
             raise ValueError('audio_selector="vgas" needs a handler created with sift_head')
         self.bind(llama)
         t0 = time.perf_counter()
-        plan, stats, stops = self._prefill(llama, messages, settings, max_tokens, on_unit, progress)
+        plan, stats, formatted = self._prefill(llama, messages, settings, max_tokens, on_unit, progress)
+        stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
         if response_format is not None and response_format.get("type") == "json_object":
             grammar = llama_chat_format._grammar_for_response_format(response_format, verbose=llama.verbose)
         room = llama.n_ctx() - plan.n_cells
@@ -169,7 +165,7 @@ class OmniSIFTChatHandler:
         result = llama.create_completion(
             prompt=plan.ids, stream=stream, max_tokens=room if not max_tokens or max_tokens <= 0 else min(max_tokens, room),
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([first] + list(self._stopping or [])),
+            stopping_criteria=llama_cpp.StoppingCriteriaList([first] + list(formatted.stopping_criteria or [])),
             **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 
@@ -197,11 +193,8 @@ class OmniSIFTChatHandler:
             formatted["result"] = result
             return result.prompt
 
-        self._added_special = False
         prompt = build_prompt(messages, render)
         result = formatted["result"]
-        self._added_special = bool(result.added_special)
-        self._stopping = result.stopping_criteria
         stats = Stats()
         probes = []
         with stats.timer("media_decode"):
@@ -210,12 +203,13 @@ class OmniSIFTChatHandler:
                 stats.warnings.extend(probes[-1].warnings)
         for w in stats.warnings:
             warnings.warn(w, stacklevel=4)
+        add_bos = not result.added_special   # as llama-cpp-python's chat handlers tokenize
         n_ctx = llama.n_ctx()
         reserve = max_tokens if settings.fit_context and max_tokens and max_tokens > 0 else 1
         if settings.fit_context:
-            plan = self.planner.fit(prompt, settings, probes, n_ctx - reserve)
+            plan = self.planner.fit(prompt, settings, probes, n_ctx - reserve, add_bos)
         else:
-            plan = self.planner.plan(prompt, settings, probes)
+            plan = self.planner.plan(prompt, settings, probes, add_bos)
         if plan.n_cells + reserve > n_ctx:
             raise ContextOverflow(overflow_message(plan, n_ctx, reserve if settings.fit_context else 0))
 
@@ -232,8 +226,7 @@ class OmniSIFTChatHandler:
                 llama.reset()
                 llama._ctx.kv_cache_clear()
                 raise
-        stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
-        return plan, stats, stops
+        return plan, stats, result
 
     @staticmethod
     def _reusable_prefix(llama, plan: Plan) -> int:

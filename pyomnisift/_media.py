@@ -1,48 +1,59 @@
-"""Media decoding with PyAV: video frames sampled and sized as Qwen2.5-Omni's processor does,
-audio as 16 kHz mono float32, images as RGB.
+"""Media decoding with PyAV: video frames sampled and sized as Qwen's own preprocessing
+(``qwen-omni-utils``, ``qwen_omni_utils.v2_5``) samples them, audio as 16 kHz mono float32 (whole or
+streamed in blocks), images as RGB. Every failure to read a file is a ModelFileError naming it.
 
-Frames are yielded lazily, so a long video is never held whole in memory.
+Frames and audio blocks are yielded lazily, so a long video is never held whole in memory.
+
+Video, in short (the rules themselves are in ``_video_sampling.py``):
+
+* ``probe_video`` counts the stream's frames by demuxing its packets (no decoding), as the
+  reference's default reader, decord, does (``VideoReader`` indexes every packet; ``len(vr)`` is
+  that count). A header that claims more frames or seconds than the stream holds, or fewer (a
+  Matroska/WebM/AVI duration or frame count that lies), therefore changes nothing. One exception:
+  mp4/mov index every sample in their header, so an mp4 holding fewer packets than its index lists
+  is a cut file (a partial download with its index first) and raises ModelFileError; decord fails
+  on it too (av_read_frame returns invalid data; the reference then tries torchvision's reader).
+  ``video_fps`` is the stream's average frame rate (``avg_frame_rate``, what decord's
+  ``get_avg_fps`` returns; the mp4 demuxer derives it from the sample table, others from the header
+  or the first frames).
+* Frames are chosen by index (display order), evenly over the stream, not by timestamp: with
+  variable frame rate the reference (decord) does exactly that, and so do we. Not checked here
+  (not installable without system FFmpeg libraries): torchcodec, which the reference prefers when
+  it is installed, also counts frames from a scan of the stream, but as we read its metadata code
+  takes the rate from the scanned timestamps (frames / (last end - first start)) where decord takes
+  ``avg_frame_rate``; the two can differ on variable-rate streams, and nframes with them.
+  torchvision's reader (the reference's last fallback, gone from torchvision 0.24 on) decoded
+  everything and took the header rate.
+* Rotation: a display matrix (phone videos) is applied, so frames reach the model upright, as
+  players show them and as the reference's decord does (it rotates by the stream's rotation, 90 /
+  180 / 270 degrees, and reports the rotated size; the size is then chosen from the rotated
+  height and width). Mirroring in the matrix and angles that are not right angles are ignored,
+  as decord ignores them. Sample aspect ratio is not applied (neither does the reference).
+* The reference's reader decodes the chosen frames only (it seeks); ``iter_video_frames`` seeks
+  to key frames likewise when that skips more than 32 frames, else decodes in order.
 """
 
 from __future__ import annotations
 
+import array
 import dataclasses
-import math
+import io
 import os
-from typing import Iterator
+import re
+import warnings
+from typing import Iterator, Optional
 
 import numpy as np
 
 from ._errors import ModelFileError
+from ._video_sampling import (  # noqa: F401  (re-exported: the pipeline uses these names)
+    FPS, FRAME_FACTOR, MAX_FRAMES, MIN_FRAMES, PATCH_FACTOR, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS,
+    frame_indices, frame_pixel_budget, model_seq_len, plan_sampling, smart_nframes, smart_resize,
+    video_total_pixels)
 
 SAMPLE_RATE = 16000
-PATCH_FACTOR = 28                   # vision patch 14 x spatial merge 2
-VIDEO_MIN_PIXELS = 128 * 28 * 28    # Qwen2.5-Omni processor's video size bounds
-VIDEO_MAX_PIXELS = 768 * 28 * 28
-FRAME_FACTOR = 2                    # frames come in pairs (temporal patch 2)
-MIN_FRAMES, MAX_FRAMES = 4, 768
-
-
-def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int,
-                 factor: int = PATCH_FACTOR) -> tuple[int, int]:
-    """Target (height, width): multiples of `factor`, area within [min_pixels, max_pixels], aspect
-    ratio kept as well as those allow. Same rule as the transformers Qwen2-VL processors, so that
-    libmtmd receives frames it does not need to resize again."""
-    if min(height, width) <= 0:
-        raise ValueError(f"image has no pixels ({width}x{height})")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio {width}x{height} is beyond 200:1")
-    h = round(height / factor) * factor
-    w = round(width / factor) * factor
-    if h * w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return h, w
+_SEEK_GAIN = 32              # frames a seek must skip to be worth it (threaded decoders restart slowly)
+_AUDIO_PROBE_PACKETS = 64     # packets of the audio track tried at probing before calling it undecodable
 
 
 def _name(source) -> str:
@@ -50,13 +61,25 @@ def _name(source) -> str:
 
 
 def _ready(source, what: str):
-    """A path that exists, or a binary file-like object rewound (one source may be read several times)."""
+    """A path that exists and is not empty, or a binary file-like object rewound (one source may be
+    read several times). A BytesIO (a data: URI) gets a reader of its own over the same bytes (no
+    copy), so that its audio and its frames can be streamed at the same time."""
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+        if not data:
+            raise ModelFileError(_name(source), f"is empty (0 bytes), not a {what} file")
+        return io.BytesIO(data)
     if hasattr(source, "read"):
+        source.seek(0, os.SEEK_END)
+        size = source.tell()
         source.seek(0)
-        return source
-    source = os.fspath(source)
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{what} not found: {source}")
+    else:
+        source = os.fspath(source)
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"{what} not found: {source}")
+        size = os.path.getsize(source) if os.path.isfile(source) else 1
+    if size == 0:
+        raise ModelFileError(_name(source), f"is empty (0 bytes), not a {what} file")
     return source
 
 
@@ -66,101 +89,391 @@ def _open(source, what: str):
     source = _ready(source, what)
     try:
         return av.open(source)
-    except (av.error.FFmpegError, ValueError) as e:
+    except (av.FFmpegError, ValueError, OSError) as e:
         raise ModelFileError(_name(source), f"cannot be decoded as {what}: {e}") from e
 
 
-@dataclasses.dataclass(frozen=True)
+def _video_stream(container, name: str):
+    """The video stream decord would read (FFmpeg's best), cover art (attached pictures) excluded."""
+    import av
+
+    streams = [s for s in container.streams.video
+               if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))]
+    if not streams:
+        art = " (only cover art)" if container.streams.video else ""
+        hint = "; pass it as input_audio" if container.streams.audio else ""
+        raise ModelFileError(name, f"has no video stream{art}{hint}")
+    try:
+        best = container.streams.best("video")
+    except Exception:   # noqa: BLE001 - any failure: fall back to the first stream
+        best = None
+    return best if best in streams else streams[0]
+
+
+def _upright_turns(rotation) -> int:
+    """Quarter turns counter-clockwise that make a frame upright, from PyAV's ``frame.rotation``
+    (the display matrix's counter-clockwise angle, in [-180, 180]); 0 for other angles."""
+    if not rotation:
+        return 0
+    q = round(rotation / 90)
+    return q % 4 if abs(rotation - 90 * q) < 1 else 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class VideoInfo:
+    """A video, probed: what the model will get from it, as ``qwen-omni-utils`` samples it.
+
+    The pipeline times each grid (pair of frames) as ``seconds_per_grid = 2 / sample_fps``, the
+    reference's ``second_per_grid_ts``."""
     path: str
-    duration: float        # seconds
-    n_frames: int          # frames in the stream
-    n_sampled: int         # frames sampled at the target fps (a multiple of 2)
-    height: int            # size after smart_resize
+    duration: float          # seconds of video: the packets' timestamps (first start to last end)
+    n_frames: int            # frames in the stream, counted by demuxing its packets (not the header)
+    n_sampled: int           # frames sampled (the reference's nframes, a multiple of 2)
+    height: int              # frame size for the model, upright, after smart_resize
     width: int
-    has_audio: bool
+    has_audio: bool          # an audio stream whose first packets decode
+    source_fps: float        # the stream's average frame rate (the reference's video_fps)
+    sample_fps: float        # n_sampled / n_frames * source_fps
+    frame_indices: np.ndarray  # int64 [n_sampled], read-only: indices into the stream's frames
+    max_pixels: float        # the per-frame pixel budget the size was chosen within
+    rotation: int            # degrees counter-clockwise applied to make frames upright: 0/90/180/270
+    source_height: int       # the stream's size as displayed (after rotation), before resizing
+    source_width: int
+    audio_error: Optional[str] = None   # set when an audio stream exists but cannot be decoded
+
+    @property
+    def seconds_per_grid(self) -> float:
+        return FRAME_FACTOR / self.sample_fps
+
+    @property
+    def n_grids(self) -> int:
+        return self.n_sampled // FRAME_FACTOR
 
 
-def probe_video(path, fps: float = 2.0, min_pixels: int = VIDEO_MIN_PIXELS,
-                max_pixels: int = VIDEO_MAX_PIXELS) -> VideoInfo:
-    with _open(path, "video") as c:
-        if not c.streams.video:
-            raise ModelFileError(_name(path), "has no video stream")
-        vs = c.streams.video[0]
-        rate = float(vs.average_rate or vs.guessed_rate or 0)
-        if vs.duration is not None and vs.time_base is not None:
-            duration = float(vs.duration * vs.time_base)
-        elif c.duration is not None:
-            duration = c.duration / 1e6
-        else:
-            duration = 0.0
-        n_frames = vs.frames or int(round(duration * rate))
-        if n_frames <= 0 or duration <= 0:
-            raise ModelFileError(_name(path), "video stream is empty")
-        h, w = smart_resize(vs.codec_context.height, vs.codec_context.width, min_pixels, max_pixels)
-        if n_frames < FRAME_FACTOR:
-            raise ModelFileError(_name(path), f"video has {n_frames} frame(s); at least {FRAME_FACTOR} are needed")
-        # The Qwen vision utilities' rule: duration x fps frames, at least 4, at most 768 and the
-        # stream's own count, rounded to whole pairs.
-        top = min(MAX_FRAMES, n_frames) // FRAME_FACTOR * FRAME_FACTOR
-        n_sampled = min(max(n_frames / rate * fps if rate > 0 else n_frames, MIN_FRAMES), top)
-        n_sampled = max(FRAME_FACTOR, round(n_sampled / FRAME_FACTOR) * FRAME_FACTOR)
-        return VideoInfo(_name(path), duration, n_frames, n_sampled, h, w, bool(c.streams.audio))
+def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
+                max_pixels: Optional[float] = VIDEO_MAX_PIXELS, *, min_frames: int = MIN_FRAMES,
+                max_frames: Optional[int] = None, total_pixels: Optional[float] = None) -> VideoInfo:
+    """Frame count, indices, sample fps and size of a video as ``qwen_omni_utils.v2_5.fetch_video``
+    gives them (its ``fps``, ``min_frames``, ``max_frames``, ``min_pixels``, ``max_pixels`` and
+    ``total_pixels`` keys; ``max_frames=None`` is its default ``min(768, frames)``, ``total_pixels=
+    None`` is ``MODEL_SEQ_LEN * 28 * 28 * 0.9`` from the environment, 128000 by default).
 
-
-def iter_video_frames(path, fps: float = 2.0, min_pixels: int = VIDEO_MIN_PIXELS,
-                      max_pixels: int = VIDEO_MAX_PIXELS) -> Iterator[np.ndarray]:
-    """Yields sampled frames as uint8 RGB [height, width, 3], resized with bicubic filtering.
-
-    Frame indices are spread evenly over the stream (linspace, rounded), the rule of the Qwen
-    vision utilities; the count is the duration times fps, rounded to a multiple of 2.
+    One pass over the file: every video packet is demuxed and counted (nothing is decoded but the
+    first frame, for its rotation and to fail early on an undecodable stream), and the first packets
+    of the audio track are decoded to tell whether it is usable (``has_audio``; ``audio_error`` says
+    why not). Raises ModelFileError naming the file: not a media file, empty, truncated or corrupt,
+    no video stream ("...; pass it as input_audio" when it has sound), fewer than 2 frames.
     """
+    import av
+
+    name = _name(path)
+    with _open(path, "video") as c:
+        vs = _video_stream(c, name)
+        aus = c.streams.audio[0] if c.streams.audio else None
+        audio_error = None
+        audio_ok = False
+        audio_packets = 0
+        count, first, first_pts, end_pts = 0, None, None, None
+        try:
+            for pkt in c.demux(*(s for s in (vs, aus) if s is not None)):
+                if pkt.stream is aus:
+                    if audio_ok or audio_error is not None:
+                        continue
+                    try:
+                        if pkt.size:
+                            audio_packets += 1
+                        if aus.decode(pkt if pkt.size else None):
+                            audio_ok = True
+                        elif audio_packets >= _AUDIO_PROBE_PACKETS:
+                            audio_error = f"no audio decoded from its first {audio_packets} packets"
+                    except (av.FFmpegError, ValueError, RuntimeError) as e:
+                        audio_error = f"its audio track cannot be decoded: {e}"
+                    continue
+                if not pkt.size:            # the demuxer's closing flush packet
+                    if first is None:
+                        first = _first_frame(vs, None, name)
+                    continue
+                count += 1
+                if pkt.pts is not None:
+                    first_pts = pkt.pts if first_pts is None else min(first_pts, pkt.pts)
+                    end = pkt.pts + (pkt.duration or 0)
+                    end_pts = end if end_pts is None else max(end_pts, end)
+                if first is None:
+                    first = _first_frame(vs, pkt, name)
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"video stream is corrupt or truncated after {count} frames: {e}") from e
+        if aus is not None and not audio_ok and audio_error is None:
+            audio_error = "its audio track holds no decodable audio"
+        if count == 0 or first is None:
+            raise ModelFileError(name, "video stream holds no decodable frame")
+        listed = vs.frames or 0
+        if listed > count and _indexed_container(c):
+            # mp4/mov list every sample in the moov atom: fewer packets than listed is a cut file
+            # (the reference's decord fails on it too: av_read_frame returns invalid data).
+            raise ModelFileError(name, f"is truncated: its index lists {listed} video frames, the file "
+                                 f"holds {count}")
+        rate = 0.0
+        for r in (vs.average_rate, vs.guessed_rate):
+            if r:
+                rate = float(r)
+                break
+        tb = float(vs.time_base) if vs.time_base else 0.0
+        duration = (end_pts - first_pts) * tb if end_pts is not None and tb else 0.0
+        if rate <= 0:   # the reference cannot sample such a stream (its rate is NaN); we use the timestamps
+            if duration <= 0:
+                raise ModelFileError(name, "video stream has neither a frame rate nor timestamps")
+            rate = count / duration
+        if duration <= 0:
+            duration = count / rate
+        turns = _upright_turns(first.rotation)
+        ch = vs.codec_context.height or first.height
+        cw = vs.codec_context.width or first.width
+        if turns % 2:
+            ch, cw = cw, ch
+        if count < FRAME_FACTOR:
+            raise ModelFileError(name, f"video has {count} frame(s); at least {FRAME_FACTOR} are needed")
+        try:
+            plan = plan_sampling(count, rate, ch, cw, fps=fps, min_frames=min_frames, max_frames=max_frames,
+                                 min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels)
+        except ValueError as e:
+            raise ModelFileError(name, f"cannot be sampled: {e}") from e
+        return VideoInfo(name, duration, count, plan.nframes, plan.height, plan.width, audio_ok, rate,
+                         plan.sample_fps, plan.frame_indices, plan.max_pixels, 90 * turns, ch, cw,
+                         audio_error)
+
+
+def _indexed_container(container) -> bool:
+    """Containers whose header indexes every sample (mp4, mov, m4a, 3gp): there a frame count above
+    the packets the file holds means the file was cut; elsewhere (avi, mkv, ...) the header's count
+    or duration is only a claim, and the packets win."""
+    return "mp4" in container.format.name or "mov" in container.format.name
+
+
+def _first_frame(stream, packet, name):
+    import av
+
+    try:
+        frames = stream.decode(packet)
+    except av.FFmpegError as e:
+        raise ModelFileError(name, f"video stream cannot be decoded: {e}") from e
+    return frames[0] if frames else None
+
+
+def iter_video_frames(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
+                      max_pixels: Optional[float] = VIDEO_MAX_PIXELS, *, min_frames: int = MIN_FRAMES,
+                      max_frames: Optional[int] = None, total_pixels: Optional[float] = None,
+                      info: Optional[VideoInfo] = None, seek: bool = True) -> Iterator[np.ndarray]:
+    """Yields the sampled frames (``info.frame_indices`` of ``probe_video``; pass `info` to skip
+    probing again) as uint8 RGB [height, width, 3], upright, resized with bicubic filtering; an
+    index repeats when the source has fewer frames than asked for.
+
+    With `seek` (the default), decoding jumps to the key frame before a wanted frame whenever
+    that skips more than 32 frames (decord seeks likewise), so a long video costs about a GOP per
+    sampled frame instead of every frame; frames are identified by their timestamps among the
+    stream's packets. Where that cannot be done exactly (packets without timestamps, duplicate
+    timestamps, a seek that lands past the frame), it falls back to decoding every frame in order,
+    which `seek=False` asks for outright; both give the same frames.
+
+    Should the decoder give fewer frames than the stream has packets (corrupt packets it drops),
+    the last good frame stands in for the missing ones, as decord substitutes it, with a warning.
+    A decoding error is a ModelFileError naming the file.
+    """
+    if info is None:
+        info = probe_video(path, fps, min_pixels, max_pixels, min_frames=min_frames,
+                           max_frames=max_frames, total_pixels=total_pixels)
+    name = _name(path)
+    convert = _frame_converter(info)
+    done = 0
+    if seek:
+        try:
+            for frame in _iter_seeking(path, name, info, convert):
+                yield frame
+                done += 1
+            return
+        except _CannotSeek:
+            pass
+    for k, frame in enumerate(_iter_in_order(path, name, info, convert)):
+        if k >= done:
+            yield frame
+
+
+def _frame_converter(info: VideoInfo):
     from PIL import Image
 
-    info = probe_video(path, fps, min_pixels, max_pixels)
-    wanted = np.round(np.linspace(0, info.n_frames - 1, info.n_sampled)).astype(np.int64)
+    turns = info.rotation // 90
+    # Resize to the pre-rotation shape, then turn (cheaper than turning the full-size frame).
+    size = (info.height, info.width) if turns % 2 else (info.width, info.height)
+    transpose = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+    def convert(frame) -> np.ndarray:
+        img = frame.to_image().resize(size, Image.BICUBIC)
+        if turns:
+            img = img.transpose(transpose[turns])
+        return np.asarray(img, dtype=np.uint8)
+    return convert
+
+
+class _CannotSeek(Exception):
+    pass
+
+
+def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
+    """The sampled frames, seeking to key frames; raises _CannotSeek (before or after yielding some)
+    where frames cannot be told apart by timestamp."""
+    import av
+
+    wanted = info.frame_indices
     with _open(path, "video") as c:
-        stream = c.streams.video[0]
+        vs = _video_stream(c, name)
+        pts, keys = array.array("q"), array.array("q")    # compact: 8 bytes a frame
+        try:
+            for pkt in c.demux(vs):
+                if not pkt.size:
+                    continue
+                if pkt.pts is None:
+                    raise _CannotSeek
+                if pkt.is_keyframe:
+                    keys.append(pkt.pts)
+                pts.append(pkt.pts)
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"video stream is corrupt or truncated: {e}") from e
+        in_order = np.sort(np.frombuffer(pts, np.int64))
+        del pts
+        if len(in_order) != info.n_frames or np.any(np.diff(in_order) == 0) or not len(keys):
+            raise _CannotSeek
+        key_at = np.sort(np.searchsorted(in_order, np.frombuffer(keys, np.int64)))  # key frames, display order
+
+        def index_of(p):
+            i = int(np.searchsorted(in_order, p)) if p is not None else len(in_order)
+            return i if i < len(in_order) and in_order[i] == p else None
+        vs.thread_type = "AUTO"
+        frames, pos, prev, last = None, 0, None, None
+        try:
+            for t in wanted:
+                t = int(t)
+                if t != prev:
+                    k = int(key_at[np.searchsorted(key_at, t, side="right") - 1]) if key_at[0] <= t else 0
+                    if frames is None or k > pos + _SEEK_GAIN:
+                        c.seek(int(in_order[k]), stream=vs, backward=True, any_frame=False)
+                        vs.codec_context.flush_buffers()
+                        frames = (f for packet in c.demux(vs) for f in packet.decode())
+                    for frame in frames:
+                        idx = index_of(frame.pts)
+                        if idx is None or idx > t:
+                            raise _CannotSeek
+                        pos = idx + 1
+                        if idx == t:
+                            last = convert(frame)
+                            break
+                    else:
+                        raise _CannotSeek    # the stream ended early: the in-order path handles it
+                    prev = t
+                yield last
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"video cannot be decoded near frame {prev} of {info.n_frames}: {e}") from e
+
+
+def _iter_in_order(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
+    """The sampled frames, decoding every frame of the stream in order."""
+    import av
+
+    wanted = info.frame_indices
+    n = len(wanted)
+    j, i, last = 0, -1, None
+    with _open(path, "video") as c:
+        stream = _video_stream(c, name)
         stream.thread_type = "AUTO"
-        j = 0
-        for i, frame in enumerate(c.decode(stream)):
-            while j < len(wanted) and wanted[j] == i:   # an index may repeat when fps > source rate
-                img = frame.to_image().resize((info.width, info.height), Image.BICUBIC)
-                yield np.asarray(img, dtype=np.uint8)
-                j += 1
-            if j == len(wanted):
-                return
-        # Streams whose header over-counts frames: repeat the last frame so pairs stay whole.
-        if j < len(wanted) and j > 0:
-            for _ in range(len(wanted) - j):
-                yield np.asarray(img, dtype=np.uint8)
+        try:
+            for i, frame in enumerate(c.decode(stream)):
+                if wanted[j] != i:
+                    continue
+                last = convert(frame)
+                while j < n and wanted[j] == i:
+                    yield last
+                    j += 1
+                if j == n:
+                    return
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"video cannot be decoded at frame {i + 2} of {info.n_frames}: {e}") from e
+    if last is None:
+        raise ModelFileError(name, "no video frame could be decoded")
+    warnings.warn(f"{name}: the decoder gave {i + 1} frames of the {info.n_frames} packets; the last "
+                  f"decoded frame stands in for the {n - j} sampled frame(s) past it", RuntimeWarning,
+                  stacklevel=3)
+    for _ in range(n - j):
+        yield last
+
+
+def _resampled_blocks(path, sample_rate: int) -> Iterator[np.ndarray]:
+    """The first audio stream, decoded and resampled to mono float32, in the resampler's own blocks."""
+    import av
+
+    name = _name(path)
+    with _open(path, "audio") as c:
+        if not c.streams.audio:
+            raise ModelFileError(name, "has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        try:
+            for frame in c.decode(c.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().reshape(-1)
+        except av.FFmpegError as e:
+            raise ModelFileError(name, f"audio cannot be decoded: {e}") from e
 
 
 def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The first audio stream of a file (audio or video), as mono float32 at `sample_rate`."""
-    import av
+    parts = list(_resampled_blocks(path, sample_rate))
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
-    with _open(path, "audio") as c:
-        if not c.streams.audio:
-            raise ModelFileError(_name(path), "has no audio stream")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        parts = []
-        for frame in c.decode(c.streams.audio[0]):
-            for out in resampler.resample(frame):
-                parts.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            parts.append(out.to_ndarray().reshape(-1))
-    pcm = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-    return pcm
+
+def iter_audio(path, block_samples: int, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """``read_audio(path)`` in consecutive float32 blocks of `block_samples` (the last one shorter,
+    never empty): the same decoder and resampler in one pass, so the blocks concatenated equal
+    ``read_audio`` exactly, and memory is a block whatever the length."""
+    if block_samples <= 0:
+        raise ValueError(f"block_samples must be positive, got {block_samples}")
+    buf = np.empty(block_samples, np.float32)
+    fill = 0
+    for part in _resampled_blocks(path, sample_rate):
+        while len(part):
+            take = min(block_samples - fill, len(part))
+            buf[fill:fill + take] = part[:take]
+            fill += take
+            part = part[take:]
+            if fill == block_samples:
+                yield buf.copy()
+                fill = 0
+    if fill:
+        yield buf[:fill].copy()
+
+
+def count_audio_samples(path, sample_rate: int = SAMPLE_RATE) -> int:
+    """``len(read_audio(path))`` by a streaming pass (decoded and resampled, nothing held)."""
+    return sum(len(part) for part in _resampled_blocks(path, sample_rate))
+
+
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 def read_image(path) -> np.ndarray:
-    """An image file as uint8 RGB [height, width, 3]."""
+    """An image file as uint8 RGB [height, width, 3]. An image over PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, 179 MP by default) is a ModelFileError naming the file and
+    its pixel count; raise that limit to read it anyway."""
     from PIL import Image, UnidentifiedImageError
 
+    name = _name(path)
     path = _ready(path, "image")
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ModelFileError(_name(path), f"is not an image PIL can read: {e}") from e
+    except Image.DecompressionBombError as e:
+        m = _BOMB_PIXELS.search(str(e))
+        count = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise ModelFileError(name, f"has {count}, over PIL's decompression-bomb limit of "
+                             f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} (2 x PIL.Image.MAX_IMAGE_PIXELS): "
+                             "not decoded") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ModelFileError(name, f"is not an image PIL can read: {e}") from e

@@ -150,7 +150,7 @@ class Planner:
 
     def __init__(self, *, tokenize: Callable[[str, bool], list], uses_mrope: bool, vision, audio,
                  audio_windowed: bool, head_id: str = ""):
-        self.tokenize = tokenize            # (text, first piece?) -> token ids
+        self.tokenize = tokenize            # (text, add_bos) -> token ids
         self.uses_mrope = uses_mrope
         self.vision = vision                # MtmdEncoder or None
         self.audio = audio                  # AudioTower / MtmdEncoder (encode_audio) or None
@@ -266,9 +266,9 @@ class Planner:
 
     # --- the plan
 
-    def plan(self, prompt: Prompt, settings: Settings, probes: Optional[list] = None) -> Plan:
+    def plan(self, prompt: Prompt, settings: Settings, probes: Optional[list] = None, add_bos: bool = True) -> Plan:
         probes = probes if probes is not None else [self.probe(item, settings) for item in prompt.media]
-        texts = [self.tokenize(piece, i == 0) for i, piece in enumerate(prompt.pieces)]
+        texts = [self.tokenize(piece, add_bos and i == 0) for i, piece in enumerate(prompt.pieces)]
         if not texts[-1]:
             raise ValueError("the prompt must end with text (the chat template's assistant turn)")
         segments, ids, pos, cells = [], [], 0, 0
@@ -311,15 +311,15 @@ class Planner:
         text(texts[-1])
         return Plan(segments, ids, cells, settings)
 
-    def fit(self, prompt: Prompt, settings: Settings, probes: list, budget: int) -> Plan:
+    def fit(self, prompt: Prompt, settings: Settings, probes: list, budget: int, add_bos: bool = True) -> Plan:
         """The plan at these settings, or with video, then audio retention lowered in steps of 0.01
         until it takes at most `budget` cells (settings.fit_context)."""
-        plan = self.plan(prompt, settings, probes)
+        plan = self.plan(prompt, settings, probes, add_bos)
         steps = [("video_retention", 0.01), ("audio_retention", 0.0)]
         for name, floor in steps:
             while plan.n_cells > budget and getattr(plan.settings, name) > floor + 1e-9:
                 value = max(floor, round(getattr(plan.settings, name) - 0.01, 2))
-                plan = self.plan(prompt, dataclasses.replace(plan.settings, **{name: value}), probes)
+                plan = self.plan(prompt, dataclasses.replace(plan.settings, **{name: value}), probes, add_bos)
         return plan
 
 

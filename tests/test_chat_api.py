@@ -311,3 +311,31 @@ def test_response_format_json(omni):
         assert isinstance(json.loads(content)["a"], int)
     else:   # random weights may not close the object within 24 tokens: what came is JSON's start
         assert content.lstrip().startswith("{")
+
+
+def test_failure_mid_prompt_leaves_no_trace(omni, assets):
+    """An encoder failing halfway through a video (after rows were decoded): the error reaches the
+    caller, and the next request answers as a fresh context does."""
+    msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
+    clear(omni)
+    fresh = omni.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
+    clear(omni)
+    omni.create_chat_completion(TEXT_MSGS, max_tokens=2)   # something in the context before
+    vision = omni.chat_handler.vision
+    original, calls = vision.encode, []
+
+    def failing(frames):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("encoder failed")
+        return original(frames)
+
+    vision.encode = failing
+    try:
+        with pytest.raises(RuntimeError, match="encoder failed"):
+            omni.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
+    finally:
+        del vision.encode
+    again = omni.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
+    assert again["choices"][0]["message"] == fresh["choices"][0]["message"]
+    assert again["usage"]["omnisift"]["media_reused"] == 0

@@ -465,3 +465,40 @@ def test_video_fps_other_than_2(results, reference, processor, thinker, case):
               f"cosine {cos:.9f}; with llama.cpp's mask {pos_max:.2e}, cosine {pos_cos:.9f}")
     print("\n" + report)
     assert pos_max < MAX_ABS and pos_cos > MIN_COS, report
+
+
+@pytest.mark.parametrize("video_retention", [0.33, 0.23])
+def test_compressed_decode_matches_reference_on_kept_rows(ours, processor, media, thinker, video_retention):
+    """Compression on (a video without sound at the paper's 35% and 25% video settings): the
+    transformers thinker given the same kept rows as inputs_embeds at their original position ids,
+    the text embedded by its own table and its own causal mask over the compressed sequence, gives
+    our last logits. (Without sound, llama.cpp's position-order mask is that causal mask.)"""
+    import torch
+
+    rec = Recorder(ours, processor.tokenizer)
+    clear(ours)
+    try:
+        out = ours.prefill([{"role": "user", "content": [_openai_part("video", media["video"]),
+                                                         {"type": "text", "text": QUESTION}]}],
+                           video_retention=video_retention, on_unit=rec.on_unit)
+    finally:
+        rec.close()
+    ours_logits = ours.logits()
+    st = out["omnisift"]["video"]
+    assert st["tokens_kept"] < 0.4 * st["tokens_in"]
+    positions = rec.positions
+    visible = H.position_order_mask(positions)
+    assert (visible == np.tril(np.ones_like(visible))).all()
+    table = thinker.get_input_embeddings()
+    with torch.no_grad():
+        pieces = [table(torch.tensor(data, dtype=torch.long)) if kind == "tokens" else torch.from_numpy(data)
+                  for kind, data, _ in rec.calls]
+        embeds = torch.cat(pieces).float()[None]
+        assert embeds.shape[1] == out["prompt_tokens"] == positions.shape[1]
+        hidden = thinker.model(inputs_embeds=embeds, position_ids=torch.from_numpy(positions.astype(np.int64))[:, None, :],
+                               attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long), use_cache=False)
+        ref = thinker.lm_head(hidden.last_hidden_state[0, -1]).numpy()
+    max_abs, cos = agreement(ours_logits, ref)
+    print(f"\nvideo at video_retention {video_retention}: {embeds.shape[1]} of "
+          f"{st['tokens_in'] + embeds.shape[1] - st['tokens_kept']} tokens, max abs diff {max_abs:.2e}, cosine {cos:.9f}")
+    assert max_abs < MAX_ABS and cos > MIN_COS, f"max abs diff {max_abs:.2e}, cosine {cos:.9f}"

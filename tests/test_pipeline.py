@@ -193,6 +193,24 @@ def test_decoded_rows_are_what_sift_keeps(omni, assets, video_ret, audio_ret, se
     assert st["audio"]["padding_avoided"] == 750 - 251
 
 
+@pytest.mark.parametrize("fps", [1.0, 3.0])
+def test_units_pair_grids_as_sift_does_at_any_fps(omni, assets, fps):
+    """At 1 fps a 2-s chunk of the reference holds one grid, at 3 fps three: the units still pair
+    grids two by two in time (sift's chunks), with the audio of their seconds, so unit-by-unit
+    compression equals sift on the whole sequence."""
+    clear(omni)
+    out, (rows, modality, positions, keep) = collect_units(
+        omni.prefill, user(video(assets["test-3.mp4"]), text("What happens?")),
+        video_retention=0.3, audio_retention=0.5, video_fps=fps)
+    n_grids = len(np.unique(positions[0, modality == S.MODALITY_VIDEO]))
+    assert n_grids == int(10 * fps) // 2
+    mask = pyomnisift.sift(rows, modality, positions, video_retention=0.3, audio_retention=0.5,
+                           engine=omni.chat_handler.engine)
+    np.testing.assert_array_equal(keep, mask)
+    # every chunk with surviving video pruned its audio: none of the 251 audio tokens escaped
+    assert out["omnisift"]["audio"]["tokens_kept"] < 0.6 * 251
+
+
 def test_compression_shrinks_the_prompt_and_changes_logits(omni, assets):
     msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
     clear(omni)

@@ -124,8 +124,8 @@ def test_openai_client_video_data_uri(server, media_dir):
 
 
 def test_h264_clip_as_data_uri(server, assets):
-    """test-3.mp4 (H.264 + AAC) as a data URI: its frames and its sound track are read by two
-    readers at once; the server spools the bytes to a file so they do not share one buffer."""
+    """test-3.mp4 (H.264 + AAC) as a data URI: its frames and its sound track are read from one
+    in-memory buffer at once (this failed before the media rework gave each reader its own position)."""
     r = post(server, {"messages": video_msg(data_uri(assets["test-3.mp4"], "video/mp4")), "max_tokens": 2,
                       "video_retention": 0.25})
     assert r.status_code == 200, r.text

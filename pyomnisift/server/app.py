@@ -10,7 +10,6 @@ or, with interrupt_requests (llama_cpp.server's setting, on by default), when an
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from typing import Optional
 
@@ -120,25 +119,19 @@ def _call_kwargs(body: OmniChatCompletionRequest, messages: list) -> dict:
 async def create_chat_completion(request: Request, body: OmniChatCompletionRequest,
                                  model: OmniModel = Depends(get_model)):
     settings: ServerSettings = request.app.state.server_settings
-    spool = tempfile.TemporaryDirectory(prefix="pyomnisift-media-")   # video data URIs as files, per request
+    messages = check_messages(body.messages, settings.allowed_media_dir)
+    kwargs = _call_kwargs(body, messages)
+    llama = model.llama
+    model.waiting += 1
     try:
-        messages = check_messages(body.messages, settings.allowed_media_dir, spool.name)
-        kwargs = _call_kwargs(body, messages)
-        llama = model.llama
-        model.waiting += 1
-        try:
-            await model.lock.acquire()
-        finally:
-            model.waiting -= 1
-    except BaseException:
-        spool.cleanup()
-        raise
+        await model.lock.acquire()
+    finally:
+        model.waiting -= 1
     if not body.stream:
         try:
             return await run_in_threadpool(lambda: llama.create_chat_completion(**kwargs))
         finally:
             model.lock.release()
-            spool.cleanup()
 
     # Streaming: bad input raises before the first chunk, so it is still a plain 4xx response.
     state = {"closed": False, "iterator": None, "chunks": 0, "end": "disconnect"}
@@ -154,7 +147,6 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
         finally:
             model.streams.append({"chunks": state["chunks"], "end": state["end"], "time": time.time()})
             model.lock.release()
-            spool.cleanup()
 
     _end = object()
     try:

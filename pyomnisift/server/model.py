@@ -76,9 +76,7 @@ def check_url(param: str, url: str, allowed_dir: Optional[str], spool_dir: Optio
 
 def check_messages(messages: list, allowed_dir: Optional[str], spool_dir: Optional[str] = None) -> list:
     """Plain dicts for Llama.create_chat_completion, every media reference checked. With spool_dir,
-    video data: URIs are handed to the model as files written there: the library reads a video's
-    frames on a thread while it reads its sound track, and two readers of one in-memory buffer
-    corrupt each other (H.264 clips fail with "Invalid data found when processing input")."""
+    video data: URIs are handed to the model as files written there (default: passed as they are)."""
     out = []
     for i, msg in enumerate(messages):
         m = msg.model_dump(exclude_none=True)
