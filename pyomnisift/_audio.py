@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _mel
+from . import _mel, _mel_stream
 from . import omnisift_cpp as C
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError
@@ -23,6 +23,10 @@ from ._model_info import check_pair, read_mmproj_info
 SAMPLE_RATE = _mel.SAMPLE_RATE
 WINDOW_SAMPLES = C.OMNISIFT_AUDIO_WINDOW_FRAMES * _mel.HOP   # 2 s
 ROWS_PER_WINDOW = 50
+# The streamed features are cut into the windows the library encodes independently: one size.
+if _mel_stream.WINDOW_FRAMES != C.OMNISIFT_AUDIO_WINDOW_FRAMES:
+    raise ImportError(f"libomnisift's audio window is {C.OMNISIFT_AUDIO_WINDOW_FRAMES} frames, "
+                      f"_mel_stream cuts {_mel_stream.WINDOW_FRAMES}")
 
 
 def n_tokens(n_samples: int) -> int:
@@ -122,6 +126,24 @@ class AudioTower:
         C.check(C.omnisift_audio_tower_encode(self.ptr, mel.ctypes.data_as(fptr), mel.shape[0],
                                               out.ctypes.data_as(fptr), n), "audio tower")
         return out
+
+    def encode_windows(self, features, first_window: int) -> np.ndarray:
+        """Rows of consecutive 2-s windows [first_window, ...) of a clip, from their features (a
+        step of ``_mel_stream.iter_window_features``): equal to rows [50 first_window, 50
+        first_window + len) of ``encode`` of the whole clip. The windows are independent (own
+        convolutions, positions from 0, attention inside the window), so this is the same function;
+        on the CPU backend the values are bitwise the same (tests/test_audio_stream.py).
+        first_window only places the rows (they start at row 50 first_window); it is checked."""
+        if isinstance(first_window, bool) or not isinstance(first_window, (int, np.integer)) or first_window < 0:
+            raise ValueError(f"first_window must be a window index >= 0, got {first_window!r}")
+        return self.encode_features(features)
+
+    def iter_encode(self, blocks, plan: "_mel_stream.AudioPlan", windows_per_step: int = 1):
+        """Pass 2 of a streamed clip (pass 1: ``plan = _mel_stream.scan(blocks)``): yields
+        (first_window, rows) per step of ``windows_per_step`` windows, rows being those of
+        ``encode(whole clip)`` from row 50 first_window on; memory is one step, not the clip."""
+        for first, features in _mel_stream.iter_window_features(blocks, plan, windows_per_step):
+            yield first, self.encode_windows(features, first)
 
     def close(self) -> None:
         if getattr(self, "_ptr", None):

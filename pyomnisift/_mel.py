@@ -28,15 +28,10 @@ _LOG_FLOOR = -10.0          # log10 of the 1e-10 clamp: the value of a silent fr
 
 
 def n_frames(n_samples: int) -> int:
-    """Mel frames the audio tower sees for a clip of n_samples (the extractor's attention mask)."""
+    """Mel frames the audio tower sees for a clip of n_samples (the extractor's attention mask).
+    Rows per clip are the tower's rule, read from the library: ``_audio.n_tokens``."""
     padded = max(n_samples, _PAD_TO)
     return min(-(-n_samples // HOP), padded // HOP)
-
-
-def n_tokens(n_samples: int) -> int:
-    """Audio tower output rows for a clip: conv stride 2, then average pooling by 2."""
-    after_conv = (n_frames(n_samples) - 1) // 2 + 1
-    return (after_conv - 2) // 2 + 1
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:

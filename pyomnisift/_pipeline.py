@@ -22,7 +22,8 @@ import numpy as np
 from . import _media, _sequence as S
 from . import omnisift_cpp as C
 from ._errors import ModelFileError
-from ._plan import MediaSegment, Plan, TextSegment
+from ._audio_stream import AudioRows
+from ._plan import AUDIO_BLOCK, MediaSegment, Plan, TextSegment
 from ._sift import sift
 from ._stats import Stats, UnitRecord
 
@@ -49,24 +50,31 @@ def units(seg: MediaSegment) -> list:
     return np.split(order, np.flatnonzero(np.diff(unit[order])) + 1)
 
 
-class _AudioRows:
-    """The audio rows of one media item, encoded when the units first ask for them."""
+class _PlannedRows:
+    """Rows a tower encoded whole at planning (libmtmd's 30-s windows), by range like AudioRows."""
 
-    def __init__(self, seg: MediaSegment, tower, stats: Stats):
-        self.seg, self.tower, self.stats = seg, tower, stats
-        self.rows = seg.probe.audio_rows
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
 
-    def take(self, a0: int, a1: int) -> np.ndarray:
-        if self.rows is None:
-            with self.stats.timer("media_decode"):
-                pcm = _media.read_audio(self.seg.item.source)
-            with self.stats.timer("encode"):
-                self.rows = self.tower.encode(pcm)
-            self.stats.encoder_calls["audio"] += 1
-            if len(self.rows) != self.seg.probe.n_audio:
-                raise ModelFileError(self.seg.item.label, f"its audio gave {len(self.rows)} rows, the plan "
-                                                          f"counted {self.seg.probe.n_audio}")
-        return self.rows[a0:a1]
+    def take(self, start: int, n: int) -> np.ndarray:
+        return self.rows[start:start + n]
+
+    def close(self) -> None:
+        pass
+
+
+class _CountingRows:
+    """AudioRows, counting the encoder steps it runs (usage["omnisift"]["encoder_calls"])."""
+
+    def __init__(self, rows: AudioRows, stats: Stats):
+        self.rows, self.stats = rows, stats
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        self.stats.encoder_calls["audio"] += 1
+        return self.rows.take(start, n)
+
+    def close(self) -> None:
+        self.rows.close()
 
 
 class Pipeline:
@@ -108,9 +116,13 @@ class Pipeline:
         if seg.probe.kind == "video":
             # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
             # unit is encoded and decoded; the queue bounds what is held to two units of frames.
-            frames = _prefetch(_media.iter_video_frames(seg.item.source, s.video_fps), depth=4)
-        if seg.probe.n_audio:
-            audio = _AudioRows(seg, self.audio, stats)
+            frames = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video), depth=4)
+        if seg.probe.audio_rows is not None:
+            audio = _PlannedRows(seg.probe.audio_rows)
+        elif seg.probe.n_audio:
+            # the track is read a second time, 2 s at a time, next to the frames it goes with
+            audio = _CountingRows(AudioRows(self.audio, _media.iter_audio(seg.item.source, AUDIO_BLOCK),
+                                            seg.probe.audio_plan), stats)
         try:
             all_units = units(seg)
             for done, rows_idx in enumerate(all_units):
@@ -134,6 +146,8 @@ class Pipeline:
         finally:
             if frames is not None:
                 frames.close()
+            if audio is not None:
+                audio.close()
         if seg.close_tokens:
             self._tokens(ctx, seg.close_tokens, seg.end - 1, stats)
         if not self.uses_mrope and self._next != seg.end:
@@ -171,7 +185,8 @@ class Pipeline:
         is_audio = mod == S.MODALITY_AUDIO
         if is_audio.any():
             a = src[is_audio]
-            out[is_audio] = audio.take(int(a.min()), int(a.max()) + 1)[a - a.min()]
+            with stats.timer("encode"):
+                out[is_audio] = audio.take(int(a.min()), int(a.max() - a.min()) + 1)[a - a.min()]
         return out
 
     # --- decoding at explicit positions

@@ -21,8 +21,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import _media, _sequence as S
+from . import _media, _mel_stream, _sequence as S
 from ._audio import n_tokens as audio_n_tokens
+from ._errors import ModelFileError
 from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Prompt
 from ._settings import Settings
 from ._sift import n_kept as sift_n_kept
@@ -30,6 +31,7 @@ from ._sift import n_kept as sift_n_kept
 IMAGE_MIN_PIXELS = 56 * 56          # the Qwen2-VL image processor's bounds
 IMAGE_MAX_PIXELS = 28 * 28 * 1280
 PLACEHOLDER_SPACE = 1 << 30          # placeholders are -1 .. -2**30: never a token id
+AUDIO_BLOCK = 32000                  # samples per block read from an audio track (2 s)
 
 
 @dataclasses.dataclass
@@ -64,6 +66,7 @@ class Probe:
     n_audio: int = 0                           # audio rows
     n_samples: int = 0                         # 16 kHz samples of the audio
     audio_rows: Optional[np.ndarray] = None    # towers that only encode whole clips (libmtmd's)
+    audio_plan: Optional[object] = None        # _mel_stream.AudioPlan: our windowed tower streams
     warnings: tuple = ()
 
 
@@ -180,12 +183,12 @@ class Planner:
     def _probe(self, item: MediaItem, settings: Settings) -> Probe:
         if item.kind == "audio":
             self._require_audio(item)
-            n_samples, rows = self._audio_cost(item.source)
+            n_samples, audio_plan, rows = self._audio_cost(item.source)
             n_audio = len(rows) if rows is not None else audio_n_tokens(n_samples)
             if n_audio == 0:
                 raise ValueError(f"{item.label}: audio of {n_samples / 16000:.3f} s is shorter than one "
                                  "audio token (40 ms)")
-            return Probe("audio", n_audio=n_audio, n_samples=n_samples, audio_rows=rows)
+            return Probe("audio", n_audio=n_audio, n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan)
         if self.vision is None or not self.vision.supports_vision:
             raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
         if item.kind == "image":
@@ -194,23 +197,27 @@ class Planner:
             return Probe("image", grid=(h // 28, w // 28))
         info = _media.probe_video(item.source, settings.video_fps)
         warnings: tuple = ()
-        n_samples, rows = 0, None
-        if info.has_audio and self.audio is not None:
+        n_samples, rows, audio_plan = 0, None, None
+        if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
+            warnings = (f"{item.label}: {info.audio_error}; the video is used without sound",)
+        elif info.has_audio and self.audio is not None:
             try:
-                n_samples, rows = self._audio_cost(item.source)
-            except _media.ModelFileError as e:  # no reason to refuse the video: it goes without sound
-                warnings = (f"{item.label}: its audio track cannot be decoded ({e.problem}); the video is "
-                            "used without sound",)
+                n_samples, audio_plan, rows = self._audio_cost(item.source)
+            except ModelFileError as e:   # the track breaks past its first packets
+                warnings = (f"{item.label}: {e.problem}; the video is used without sound",)
         n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
         return Probe("video", grid=(info.height // 28, info.width // 28), video=info, n_audio=n_audio,
-                     n_samples=n_samples, audio_rows=rows, warnings=warnings)
+                     n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings)
 
     def _audio_cost(self, source):
-        """(16 kHz samples, rows if the tower must encode the whole clip now else None)."""
+        """(16 kHz samples, AudioPlan, rows). Our windowed tower: one streaming pass gives the sample
+        count and the log-mel peak, nothing held (rows None). Towers that encode whole clips
+        (libmtmd's): the rows, now (plan None)."""
         if self.audio_windowed:
-            return _count_samples(source), None
+            plan = _mel_stream.scan(_media.iter_audio(source, AUDIO_BLOCK))
+            return plan.n_samples, plan, None
         pcm = _media.read_audio(source)
-        return len(pcm), (self.audio.encode_audio(pcm) if len(pcm) else None)
+        return len(pcm), None, (self.audio.encode_audio(pcm) if len(pcm) else None)
 
     def _require_audio(self, item: MediaItem) -> None:
         if self.audio is None:
@@ -235,14 +242,14 @@ class Planner:
 
     # --- layout
 
-    def _layout(self, probe: Probe, rows_start: int, fps: float) -> Layout:
+    def _layout(self, probe: Probe, rows_start: int) -> Layout:
         gh, gw = probe.grid
         if probe.kind == "image":
             return Layout.of(S.image_blocks(gh, gw, rows_start))
         if probe.kind == "audio":
             return Layout.of(S.audio_blocks(probe.n_audio, rows_start))
-        n_grids = probe.video.n_sampled // _media.FRAME_FACTOR
-        seconds_per_grid = _media.FRAME_FACTOR / _sample_fps(probe.video, fps)   # the reference's second_per_grid_ts
+        n_grids = probe.video.n_grids
+        seconds_per_grid = probe.video.seconds_per_grid   # the reference's second_per_grid_ts: 2 / sample fps
         if probe.n_audio:
             return Layout.of(S.video_with_audio_blocks(n_grids, gh, gw, probe.n_audio, rows_start, seconds_per_grid))
         return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid))
@@ -296,7 +303,7 @@ class Planner:
             text(tokens)
             start = pos
             rows_start = start + (1 if open_tokens else 0)
-            layout = self._layout(probe, rows_start, settings.video_fps)
+            layout = self._layout(probe, rows_start)
             n_kept, n_kept_video = self._kept(layout, settings)
             if self.uses_mrope:
                 end = S.end_position(layout.blocks, rows_start) + (1 if close_tokens else 0)
@@ -340,10 +347,3 @@ def overflow_message(plan: Plan, n_ctx: int, reserve: int) -> str:
     return msg
 
 
-def _sample_fps(info, fps: float) -> float:  # TODO(merge): VideoInfo.sample_fps from the media branch
-    return getattr(info, "sample_fps", None) or fps
-
-
-def _count_samples(source) -> int:  # TODO(merge): _media.count_audio_samples streams
-    counter = getattr(_media, "count_audio_samples", None)
-    return counter(source) if counter else len(_media.read_audio(source))

@@ -103,7 +103,7 @@ class Counter:
 
     def __init__(self, handler):
         self.calls = {"vision": 0, "audio": 0}
-        for name, obj, meth in (("vision", handler.vision, "encode"), ("audio", handler.audio, "encode")):
+        for name, obj, meth in (("vision", handler.vision, "encode"), ("audio", handler.audio, "encode_windows")):
             original = getattr(obj, meth)
 
             def wrapped(*a, _o=original, _n=name, **k):
@@ -111,7 +111,7 @@ class Counter:
                 return _o(*a, **k)
 
             setattr(obj, meth, wrapped)
-        self._restore = [(handler.vision, "encode"), (handler.audio, "encode")]
+        self._restore = [(handler.vision, "encode"), (handler.audio, "encode_windows")]
 
     def close(self):
         for obj, meth in self._restore:
@@ -124,15 +124,15 @@ def test_follow_up_reuses_the_video(omni, assets):
     try:
         turn1 = user(video(assets["test-3.mp4"]), text("What happens?"))
         first = omni.create_chat_completion(turn1, max_tokens=MAX, temperature=0.0)
-        assert counter.calls["vision"] == 10 and counter.calls["audio"] == 1
+        assert counter.calls["vision"] == 10 and counter.calls["audio"] == 6   # 10 s of audio: 6 windows
         turn2 = turn1 + [first["choices"][0]["message"], {"role": "user", "content": "And the sound?"}]
         second = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)
-        assert counter.calls == {"vision": 10, "audio": 1}          # nothing encoded again
+        assert counter.calls == {"vision": 10, "audio": 6}          # nothing encoded again
         st = second["usage"]["omnisift"]
         assert st["media_reused"] == 1 and st["media_cells_decoded"] == 0
         again = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)   # regenerate
         assert again["choices"][0]["message"] == second["choices"][0]["message"]
-        assert counter.calls == {"vision": 10, "audio": 1}
+        assert counter.calls == {"vision": 10, "audio": 6}
     finally:
         counter.close()
     clear(omni)   # the follow-up's answer is the one a fresh context gives the whole conversation

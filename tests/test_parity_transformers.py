@@ -95,6 +95,11 @@ def media(assets, tmp_path_factory):
     out["audio-2.6s"] = write_wav(d / "audio-2.6s.wav", speech[:41600])                 # a partial last window
     out["video"] = write_video(d / "video.mp4", seconds=4, with_audio=False)
     out["video+audio"] = write_video(d / "video+audio.mp4", seconds=4, with_audio=True)
+    # 1.5 s at 2 fps is 3 frames: clamped to the minimum of 4 (sample fps 2.67, 0.75 s a grid)
+    out["video-1.5s"] = write_video(d / "video-1.5s.mp4", seconds=1.5, with_audio=False)
+    out["video+audio-1.5s"] = write_video(d / "video+audio-1.5s.mp4", seconds=1.5, with_audio=True)
+    # a 1-fps source: 6 frames where 2 fps asks for 12, so the sample fps is 1 (2 s a grid)
+    out["video+audio-1fps-source"] = write_video(d / "video+audio-1fps.mp4", seconds=6, with_audio=True, fps=1)
     return out
 
 
@@ -107,7 +112,7 @@ def write_wav(path: Path, pcm: np.ndarray) -> Path:
     return path
 
 
-def write_video(path: Path, seconds: int, with_audio: bool, fps: int = 10, size=(392, 280)) -> Path:
+def write_video(path: Path, seconds: float, with_audio: bool, fps: int = 10, size=(392, 280)) -> Path:
     """A synthetic clip whose frames are a multiple of 28 inside the video bounds (392x280 = 140
     merged tokens a grid), so that our resize is the identity; optionally an AAC track (a chirp
     and noise)."""
@@ -120,7 +125,7 @@ def write_video(path: Path, seconds: int, with_audio: bool, fps: int = 10, size=
         vs = c.add_stream("mpeg4", rate=fps)
         vs.width, vs.height, vs.pix_fmt, vs.bit_rate = width, height, "yuv420p", 4_000_000
         aus = c.add_stream("aac", rate=16000, layout="mono") if with_audio else None
-        for i in range(seconds * fps):
+        for i in range(int(seconds * fps)):
             img = np.stack([(xx * 255 // width + 9 * i) % 256, (yy * 255 // height) % 256,
                             ((xx + yy + 13 * i) % 64) * 4], axis=-1).astype(np.uint8)
             x0 = (i * 11) % (width - 60)
@@ -130,7 +135,7 @@ def write_video(path: Path, seconds: int, with_audio: bool, fps: int = 10, size=
         for p in vs.encode():
             c.mux(p)
         if with_audio:
-            t = np.arange(seconds * 16000) / 16000
+            t = np.arange(int(seconds * 16000)) / 16000
             pcm = 0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t) + 0.05 * rng.standard_normal(len(t))
             frame = av.AudioFrame.from_ndarray(pcm.astype(np.float32)[None], format="flt", layout="mono")
             frame.sample_rate = 16000
@@ -211,8 +216,10 @@ def run_case(ours, processor, media, case: str, video_fps: float = 2.0):
             kw["audio"] = [_media.read_audio(path)]
         else:
             kw["videos"] = [np.stack(list(_media.iter_video_frames(path, video_fps)))]
-            kw["video_fps"] = video_fps
-            if case == "video+audio":
+            # the reference's processor is given the fps frames were really sampled at
+            # (process_mm_info's video_sample_fps): the asked fps unless the frame count was clamped
+            kw["video_fps"] = _media.probe_video(path, video_fps).sample_fps
+            if "+audio" in case:
                 kw["audio"] = [_media.read_audio(path)]
                 kw["audio_in_video"] = True
     parts.append({"type": "text", "text": QUESTION})
@@ -502,3 +509,23 @@ def test_compressed_decode_matches_reference_on_kept_rows(ours, processor, media
     print(f"\nvideo at video_retention {video_retention}: {embeds.shape[1]} of "
           f"{st['tokens_in'] + embeds.shape[1] - st['tokens_kept']} tokens, max abs diff {max_abs:.2e}, cosine {cos:.9f}")
     assert max_abs < MAX_ABS and cos > MIN_COS, f"max abs diff {max_abs:.2e}, cosine {cos:.9f}"
+
+
+@pytest.mark.parametrize("case,second_per_grid", [("video-1.5s", 0.75), ("video+audio-1.5s", 0.75),
+                                                  ("video+audio-1fps-source", 2.0)])
+def test_clamped_frame_count(results, reference, processor, thinker, case, second_per_grid):
+    """Frame counts clamped: a clip shorter than 4 frames at the asked fps (both sides sample 4
+    frames: sample fps 2.67, a grid covers 0.75 s), a source slower than the asked fps (all its
+    frames: sample fps 1, 2 s a grid) (second_per_grid_ts = 2 / sample fps); positions identical,
+    logits within parity (with sound: against the reference given llama.cpp's mask, as above)."""
+    ids, positions, logits, inputs = results(case)
+    np.testing.assert_allclose(inputs["video_second_per_grid"].numpy(), [second_per_grid], rtol=1e-6)
+    assert ids.tolist() == inputs["input_ids"][0].tolist()
+    np.testing.assert_array_equal(positions, H.rope_index(thinker, inputs))
+    if case == "video-1.5s":
+        max_abs, cos = agreement(logits, reference(case))
+    else:
+        media_ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in TOKEN_OF.values()]
+        max_abs, cos = agreement(logits, H.last_logits(thinker, inputs, llama_cpp_mask(ids, positions, media_ids)))
+    print(f"\n{case}: {len(ids)} tokens, max abs diff {max_abs:.2e}, cosine {cos:.9f}")
+    assert max_abs < MAX_ABS and cos > MIN_COS, f"{case}: max abs diff {max_abs:.2e}, cosine {cos:.9f}"

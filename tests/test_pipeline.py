@@ -284,6 +284,17 @@ def test_video_with_audio_track(omni, tmp_path):
     assert st["video"]["tokens_in"] == 4 * 14 * 10 and 98 <= st["audio"]["tokens_in"] <= 102
 
 
+def test_low_fps_prunes_all_the_audio(omni, tmp_path):
+    """Regression: at video_fps=1 grids were timed as if sampled at 2 fps, so the audio of the later
+    seconds fell into chunks without video and was never pruned (101 of 151 kept at 0.5)."""
+    clip = write_video(tmp_path / "six.mp4", 6.0)
+    st = omni.prefill(user(video(clip), text("?")), video_fps=1.0, video_retention=0.5, audio_retention=0.5)["omnisift"]
+    n = st["audio"]["tokens_in"]
+    assert 148 <= n <= 152
+    # two units: grids 0-1 with the audio of seconds 0-4, grid 2 with the rest; each keeps half
+    assert st["audio"]["tokens_kept"] == (100 - 50) + (n - 100) - (n - 100) // 2
+
+
 def test_audio_shorter_than_a_token(omni, tmp_path):
     import wave
 
