@@ -17,6 +17,9 @@ LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece \
                qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0 scipy huggingface_hub
 REFERENCE_TORCHVISION := torchvision==0.28.0
+# The [server] extra (pyomnisift serve) and what the tests drive it with; tqdm for progress bars.
+SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings
+TEST_DEPS   := pytest hypothesis openai httpx
 
 .PHONY: setup install demo test test-python test-cpp clean
 
@@ -24,7 +27,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "scikit-build-core>=0.10" ninja "$(LLAMA_CPP_PYTHON)"
-	$(PIP) install -q numpy gguf av pytest hypothesis pillow
+	$(PIP) install -q numpy gguf av pillow tqdm $(SERVER_DEPS) $(TEST_DEPS)
 	touch $@
 
 $(VENV)/.parity: $(VENV)/.deps
@@ -35,11 +38,14 @@ $(VENV)/.parity: $(VENV)/.deps
 setup: $(VENV)/.deps
 
 # Reinstalled on every run (an incremental CMake build under build/): cheap, and never stale.
+# tools/ (development-only model and media generators, not part of the package) goes on the venv's
+# path through a .pth file, so that tests, bench/ and `pyomnisift demo` import them by name.
 install: $(VENV)/.deps
 	$(PIP) install -q --no-build-isolation --no-deps .
+	echo "$(abspath tools)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pyomnisift-dev-tools.pth"
 
 demo: install
-	$(PY) scripts/demo.py
+	$(VENV)/bin/pyomnisift demo
 
 test: test-python test-cpp
 
@@ -52,7 +58,7 @@ test-cpp: install
 	cmake -S . -B build/asan -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
 	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
 	cmake --build build/asan -j2
-	$(PY) scripts/make_tiny_model.py --out build/tiny-model
+	$(PY) tools/make_tiny_model.py --out build/tiny-model
 	OMNISIFT_TINY_LLM=$(abspath build/tiny-model/omni-tiny-llm.gguf) ctest --test-dir build/asan --output-on-failure
 
 clean:

@@ -126,7 +126,7 @@ enum omnisift_audio_selector {
     OMNISIFT_AUDIO_SELECTOR_RANDOM = 3,
 };
 
-// A learned audio selector head, read from a GGUF written by scripts/convert_sift_head.py. Its
+// A learned audio selector head, read from a GGUF written by pyomnisift convert-head. Its
 // weights live on the device of the engine it was loaded with, and it can only be used with that engine.
 typedef struct omnisift_head omnisift_head;
 

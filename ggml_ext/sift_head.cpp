@@ -44,7 +44,7 @@ sift_head::sift_head(const std::string & path, ggml_backend_t backend) {
         if (arch < 0 || gguf_get_kv_type(g.get(), arch) != GGUF_TYPE_STRING ||
             std::string(gguf_get_val_str(g.get(), arch)) != "omnisift-head") {
             bad_file(path, "not an OmniSIFT head (general.architecture is not \"omnisift-head\"; "
-                           "convert the checkpoint with scripts/convert_sift_head.py)");
+                           "convert the checkpoint with pyomnisift convert-head)");
         }
         w_.n_embd = get_u32(g.get(), path, "omnisift.n_embd");
         w_.hidden = get_u32(g.get(), path, "omnisift.hidden");

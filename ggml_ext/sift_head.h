@@ -1,5 +1,5 @@
 // The learned audio selector of OmniSIFT (the paper's VGAS) as loaded from a head GGUF written by
-// scripts/convert_sift_head.py: weights in one backend buffer on the engine's device.
+// pyomnisift convert-head: weights in one backend buffer on the engine's device.
 //
 // File format: general.architecture = "omnisift-head"; u32 keys omnisift.n_embd (D, the LLM width),
 // omnisift.hidden (attention width, 512 in OmniSIFT-7B), omnisift.n_head (8), omnisift.score_hidden

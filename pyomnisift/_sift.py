@@ -22,7 +22,7 @@ AUDIO_SELECTORS = {
 
 
 class SiftHead:
-    """The learned audio selector (VGAS) loaded from a GGUF written by ``scripts/convert_sift_head.py``.
+    """The learned audio selector (VGAS) loaded from a GGUF written by ``pyomnisift convert-head``.
 
     Its weights live on ``engine``'s device; it can only be used with that engine.
     """
@@ -147,7 +147,7 @@ def sift(embeddings, modality, positions, *, video_retention: float = 1.0, audio
     if sift_head is not None and not isinstance(sift_head, (str, os.PathLike, SiftHead)):
         raise TypeError(f"sift_head must be a path or a SiftHead, got {type(sift_head).__name__}")
     if audio_selector == "vgas" and sift_head is None:
-        raise ValueError('audio_selector="vgas" needs sift_head (a head GGUF from scripts/convert_sift_head.py)')
+        raise ValueError('audio_selector="vgas" needs sift_head (a head GGUF from pyomnisift convert-head)')
 
     head = None
     if audio_selector == "vgas":

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fetch_assets import default_cache_dir, ensure_assets, sha256_of  # noqa: E402
-import make_tiny_model  # noqa: E402
+# tools/ (the development-only generators) is on the path through pytest's `pythonpath` option
+# (pyproject.toml) and, in the Makefile's .venv, a .pth file.
+from fetch_assets import default_cache_dir, ensure_assets, sha256_of
+import make_tiny_model
 
 TINY_SEED = 0
 

@@ -1,5 +1,5 @@
 """The omni pipeline against transformers (notes/parity.md): the tiny random Qwen2.5-Omni thinker of
-scripts/make_hf_tiny_omni.py, converted by llama.cpp's own converter (f32 files, f32 KV cache, no
+tools/make_hf_tiny_omni.py, converted by llama.cpp's own converter (f32 files, f32 KV cache, no
 flash attention) against the same thinker in transformers, float32, eager attention.
 
 For text, an image, audio alone, video without sound and video with its sound, the prompt goes
@@ -21,7 +21,6 @@ token) omnisift_decode_embd gives, by starting a batch where (t, h, w) goes down
 from __future__ import annotations
 
 import fractions
-import sys
 import wave
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import transformers  # noqa: F401,E402
 import pyomnisift  # noqa: E402
 from pyomnisift import _media, _sequence as S  # noqa: E402
 
-import hf_reference as H  # noqa: E402
+import hf_reference as H  # noqa: E402  (tests/ is on the path: pytest's rootdir conftest)
 from decode_helpers import clear, decode_rows, decode_tokens  # noqa: E402
 
 # parity.md, f32 files: max abs diff about 1e-3, cosine > 0.99999 (2e-3 as in test_audio_tower.py).

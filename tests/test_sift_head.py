@@ -1,10 +1,9 @@
-"""The learned audio selector (vgas): scripts/convert_sift_head.py round trips, GGUF head loading and
+"""The learned audio selector (vgas): pyomnisift convert-head round trips, GGUF head loading and
 validation, and scores within 1e-4 of the PyTorch module (nn.MultiheadAttention) with the same weights."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import pathlib
 
@@ -18,10 +17,7 @@ import pyomnisift  # noqa: E402
 import sift_reference as ref  # noqa: E402
 from test_sift import Seq, assert_matches_reference  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "convert_sift_head", pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_sift_head.py")
-conv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(conv)
+from pyomnisift import convert_head as conv  # noqa: E402
 
 D = 48
 

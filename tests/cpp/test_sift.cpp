@@ -16,7 +16,7 @@
 #include <vector>
 
 
-// A head GGUF as scripts/convert_sift_head.py writes it, with small deterministic weights; when
+// A head GGUF as pyomnisift convert-head writes it, with small deterministic weights; when
 // truncate_by > 0 the file is cut short by that many bytes.
 static std::string write_head(const char * tag, int64_t d, long truncate_by = 0) {
     const int64_t h = 16, nh = 8, s = 8;

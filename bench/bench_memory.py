@@ -1,6 +1,6 @@
 """Peak memory of one prompt against the length of its video: 1, 10 and 60 minutes with sound.
 
-    python scripts/bench_memory.py [--minutes 1 10 60] [--retention 0.33 0.6]
+    python bench/bench_memory.py [--minutes 1 10 60] [--retention 0.33 0.6]
 
 Each length runs in a fresh child process (its own peak RSS) on the tiny model pair with flash
 attention (without it llama.cpp materialises the attention scores, which grow with the context; the weights'
@@ -127,5 +127,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

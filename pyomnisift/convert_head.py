@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Converts the learned audio selector (VGAS) of an OmniSIFT checkpoint to the small GGUF that
 pyomnisift loads (pyomnisift.SiftHead, omnisift_head_load).
 
-    python scripts/convert_sift_head.py INPUT OUTPUT.gguf [--n-head 8]
+    pyomnisift convert-head INPUT OUTPUT.gguf [--n-head 8]
 
 INPUT: a safetensors file, a PyTorch state dict (.pt / .pth / .bin), or a sharded Hugging Face
 checkpoint directory (model.safetensors.index.json or pytorch_model.bin.index.json; only the shards
@@ -78,7 +77,11 @@ def _read_sharded(directory: pathlib.Path) -> dict:
         if index.is_file():
             break
     else:
-        raise ConversionError(f"{directory}: no model.safetensors.index.json or pytorch_model.bin.index.json")
+        for single in ("model.safetensors", "pytorch_model.bin"):     # an unsharded save_pretrained
+            if (directory / single).is_file():
+                path = directory / single
+                return _read_safetensors(path) if single.endswith(".safetensors") else _read_torch(path)
+        raise ConversionError(f"{directory}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
     weight_map = json.loads(index.read_text()).get("weight_map")
     if not isinstance(weight_map, dict):
         raise ConversionError(f"{index}: no weight_map")
@@ -171,12 +174,13 @@ def convert(input_path, output_path, n_head: int = 8) -> dict:
     return dims
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("input", help="safetensors file, torch state dict, or sharded HF checkpoint directory")
     ap.add_argument("output", help="the head GGUF to write")
     ap.add_argument("--n-head", type=int, default=8, help="attention heads of the selector (8 in OmniSIFT)")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     try:
         dims = convert(args.input, args.output, args.n_head)
     except ConversionError as e:
@@ -184,6 +188,12 @@ def main(argv=None) -> int:
         return 1
     print(f"wrote {args.output}: " + ", ".join(f"{k} = {v}" for k, v in dims.items()))
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pyomnisift convert-head", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ media (an image, a speech clip, a video with an audio track). PyPI is the only
 registry reachable from the build machines, so the sdist is the one source for
 them. Every byte is pinned by sha256.
 
-Usage: python scripts/fetch_assets.py [--cache DIR]
+Usage: python tools/fetch_assets.py [--cache DIR]
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -138,34 +137,14 @@ def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, Path]
     return paths
 
 
-# The converter is a script plus the two packages it imports from beside itself.
-_CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-
-
 def ensure_converter(cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the path of llama.cpp's convert_hf_to_gguf.py from the pinned sdist, extracting it
-    (with conversion/ and gguf-py/ next to it) on first use. The sdist itself is sha256-checked."""
+    (with conversion/ and gguf-py/ next to it) on first use: pyomnisift's own (pyomnisift convert)."""
+    from pyomnisift._converter import ensure_converter as _ensure
+
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = cache / "converter"
-    script = root / _CONVERTER_PARTS[0]
-    if script.is_file():
-        return script
-    sdist = _download_sdist(cache / "sdist")
-    cache.mkdir(parents=True, exist_ok=True)
-    # Extracted into a scratch dir and renamed, so that a partial tree is never taken as complete.
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        with tarfile.open(sdist, "r:gz") as tar:
-            members = [m for m in tar if (m.isfile() or m.isdir()) and any(
-                m.name.startswith(_MEMBER_PREFIX + part) for part in _CONVERTER_PARTS)]
-            for m in members:
-                m.name = m.name[len(_MEMBER_PREFIX):]
-            tar.extractall(tmp, members=members, filter="data")
-        if not (Path(tmp) / _CONVERTER_PARTS[0]).is_file():
-            raise RuntimeError(f"{sdist} lacks {_CONVERTER_PARTS[0]}")
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
-        os.mkdir(tmp)  # for TemporaryDirectory's cleanup
-    return script
+    return _ensure(cache, sdist=None if (cache / "converter" / "convert_hf_to_gguf.py").is_file()
+                   else _download_sdist(cache / "sdist"))
 
 
 def main(argv: list[str] | None = None) -> int:

