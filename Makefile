@@ -50,7 +50,7 @@ demo: install
 test: test-python test-cpp
 
 test-python: install $(VENV)/.parity
-	cd tests && ../$(VENV)/bin/pytest -q -p no:cacheprovider .
+	cd tests && ../$(VENV)/bin/pytest -q -rs -p no:cacheprovider .
 
 # The C++ tests, built with AddressSanitizer + UBSan against the same llama.cpp libraries; the
 # decode test runs on the tiny model (generated in about a second).

@@ -99,7 +99,9 @@ def make_head(cache: pathlib.Path) -> pathlib.Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     src = out.with_suffix(".safetensors")
     save_file({"thinker.compressor." + k: v for k, v in sd.items()}, str(src))
-    _script("convert_sift_head").convert(src, out)
+    from pyomnisift.convert_head import convert
+
+    convert(src, out)
     src.unlink()
     return out
 

@@ -26,7 +26,6 @@ import llama_cpp
 from llama_cpp import llama_chat_format
 
 from ._engine import Engine
-from ._errors import ModelFileError
 from ._model_info import check_pair, read_llm_info
 from ._pipeline import Pipeline
 from ._plan import ContextOverflow, Planner, Plan, overflow_message

@@ -107,7 +107,6 @@ def test_one_block_and_float64():
 
 @pytest.mark.parametrize("name", ["test-2.mp3", "test-3.mp4"])
 def test_real_tracks(assets, name):
-    pytest.importorskip("av")
     pcm = _media.read_audio(assets[name])
     for sizes in ([159], [32000], [100003], SIZES):
         check_features(pcm, sizes)
@@ -149,7 +148,6 @@ def test_rows_equal_whole_clip(tower, seconds):
 
 
 def test_rows_of_real_track(tower, assets):
-    pytest.importorskip("av")
     pcm = _media.read_audio(assets["test-3.mp4"])
     plan = _mel_stream.scan(blocks_of(pcm, [100003]))
     rows = np.concatenate([r for _, r in tower.iter_encode(blocks_of(pcm, [159]), plan)])

@@ -3,15 +3,12 @@ llama-cpp-python or with another version of it (libomnisift must match llama.cpp
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 
 
 def configure(tmp_path: Path, env_extra: dict, python: str = sys.executable) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ flag or a missing file, and chat (one-shot and interactive) on the tiny model.""
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import subprocess
@@ -11,11 +10,8 @@ import sys
 
 import pytest
 
-import pyomnisift
 from tool_clips import write_clip
 
-STREAMING = "progress" in inspect.signature(pyomnisift.Llama.create_chat_completion).parameters
-needs_streaming = pytest.mark.skipif(not STREAMING, reason="create_chat_completion(stream=True) is not on this branch yet")
 
 
 def run(*args, cwd=None, stdin=None, timeout=300):
@@ -79,7 +75,6 @@ def clip(tmp_path_factory):
     return write_clip(tmp_path_factory.mktemp("cli") / "clip.mp4", seconds=2.0)
 
 
-@needs_streaming
 def test_chat_one_shot(tiny_model, clip):
     llm, mmproj = tiny_model
     p = run("chat", "-m", llm, "--mmproj", mmproj, "--video", clip, "-p", "What happens?", "-n", "5",
@@ -89,7 +84,6 @@ def test_chat_one_shot(tiny_model, clip):
     assert "\r" not in p.stderr          # no progress bars off a TTY
 
 
-@needs_streaming
 def test_chat_interactive_keeps_the_conversation(tiny_model, clip):
     llm, mmproj = tiny_model
     p = run("chat", "-m", llm, "--mmproj", mmproj, "--video", clip, "-n", "3", "--temp", "0", "-t", "2",

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
+import safetensors.numpy as safetensors_numpy  # noqa: E402
+import torch  # noqa: E402,F401
+import transformers  # noqa: E402,F401
 
 import pyomnisift  # noqa: E402
 from pyomnisift import convert_head  # noqa: E402

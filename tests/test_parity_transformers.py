@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import torch  # noqa: F401,E402  (references: a missing one must fail, not skip)
+import torch  # noqa: E402  (references: a missing one must fail, not skip)
 import transformers  # noqa: F401,E402
 
 import pyomnisift  # noqa: E402
@@ -480,8 +480,6 @@ def test_compressed_decode_matches_reference_on_kept_rows(ours, processor, media
     transformers thinker given the same kept rows as inputs_embeds at their original position ids,
     the text embedded by its own table and its own causal mask over the compressed sequence, gives
     our last logits. (Without sound, llama.cpp's position-order mask is that causal mask.)"""
-    import torch
-
     rec = Recorder(ours, processor.tokenizer)
     clear(ours)
     try:

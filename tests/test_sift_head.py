@@ -10,8 +10,8 @@ import pathlib
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+import safetensors.torch as safetensors_torch  # noqa: E402
+import torch  # noqa: E402
 
 import pyomnisift  # noqa: E402
 import sift_reference as ref  # noqa: E402
