@@ -74,7 +74,7 @@ def _kb(field: str) -> int:
     raise KeyError(field)
 
 
-def child(clip: str, video_retention: float, audio_retention: float) -> dict:
+def child(clip: str, video_retention: float, audio_retention: float, n_ubatch: int) -> dict:
     import llama_cpp
 
     import pyomnisift
@@ -82,7 +82,7 @@ def child(clip: str, video_retention: float, audio_retention: float) -> dict:
 
     model = default_cache_dir() / "tiny-model-0"
     llm = pyomnisift.Llama(str(model / "omni-tiny-llm.gguf"), str(model / "omni-tiny-mmproj.gguf"),
-                           n_ctx=131072, n_threads=2, flash_attn=True, video_retention=video_retention,
+                           n_ctx=131072, n_threads=2, flash_attn=True, n_batch=n_ubatch, n_ubatch=n_ubatch, video_retention=video_retention,
                            audio_retention=audio_retention)
     llm.create_chat_completion([{"role": "user", "content": "Hello"}], max_tokens=1)
     llm.reset()
@@ -110,18 +110,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=int, nargs="+", default=[1, 10, 60])
     ap.add_argument("--retention", type=float, nargs=2, default=[0.33, 0.6], metavar=("VIDEO", "AUDIO"))
+    ap.add_argument("--n-ubatch", type=int, default=1024, help="llama.cpp's batch (its KQ mask is n_kv x batch)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, *args.retention)))
+        print(json.dumps(child(args.child, *args.retention, args.n_ubatch)))
         return 0
     rows = []
     for minutes in args.minutes:
         clip = make_clip(minutes)
-        r = subprocess.run([sys.executable, __file__, "--child", str(clip), "--retention", *map(str, args.retention)],
+        r = subprocess.run([sys.executable, __file__, "--child", str(clip), "--retention", *map(str, args.retention),
+                            "--n-ubatch", str(args.n_ubatch)],
                            capture_output=True, text=True, check=True)
         rows.append((minutes, json.loads(r.stdout.strip().splitlines()[-1])))
-    print(f"tiny model pair, 2 threads, retention video {args.retention[0]} / audio {args.retention[1]}, "
+    print(f"tiny model pair, 2 threads, n_batch = n_ubatch = {args.n_ubatch}, flash attention, "
+          f"retention video {args.retention[0]} / audio {args.retention[1]}, "
           "1-fps 64x48 clips with sound, one child process per length")
     print("| minutes | video in | audio in | prompt cells | warm MB | peak MB | growth MB | KV MB | growth - KV MB "
           "| Python + numpy peak MB | s |")
