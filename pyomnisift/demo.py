@@ -64,7 +64,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     model = pyomnisift.Llama(str(llm_path), str(mmproj_path), n_ctx=8192, n_threads=args.threads)
-    print(f"loaded in {time.perf_counter() - t0:.2f} s; compression graphs on {getattr(getattr(model, '_engine', None), 'device', '?')}\n")
+    print(f"loaded in {time.perf_counter() - t0:.2f} s; compression graphs on {model.chat_handler.engine.device}\n")
     messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video}},
                                              {"type": "text", "text": args.question}]}]
     header = (f"{'kept':>5} | {'video in->kept':>15} | {'audio in->kept':>15} | {'prompt':>6} | "
