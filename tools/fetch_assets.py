@@ -11,18 +11,15 @@ Usage: python tools/fetch_assets.py [--cache DIR]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
-SDIST_NAME = "llama_cpp_python-0.3.36.tar.gz"
-SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-_MEMBER_PREFIX = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
+# The pinned sdist and how it is fetched are the package's (its converter comes from the same file).
+from pyomnisift._converter import (MEMBER_PREFIX as _MEMBER_PREFIX, default_cache_dir,  # noqa: E402,F401
+                                   download_sdist as _download_sdist, sha256_of)
 
 # asset name -> (path inside the llama.cpp tree, sha256)
 ASSETS = {
@@ -52,19 +49,6 @@ class ChecksumError(RuntimeError):
     pass
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("PYOMNISIFT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "pyomnisift"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _has_sha256(path: Path, expected: str) -> bool:
     return path.is_file() and sha256_of(path) == expected
 
@@ -75,27 +59,6 @@ def _check(path: Path, expected: str, what: str) -> None:
         raise ChecksumError(
             f"{what}: sha256 mismatch for {path}\n  expected {expected}\n  got      {actual}"
         )
-
-
-def _download_sdist(sdist_dir: Path) -> Path:
-    sdist = sdist_dir / SDIST_NAME
-    if _has_sha256(sdist, SDIST_SHA256):
-        return sdist
-    sdist_dir.mkdir(parents=True, exist_ok=True)
-    # pip writes into a scratch dir so that an interrupted download never
-    # leaves a truncated tarball under the final name.
-    with tempfile.TemporaryDirectory(dir=sdist_dir) as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps",
-             "--no-binary", ":all:", "--dest", tmp, SDIST_REQUIREMENT],
-            check=True,
-        )
-        downloaded = Path(tmp) / SDIST_NAME
-        if not downloaded.is_file():
-            raise RuntimeError(f"pip download did not produce {SDIST_NAME} in {tmp}")
-        _check(downloaded, SDIST_SHA256, SDIST_REQUIREMENT + " sdist")
-        os.replace(downloaded, sdist)
-    return sdist
 
 
 def _extract(sdist: Path, wanted: dict[str, Path]) -> None:
