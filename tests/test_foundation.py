@@ -28,15 +28,13 @@ def test_versions():
 
 
 def test_engine_runs_on_a_registered_device():
-    import llama_cpp
-
     with pyomnisift.Engine(n_threads=1) as engine:
         assert engine.device  # "CPU" here; a GPU name on a CUDA/Metal build
     with pytest.raises(ValueError, match="closed"):
         engine.device
-    # The device list our library sees is llama-cpp-python's: one ggml backend registry.
-    n_llama = llama_cpp.llama_max_devices()
-    assert n_llama >= 1
+    # One ggml backend registry (the device list our library sees is llama-cpp-python's) is
+    # checked where it can fail: one copy of each library mapped, from llama_cpp/lib
+    # (test_one_llama_cpp_runtime_whatever_the_import_order, below).
 
 
 def test_unknown_device_is_an_error_listing_devices():

@@ -94,7 +94,13 @@ def test_generator_is_deterministic(tmp_path, assets, tiny_model):
 
 
 def test_generated_metadata(tiny_model):
-    llm_kv = tiny.read_gguf_kv(tiny_model[0])
+    """What the generator writes, read back by gguf-py's own reader (not the generator's)."""
+    import gguf
+
+    def kv(path):
+        return {k: f.contents() for k, f in gguf.GGUFReader(str(path)).fields.items()}
+
+    llm_kv = kv(tiny_model[0])
     assert llm_kv["general.architecture"] == "qwen2vl"
     assert llm_kv["qwen2vl.rope.dimension_sections"] == [2, 3, 3, 0]
     tokens, types = llm_kv["tokenizer.ggml.tokens"], llm_kv["tokenizer.ggml.token_type"]
@@ -103,10 +109,10 @@ def test_generated_metadata(tiny_model):
     assert tokens[151664] == "<|file_sep|>" and tokens[151665] == "[PAD151665]"
     assert types[151652] == 3 and types[151657] == 4 and types[151665] == 5  # CONTROL, USER_DEFINED, UNUSED
 
-    mm_kv = tiny.read_gguf_kv(tiny_model[1])
+    mm_kv = kv(tiny_model[1])
     assert mm_kv["clip.projector_type"] == "qwen2.5o"
-    assert "mmproj" in tiny_model[1].name
-    assert mm_kv["clip.vision.projection_dim"] == mm_kv["clip.audio.projection_dim"] == N_EMBD
+    assert mm_kv["clip.has_vision_encoder"] and mm_kv["clip.has_audio_encoder"]
+    assert mm_kv["clip.vision.projection_dim"] == mm_kv["clip.audio.projection_dim"] == llm_kv["qwen2vl.embedding_length"]
 
 
 # --- LLM ---------------------------------------------------------------------
@@ -114,6 +120,29 @@ def test_generated_metadata(tiny_model):
 @pytest.fixture(scope="module")
 def llm(tiny_model):
     return llama_cpp.Llama(str(tiny_model[0]), n_ctx=2048, n_threads=2, verbose=False)
+
+
+def test_llm_as_llama_cpp_loads_it(llm, tiny_model):
+    """llama.cpp's reading of the file, against the shapes the generator means to write and the
+    metadata gguf-py reads: a generator bug (wrong key, wrong tensor shape) fails here or at load."""
+    import gguf
+
+    model, vocab = llm.model, llama_cpp.llama_model_get_vocab(llm.model)
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(str(tiny_model[0])).fields.items()}
+    got = (llama_cpp.llama_model_n_embd(model), llama_cpp.llama_model_n_layer(model),
+           llama_cpp.llama_model_n_head(model), llama_cpp.llama_model_n_head_kv(model))
+    assert got == (tiny.LLM["n_embd"], tiny.LLM["n_layer"], tiny.LLM["n_head"], tiny.LLM["n_head_kv"])
+    assert got == tuple(fields["qwen2vl." + k] for k in (
+        "embedding_length", "block_count", "attention.head_count", "attention.head_count_kv"))
+    assert llama_cpp.llama_model_rope_type(model) == llama_cpp.LLAMA_ROPE_TYPE_MROPE
+    # M-RoPE sections are rotary pairs: they fill half the head dimension llama.cpp derived
+    assert sum(fields["qwen2vl.rope.dimension_sections"]) == got[0] // got[2] // 2
+    assert llama_cpp.llama_vocab_n_tokens(vocab) == len(fields["tokenizer.ggml.tokens"]) == 151936
+    for token_id, text, attr in [(151646, b"<|AUDIO|>", llama_cpp.LLAMA_TOKEN_ATTR_CONTROL),
+                                 (151657, b"<tool_call>", llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED),
+                                 (151665, b"[PAD151665]", llama_cpp.LLAMA_TOKEN_ATTR_UNUSED)]:
+        assert llama_cpp.llama_vocab_get_text(vocab, token_id) == text
+        assert llama_cpp.llama_vocab_get_attr(vocab, token_id) & attr, token_id
 
 
 def test_llm_vocabulary(llm):
