@@ -29,7 +29,7 @@ from ._engine import Engine
 from ._model_info import check_pair, read_llm_info
 from ._pipeline import Pipeline
 from ._plan import ContextOverflow, Planner, Plan, overflow_message
-from ._prompt import build_prompt
+from ._prompt import build_prompt, tokenize_text
 from ._settings import Settings, validate
 from ._sift import SiftHead
 from ._stats import Stats
@@ -99,7 +99,10 @@ class OmniSIFTChatHandler:
                 audio = _MtmdAudio(vision)   # towers that really are 30-s Whisper windows
         self.vision, self.audio = vision, audio
         self.formatter = self._formatter(llama)
-        self.planner = Planner(tokenize=lambda text, add_bos: llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True),
+        def tokenize(text: str, add_bos: bool) -> list:
+            return tokenize_text(lambda b, bos, special: llama.tokenize(b, add_bos=bos, special=special), text, add_bos)
+
+        self.planner = Planner(tokenize=tokenize,
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.pipeline = Pipeline(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope,
