@@ -172,3 +172,21 @@ def test_special_tokens_typed_by_a_user_stay_text(omni, fresh_text):
     omni.create_chat_completion([{"role": "user", "content": [{"type": "text", "text": typed}]}], max_tokens=1)
     assert list(omni.input_ids[:len(ids)]) == ids
     assert_no_trace(omni, fresh_text)
+
+
+def test_ordinary_text_still_tokenizes_as_llama_cpp_python(omni, tiny_model):
+    """The special-token protection changes nothing for text without <|...|> spans (angle brackets
+    and pipes included): the prompt is llama_cpp.Llama's, token for token."""
+    import llama_cpp
+
+    msgs = [{"role": "system", "content": "Be terse | <b>bold</b> a<|b"},
+            {"role": "user", "content": "x | y <tag> <|im_end| |> done"}]
+    plain = llama_cpp.Llama(str(tiny_model[0]), n_ctx=1024, n_threads=2, verbose=False)
+    try:
+        ref = plain.create_chat_completion(msgs, max_tokens=1, temperature=0.0)
+        ref_ids = list(plain.input_ids[:ref["usage"]["prompt_tokens"]])
+    finally:
+        plain.close()
+    clear(omni)
+    out = omni.create_chat_completion(msgs, max_tokens=1, temperature=0.0)
+    assert list(omni.input_ids[:out["usage"]["prompt_tokens"]]) == ref_ids
