@@ -1,6 +1,6 @@
 """Fuzz media ingestion (_media.probe_video + iter_video_frames, read_audio, read_image) with
 mutated and truncated bytes. The first byte picks the reader; the rest is the file. Seeds: small
-generated mp4 / webm / mkv / mp3 / wav / png / jpeg files, and the pinned test-1.jpeg cut down."""
+generated mp4 / webm / mkv / mp3 / wav / png / jpeg / gif / tiff / bmp / webp files, and the pinned test-1.jpeg cut down."""
 
 from __future__ import annotations
 
@@ -67,11 +67,19 @@ def seeds():
         files = {"v.mp4": _video("mp4", "mpeg4", "aac"), "v.webm": _video("webm", "libvpx", "libopus"),
                  "v.mkv": _video("matroska", "mpeg4", None), "a.mp3": _audio("mp3", "mp3"),
                  "a.wav": _audio("wav", "pcm_s16le"), "i.png": _image("PNG"), "i.jpg": _image("JPEG"),
-                 "tall.png": _image("PNG", (400, 2))}
+                 "tall.png": _image("PNG", (400, 2)), "i.gif": _image("GIF"), "i.tiff": _image("TIFF"),
+                 "i.bmp": _image("BMP"), "i.webp": _image("WEBP")}
         for name, data in files.items():
             (out / name).write_bytes(data)
-    kind = {"mp4": 0, "webm": 0, "mkv": 0, "mp3": 1, "wav": 1, "png": 2, "jpg": 2}
-    return [bytes([kind[p.suffix[1:]]]) + p.read_bytes() for p in sorted(out.iterdir())]
+    kind = {"mp4": 0, "webm": 0, "mkv": 0, "mp3": 1, "wav": 1, "png": 2, "jpg": 2, "jpeg": 2, "gif": 2, "tiff": 2,
+            "bmp": 2, "webp": 2}
+    found = [bytes([kind[p.suffix[1:]]]) + p.read_bytes() for p in sorted(out.iterdir())]
+    # the pinned assets, cut to their first 16 KiB (a truncated download; libFuzzer's inputs stay small)
+    from fetch_assets import ensure_assets
+
+    assets = ensure_assets()
+    return found + [bytes([k]) + assets[name].read_bytes()[:16384]
+                    for k, name in ((0, "test-3.mp4"), (1, "test-2.mp3"), (2, "test-1.jpeg"))]
 
 
 def test_one(data: bytes) -> None:
