@@ -146,7 +146,7 @@ class OmniSIFTChatHandler:
                  response_format: Optional[dict] = None, grammar=None, logprobs: Optional[bool] = None,
                  top_logprobs: Optional[int] = None, settings: Optional[Settings] = None,
                  on_unit: Optional[Callable] = None, progress: Optional[Callable] = None,
-                 **kwargs: Any) -> Union[dict, Iterator[dict]]:
+                 should_stop: Optional[Callable[[], bool]] = None, **kwargs: Any) -> Union[dict, Iterator[dict]]:
         for name in _UNSUPPORTED:
             if kwargs.pop(name, None) is not None:
                 raise ValueError(f"{name} is not supported by pyomnisift's chat handler (no tool calling)")
@@ -167,7 +167,9 @@ class OmniSIFTChatHandler:
         result = llama.create_completion(
             prompt=plan.ids, stream=stream, max_tokens=room if not max_tokens or max_tokens <= 0 else min(max_tokens, room),
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([first] + list(formatted.stopping_criteria or [])),
+            stopping_criteria=llama_cpp.StoppingCriteriaList(
+                [first] + list(formatted.stopping_criteria or [])
+                + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else [])),
             **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 

@@ -61,3 +61,61 @@ def test_disconnect_mid_stream_leaves_no_trace(server, media_dir):
         time.sleep(0.05)
     assert [s["end"] for s in model.streams[before:]] == ["disconnect", "disconnect"]
     assert content(post(server, TEXT)) == alone
+
+
+class _SilentLlama:
+    """Generates a long time before yielding its second chunk (as llama-cpp-python does for bytes that
+    are no UTF-8 yet), polling should_stop per token as pyomnisift.Llama's stopping criteria do."""
+
+    def __init__(self):
+        self.tokens, self.stopped = 0, []
+
+    def create_chat_completion(self, messages, stream=False, should_stop=None, **kw):
+        assert stream and should_stop is not None
+        return self._stream(should_stop)
+
+    def _stream(self, should_stop):
+        base = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
+        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+        start = time.time()
+        while not should_stop() and time.time() - start < 60:     # tokens that yield nothing
+            time.sleep(0.005)
+            self.tokens += 1
+        self.stopped.append(time.time() - start)
+        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("how", ["disconnect", "interrupted"])
+def test_a_stream_that_yields_nothing_still_stops(how):
+    """Found by the soak (bench/soak_server.py): a dropped stream whose generation yielded no chunk
+    for minutes kept the model busy and every later request waited. Now the generation stops within
+    a token or so of the client leaving (or of a request waiting, with interrupt_requests)."""
+    import asyncio
+
+    from pyomnisift.server import ServerSettings, create_app
+    from pyomnisift.server.model import OmniModel
+    from test_server import Server
+
+    model = OmniModel.__new__(OmniModel)
+    model.llama, model.alias, model.lock, model.waiting, model.streams = _SilentLlama(), "fake", asyncio.Lock(), 0, []
+    app = create_app(server_settings=ServerSettings(interrupt_requests=how == "interrupted"), model=model)
+    body = {"messages": [{"role": "user", "content": "long"}], "stream": True}
+    with Server(app) as s:
+        with httpx.stream("POST", s.base + "/v1/chat/completions", json=body, timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and not model.waiting:
+                    if how == "disconnect":
+                        break                       # leaves mid-stream
+                    model.waiting += 1              # as a request queued behind the lock; read on
+        deadline = time.time() + 20
+        while not model.llama.stopped and time.time() < deadline:
+            time.sleep(0.05)
+        assert model.llama.stopped and model.llama.stopped[0] < 5, model.llama.stopped
+        deadline = time.time() + 10
+        while not model.streams and time.time() < deadline:
+            time.sleep(0.05)
+        assert model.streams[-1]["end"] == how, model.streams
+        assert not model.lock.locked()
