@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
-import io
 import json
 import os
 import random
@@ -28,8 +27,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools")]
+# tools/ (fetch_assets, make_tiny_model) is importable by name through the venv's .pth (Makefile).
 
 
 def _proc_stats(pid: int) -> dict:
@@ -39,19 +37,16 @@ def _proc_stats(pid: int) -> dict:
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
-def _media(tmp: Path) -> dict:
-    import numpy as np
-    from PIL import Image
-    from tool_clips import write_clip, write_wav
+def _media() -> dict:
+    """The pinned sample media (tools/fetch_assets.py): a 10-s H.264 + AAC clip, an mp3, a jpeg."""
+    from fetch_assets import ensure_assets
 
-    def uri(path, mime):
-        return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode()
+    assets = ensure_assets()
 
-    img = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), np.uint8)).save(img, "PNG")
-    return {"video": uri(write_clip(tmp / "clip.mp4", seconds=2.0), "video/mp4"),
-            "audio": base64.b64encode(write_wav(tmp / "tone.wav").read_bytes()).decode(),
-            "image": "data:image/png;base64," + base64.b64encode(img.getvalue()).decode()}
+    def uri(name, mime):
+        return f"data:{mime};base64," + base64.b64encode(assets[name].read_bytes()).decode()
+    return {"video": uri("test-3.mp4", "video/mp4"), "image": uri("test-1.jpeg", "image/jpeg"),
+            "audio": base64.b64encode(assets["test-2.mp3"].read_bytes()).decode()}
 
 
 def _bodies(media: dict) -> dict:
@@ -61,7 +56,7 @@ def _bodies(media: dict) -> dict:
     return {
         "text": {"messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 8},
         "image": {"messages": user({"type": "image_url", "image_url": {"url": media["image"]}}), "max_tokens": 8},
-        "audio": {"messages": user({"type": "input_audio", "input_audio": {"data": media["audio"], "format": "wav"}}),
+        "audio": {"messages": user({"type": "input_audio", "input_audio": {"data": media["audio"], "format": "mp3"}}),
                   "max_tokens": 8},
         "video": {"messages": user({"type": "video_url", "video_url": {"url": media["video"]}}), "max_tokens": 8,
                   "video_retention": 0.25, "audio_retention": 0.5},
@@ -121,7 +116,7 @@ def main() -> int:
     if not (llm.is_file() and mmproj.is_file()):
         make_tiny_model.make_tiny_model(out, 0, ensure_assets()["ggml-vocab-qwen2.gguf"])
     tmp = Path(tempfile.mkdtemp(prefix="omnisift-soak-"))
-    bodies = _bodies(_media(tmp))
+    bodies = _bodies(_media())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

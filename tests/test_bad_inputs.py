@@ -126,14 +126,10 @@ def test_mismatched_model_and_mmproj(tiny_model, tmp_path):
 
 
 def test_head_of_another_width(tiny_model, tmp_path):
-    import sys
-    from pathlib import Path
+    from make_tiny_head import write_tiny_head
 
-    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
-    from fuzz_head import D, seed_head      # a head of width 8 (the tiny model's width is 64)
-
-    head = tmp_path / "head-8.gguf"
-    head.write_bytes(seed_head(2))
+    D = 8                                    # the tiny model's width is 64
+    head = write_tiny_head(tmp_path / "head-8.gguf", n_embd=D)
     llm, mmproj = tiny_model
     with pytest.raises(ValueError, match=rf"width {D}.*width 64|width 64.*width {D}"):
         m = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=512, n_threads=2, audio_selector="vgas",

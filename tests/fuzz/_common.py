@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent.parent / "tools")]   # tests/ and tools/ by name
+# tools/ (make_tiny_model, fetch_assets) is importable by name through the venv's .pth (Makefile).
 
 import atheris  # noqa: E402
 

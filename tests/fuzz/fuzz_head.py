@@ -12,27 +12,15 @@ import numpy as np
 from _common import cache_dir, expect, main
 
 import pyomnisift
-from pyomnisift import convert_head
+from make_tiny_head import write_tiny_head
 
 D, HIDDEN, SCORE = 8, 16, 4
 PATH = os.path.join(tempfile.mkdtemp(prefix="fuzz-head-"), "head.gguf")
 
 
 def seed_head(n_head: int = 2) -> bytes:
-    """A valid head GGUF (random weights), via a safetensors checkpoint and convert_head."""
-    from safetensors.numpy import save_file
-
-    rng = np.random.default_rng(0)
-    shapes = {"v_proj.weight": (HIDDEN, D), "a_proj.weight": (HIDDEN, D), "cross_attn.in_proj_weight": (3 * HIDDEN, HIDDEN),
-              "cross_attn.in_proj_bias": (3 * HIDDEN,), "cross_attn.out_proj.weight": (HIDDEN, HIDDEN),
-              "score_head.0.weight": (SCORE, HIDDEN), "score_head.0.bias": (SCORE,),
-              "score_head.2.weight": (1, SCORE), "score_head.2.bias": (1,)}
-    tensors = {convert_head.PREFIX + n: rng.standard_normal(shapes.get(n, (HIDDEN,))).astype(np.float32)
-               for n in convert_head.NAMES}
-    ckpt, out = cache_dir() / f"head-{n_head}.safetensors", cache_dir() / f"head-{n_head}.gguf"
-    save_file(tensors, str(ckpt))
-    convert_head.convert(ckpt, out, n_head=n_head)
-    return out.read_bytes()
+    """A valid head GGUF (random weights) of width D, via convert_head."""
+    return write_tiny_head(cache_dir() / f"head-{n_head}.gguf", D, HIDDEN, SCORE, n_head).read_bytes()
 
 
 def _omni(d):
