@@ -3,8 +3,9 @@
 Built from llama_cpp.server's pieces: its ServerSettings and Bearer-key check, its RouteErrorHandler
 (OpenAI-shaped errors; here bad input is a 400 instead of a 500), its request model (extended with
 omni parts in types.py) and sse-starlette for streaming. One model; an asyncio lock serializes the
-requests on it. A stream stops generating when its client disconnects (the generator is closed),
-or, with interrupt_requests (llama_cpp.server's setting, on by default), when another request waits.
+requests on it. A stream stops generating at its next token when its client disconnects, or, with
+interrupt_requests (llama_cpp.server's setting, on by default), when another request waits; both are
+watched while a chunk is being computed, not only between chunks.
 """
 
 from __future__ import annotations
