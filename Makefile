@@ -58,7 +58,7 @@ test: test-python test-cpp fuzz
 test-python: install $(VENV)/.parity
 	cd tests && ../$(VENV)/bin/pytest -q -rs -p no:cacheprovider .
 
-# Bounded fuzzing (about 2.5 minutes): each harness in its own child process, fixed seed, a fixed
+# Bounded fuzzing (about 1.5 minutes, at most ~2.5): each harness in its own child process, fixed seed, a fixed
 # number of executions; a crash or an undocumented exception fails the step. Longer, by hand:
 #   .venv/bin/python tests/fuzz/run_all.py --seconds 1800 --runs 0 --corpus fuzz-corpus
 fuzz: install $(VENV)/.fuzz

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# harness: executions in the bounded run (each 15-35 s on a shared 2-core machine, 2.5 min in all)
-HARNESSES = {"fuzz_sift": 100000, "fuzz_audio": 6000, "fuzz_head": 40000, "fuzz_media": 2500, "fuzz_request": 100000}
+# harness: executions in the bounded run (10-30 s each on a shared 2-core machine; --seconds caps each)
+HARNESSES = {"fuzz_sift": 300000, "fuzz_audio": 20000, "fuzz_head": 100000, "fuzz_media": 8000, "fuzz_request": 300000}
 
 
 def run_one(name, runs, seconds, corpus, artifacts, seed):
