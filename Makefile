@@ -20,8 +20,10 @@ REFERENCE_TORCHVISION := torchvision==0.28.0
 # The [server] extra (pyomnisift serve) and what the tests drive it with; tqdm for progress bars.
 SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings
 TEST_DEPS   := pytest hypothesis openai httpx
+# The fuzzer (tests/fuzz/): atheris, a manylinux wheel for CPython 3.11 with libFuzzer built in.
+FUZZ_DEPS   := atheris
 
-.PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind clean
+.PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,10 @@ $(VENV)/.deps: pyproject.toml
 $(VENV)/.parity: $(VENV)/.deps
 	$(PIP) install -q $(PARITY_DEPS)
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/reference-torchvision $(REFERENCE_TORCHVISION)
+	touch $@
+
+$(VENV)/.fuzz: $(VENV)/.deps
+	$(PIP) install -q $(FUZZ_DEPS)
 	touch $@
 
 setup: $(VENV)/.deps
@@ -47,10 +53,16 @@ install: $(VENV)/.deps
 demo: install
 	$(VENV)/bin/pyomnisift demo
 
-test: test-python test-cpp test-asan-python
+test: test-python test-cpp test-asan-python fuzz
 
 test-python: install $(VENV)/.parity
 	cd tests && ../$(VENV)/bin/pytest -q -rs -p no:cacheprovider .
+
+# Bounded fuzzing (about 1.5 minutes, at most ~2.5): each harness in its own child process, fixed seed, a fixed
+# number of executions; a crash or an undocumented exception fails the step. Longer, by hand:
+#   .venv/bin/python tests/fuzz/run_all.py --seconds 1800 --runs 0 --corpus fuzz-corpus
+fuzz: install $(VENV)/.fuzz
+	$(PY) tests/fuzz/run_all.py
 
 # libomnisift and the C++ tests built with AddressSanitizer + UBSan against the same llama.cpp
 # libraries (llama.cpp itself stays uninstrumented: only our code is checked).

@@ -29,7 +29,7 @@ from ._engine import Engine
 from ._model_info import check_pair, read_llm_info
 from ._pipeline import Pipeline
 from ._plan import ContextOverflow, Planner, Plan, overflow_message
-from ._prompt import build_prompt
+from ._prompt import build_prompt, tokenize_text
 from ._settings import Settings, validate
 from ._sift import SiftHead
 from ._stats import Stats
@@ -99,7 +99,10 @@ class OmniSIFTChatHandler:
                 audio = _MtmdAudio(vision)   # towers that really are 30-s Whisper windows
         self.vision, self.audio = vision, audio
         self.formatter = self._formatter(llama)
-        self.planner = Planner(tokenize=lambda text, add_bos: llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True),
+        def tokenize(text: str, add_bos: bool) -> list:
+            return tokenize_text(lambda b, bos, special: llama.tokenize(b, add_bos=bos, special=special), text, add_bos)
+
+        self.planner = Planner(tokenize=tokenize,
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.pipeline = Pipeline(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope,
@@ -143,7 +146,7 @@ class OmniSIFTChatHandler:
                  response_format: Optional[dict] = None, grammar=None, logprobs: Optional[bool] = None,
                  top_logprobs: Optional[int] = None, settings: Optional[Settings] = None,
                  on_unit: Optional[Callable] = None, progress: Optional[Callable] = None,
-                 **kwargs: Any) -> Union[dict, Iterator[dict]]:
+                 should_stop: Optional[Callable[[], bool]] = None, **kwargs: Any) -> Union[dict, Iterator[dict]]:
         for name in _UNSUPPORTED:
             if kwargs.pop(name, None) is not None:
                 raise ValueError(f"{name} is not supported by pyomnisift's chat handler (no tool calling)")
@@ -164,7 +167,9 @@ class OmniSIFTChatHandler:
         result = llama.create_completion(
             prompt=plan.ids, stream=stream, max_tokens=room if not max_tokens or max_tokens <= 0 else min(max_tokens, room),
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([first] + list(formatted.stopping_criteria or [])),
+            stopping_criteria=llama_cpp.StoppingCriteriaList(
+                [first] + list(formatted.stopping_criteria or [])
+                + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else [])),
             **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 

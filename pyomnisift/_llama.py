@@ -87,13 +87,16 @@ class Llama(llama_cpp.Llama):
                                audio_selector: Optional[str] = None, video_fps: Optional[float] = None,
                                fit_context: Optional[bool] = None, sift_seed: Optional[int] = None,
                                on_unit: Optional[Callable] = None, progress: Optional[Callable] = None,
-                               **kwargs: Any):
+                               should_stop: Optional[Callable[[], bool]] = None, **kwargs: Any):
         """llama-cpp-python's create_chat_completion (same arguments, same return shapes, streaming
         included) with image_url, input_audio and video_url parts. The OmniSIFT arguments override
         the constructor's for this call; ``usage["omnisift"]`` (on the last chunk when streaming)
         holds the token counts, the retention used, timings and what was reused from the context.
         ``on_unit(pyomnisift.UnitRecord)`` is called per compression unit decoded (not for media
-        reused from the context); ``progress(stage, done, total)`` while media is encoded."""
+        reused from the context); ``progress(stage, done, total)`` while media is encoded;
+        ``should_stop()`` is polled after every generated token and ends the generation when true
+        (the server's way to stop a stream whose client left: llama-cpp-python may generate many
+        tokens before it yields the next chunk)."""
         if len(args) > len(_CHAT_ARGS):
             raise TypeError(f"create_chat_completion takes at most {len(_CHAT_ARGS) + 1} positional arguments")
         call = dict(zip(_CHAT_ARGS, args))
@@ -109,7 +112,7 @@ class Llama(llama_cpp.Llama):
             video_retention=video_retention, audio_retention=audio_retention, image_retention=image_retention,
             audio_selector=audio_selector, video_fps=video_fps, fit_context=fit_context, seed=sift_seed))
         return self.chat_handler(llama=self, messages=messages, settings=settings, on_unit=on_unit,
-                                 progress=progress, **{**defaults, **call})
+                                 progress=progress, should_stop=should_stop, **{**defaults, **call})
 
     def prefill(self, messages: list, **settings: Any) -> dict:
         """Decodes the prompt of `messages` (reusing what the context holds) and leaves the logits of

@@ -475,5 +475,7 @@ def read_image(path) -> np.ndarray:
         raise ModelFileError(name, f"has {count}, over PIL's decompression-bomb limit of "
                              f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} (2 x PIL.Image.MAX_IMAGE_PIXELS): "
                              "not decoded") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        # SyntaxError: PIL's plugins raise it for a malformed file while decoding it (a PNG chunk
+        # that is not one: "broken PNG file"), not only while identifying it (found by fuzzing)
         raise ModelFileError(name, f"is not an image PIL can read: {e}") from e

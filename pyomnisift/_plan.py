@@ -193,7 +193,10 @@ class Planner:
             raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
         if item.kind == "image":
             pixels = _media.read_image(item.source)
-            h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
+            try:
+                h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
+            except ValueError as e:    # as a video's "cannot be sampled": name the file
+                raise ModelFileError(item.label, f"cannot be sized for the model: {e}") from e
             return Probe("image", grid=(h // 28, w // 28))
         info = _media.probe_video(item.source, settings.video_fps)
         warnings: tuple = ()

@@ -15,11 +15,25 @@ import dataclasses
 import io
 import os
 import re
+import secrets
 import urllib.parse
 from typing import Any, Union
 
 VISION_BOS, VISION_EOS = "<|vision_bos|>", "<|vision_eos|>"
 AUDIO_BOS, AUDIO_EOS = "<|audio_bos|>", "<|audio_eos|>"
+
+# Marks that no message can contain: a per-process nonce (a user who types a mark's text gets text).
+_NONCE = secrets.token_hex(8)
+_MEDIA = f"\x00omnisift-media-{_NONCE}-{{}}\x00"
+_MEDIA_SPLIT = re.compile(f"\x00omnisift-media-{_NONCE}-\\d+\x00")
+# Text that users type stays text: llama-cpp-python tokenizes the rendered prompt with special=True,
+# so a "<|im_end|>" typed in a message would become the control token (ending the turn early, or
+# forging one). Such spans (anything shaped like a special token, <|...|>) are wrapped in these
+# marks before the template renders, and tokenize_text() tokenizes what they hold with
+# special=False. Text without such spans is tokenized exactly as llama-cpp-python tokenizes it.
+_LIT_BEGIN, _LIT_END = f"\x00omnisift-text-{_NONCE}\x01", f"\x01omnisift-text-{_NONCE}\x00"
+_LIT_SPLIT = re.compile(re.escape(_LIT_BEGIN) + "(.*?)" + re.escape(_LIT_END), re.S)
+_SPECIAL_LIKE = re.compile(r"<\|[^<>|\s]{1,64}\|>")
 
 MediaSource = Union[str, io.BytesIO]  # a local path, or the bytes of a data: URI
 
@@ -92,19 +106,36 @@ def _media_item(part: dict) -> MediaItem:
                      "input_audio, video_url)")
 
 
+def protect(text: str) -> str:
+    """Message text with every special-token-shaped span marked as literal text."""
+    return _SPECIAL_LIKE.sub(lambda m: _LIT_BEGIN + m.group(0) + _LIT_END, text)
+
+
+def tokenize_text(tokenize, text: str, add_bos: bool) -> list:
+    """Token ids of a rendered piece: `tokenize(bytes, add_bos, special)` is llama.tokenize; spans
+    marked by protect() are tokenized with special=False (as text), the rest with special=True."""
+    parts = _LIT_SPLIT.split(text)
+    if len(parts) == 1:
+        return tokenize(text.encode("utf-8"), add_bos, True)
+    ids: list = []
+    for i, part in enumerate(parts):       # odd indices: the literal spans
+        if part:
+            ids += tokenize(part.encode("utf-8"), add_bos and not ids, i % 2 == 0)
+    return ids or tokenize(b"", add_bos, True)
+
+
 def build_prompt(messages: list[dict[str, Any]], render) -> Prompt:
     """`render(messages) -> str` applies the chat template to messages with string content."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
     media: list[MediaItem] = []
-    sentinel = "\x00omnisift-media-{}\x00"
     flat = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg:
             raise ValueError(f"message {i} must be a dict with a 'role'")
         content = msg.get("content")
         if content is None or isinstance(content, str):
-            flat.append(dict(msg, content=content or ""))
+            flat.append(dict(msg, content=protect(content or "")))
             continue
         if not isinstance(content, list):
             raise ValueError(f"message {i}: content must be a string or a list of parts")
@@ -113,15 +144,15 @@ def build_prompt(messages: list[dict[str, Any]], render) -> Prompt:
             if not isinstance(part, dict):
                 raise ValueError(f"message {i}: each content part must be a dict, got {type(part).__name__}")
             if part.get("type") == "text":
-                text.append(str(part.get("text", "")))
+                text.append(protect(str(part.get("text", ""))))
                 continue
             item = _media_item(part)
             bos, eos = (AUDIO_BOS, AUDIO_EOS) if item.kind == "audio" else (VISION_BOS, VISION_EOS)
-            text.append(bos + sentinel.format(len(media)) + eos)
+            text.append(bos + _MEDIA.format(len(media)) + eos)
             media.append(item)
         flat.append(dict(msg, content="".join(text)))
     rendered = render(flat)
-    pieces = re.split("\x00omnisift-media-\\d+\x00", rendered)
+    pieces = _MEDIA_SPLIT.split(rendered)
     if len(pieces) != len(media) + 1:
         raise ValueError("the chat template dropped or repeated message content; media cannot be placed")
     return Prompt(pieces, media)

@@ -3,14 +3,18 @@
 Built from llama_cpp.server's pieces: its ServerSettings and Bearer-key check, its RouteErrorHandler
 (OpenAI-shaped errors; here bad input is a 400 instead of a 500), its request model (extended with
 omni parts in types.py) and sse-starlette for streaming. One model; an asyncio lock serializes the
-requests on it. A stream stops generating when its client disconnects (the generator is closed),
-or, with interrupt_requests (llama_cpp.server's setting, on by default), when another request waits.
+requests on it. A stream stops generating at its next token when its client disconnects, or, with
+interrupt_requests (llama_cpp.server's setting, on by default), when another request waits; both are
+watched while a chunk is being computed, not only between chunks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+
+import anyio
 from typing import Optional
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
@@ -134,7 +138,12 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
             model.lock.release()
 
     # Streaming: bad input raises before the first chunk, so it is still a plain 4xx response.
-    state = {"closed": False, "iterator": None, "chunks": 0, "end": "disconnect"}
+    # `stop` ends the generation at its next token (should_stop, polled per token): llama-cpp-python
+    # may generate many tokens before it yields a chunk (bytes that are no UTF-8 yet, text that
+    # could start a stop string), and a generator cannot be closed while it runs in its thread.
+    # The soak test found a dropped stream generating for minutes that way, holding the model.
+    state = {"closed": False, "iterator": None, "chunks": 0, "end": "disconnect", "stop": False}
+    kwargs["should_stop"] = lambda: state["stop"]
 
     def close() -> None:
         if state["closed"]:
@@ -169,9 +178,33 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
             if settings.interrupt_requests and model.waiting > 0:
                 state["end"] = "interrupted"
                 return
-            chunk = await run_in_threadpool(next, it, _end)
+            chunk = await next_watching()
+            if state["stop"]:
+                return
         state["end"] = "done"
         yield {"data": "[DONE]"}
+
+    async def next_watching():
+        """The next chunk; while it is computed, a client that leaves or a request that waits
+        (interrupt_requests) stops the generation at its next token."""
+        pending = asyncio.ensure_future(run_in_threadpool(next, it, _end))
+        while True:
+            try:
+                done, _ = await asyncio.wait({pending}, timeout=0.2)
+            except BaseException:
+                # Cancelled (sse-starlette saw the client leave): stop the generation and wait for
+                # its thread, so that the lock is not released while the model still computes.
+                state["end"], state["stop"] = "disconnect", True
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait({pending})
+                raise
+            if done:
+                return pending.result()
+            if not state["stop"]:
+                if await request.is_disconnected():
+                    state["end"], state["stop"] = "disconnect", True
+                elif settings.interrupt_requests and model.waiting > 0:
+                    state["end"], state["stop"] = "interrupted", True
 
     return _LockedEventSource(events(), on_close=close, sep="\n",
                               ping_message_factory=request.app.state.ping_message_factory)
