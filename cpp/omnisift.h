@@ -267,6 +267,60 @@ OMNISIFT_API int32_t omnisift_decode_embd(struct llama_context * lctx, const flo
 OMNISIFT_API int32_t omnisift_decode_tokens(struct llama_context * lctx, const int32_t * tokens, int64_t n_tokens,
                                             const int32_t * pos, int32_t seq_id, int32_t logits_last);
 
+//
+// Prefill: sift compression units and decode their kept rows, batched across units
+//
+// One call per unit (a frame pair with its audio, an image, a stretch of audio) sifts it and
+// queues its kept rows; the queue is decoded (as omnisift_decode_embd does) when the next unit would
+// not fit into max_rows beside it, so one llama_decode takes the kept rows of several units instead
+// of a few dozen rows each. Units must come in sequence order (their t ranges ascending, as
+// omnisift.h's chunks are); flush before decoding anything else into the sequence.
+//
+//     struct omnisift_prefill_params pp = omnisift_prefill_default_params();   // n_batch rows
+//     omnisift_prefill * pf = omnisift_prefill_init(lctx, pp);
+//     for (each unit) omnisift_prefill_add(pf, eng, embd, n, n_embd, modality, pos, &sp, -1, keep);
+//     omnisift_prefill_flush(pf, 0);
+//     omnisift_prefill_free(pf);
+
+typedef struct omnisift_prefill omnisift_prefill;
+
+struct omnisift_prefill_params {
+    int32_t seq_id;    // sequence the rows are decoded into
+    int64_t max_rows;  // rows per flush; <= 0 means the context's n_batch
+};
+
+struct omnisift_prefill_stats {
+    int64_t n_rows_in;       // rows given to omnisift_prefill_add
+    int64_t n_rows_kept;     // of those, kept (and queued)
+    int64_t n_flushes;       // queue decodes
+    int64_t n_decode_calls;  // llama_decode calls they made
+    double  t_sift_ms;       // time in the compression
+    double  t_decode_ms;     // time in llama_decode (and the batch copies)
+};
+
+// Seq 0, max_rows 0 (n_batch).
+OMNISIFT_API struct omnisift_prefill_params omnisift_prefill_default_params(void);
+// The context must outlive the prefill. NULL on failure (NULL context, negative seq_id or max_rows).
+OMNISIFT_API omnisift_prefill * omnisift_prefill_init(struct llama_context * lctx, struct omnisift_prefill_params params);
+OMNISIFT_API void               omnisift_prefill_free(omnisift_prefill * prefill);
+
+// Sifts one unit as omnisift_sift does (params NULL: keep every row; engine may then be NULL),
+// queues its kept rows in sequence order and decodes the queue when it is full. Rows decode at their
+// (t, h, w) from pos, or, when renumber_from >= 0 (models with ordinary RoPE), the kept rows at
+// renumber_from, renumber_from + 1, ... in sequence order. keep (optional, [n_rows]) receives the
+// mask. On failure keep is untouched; a failure to decode also empties the queue and removes the
+// rows decoded in that flush (see omnisift_decode_embd), so the caller clears the sequence.
+OMNISIFT_API int32_t omnisift_prefill_add(omnisift_prefill * prefill, omnisift_engine * engine, const float * embd,
+                                          int64_t n_rows, int64_t n_embd, const int32_t * modality,
+                                          const int32_t * pos, const struct omnisift_sift_params * params,
+                                          int32_t renumber_from, uint8_t * keep);
+// Decodes what is queued (nothing to do is not an error); logits_last asks for the last row's logits.
+OMNISIFT_API int32_t omnisift_prefill_flush(omnisift_prefill * prefill, int32_t logits_last);
+// Rows queued and not yet decoded.
+OMNISIFT_API int64_t omnisift_prefill_n_queued(const omnisift_prefill * prefill);
+// Counters since init.
+OMNISIFT_API struct omnisift_prefill_stats omnisift_prefill_get_stats(const omnisift_prefill * prefill);
+
 #ifdef __cplusplus
 }
 #endif

@@ -296,6 +296,13 @@ int64_t n_kept(int64_t n_tokens, const int32_t * modality, const int32_t * pos, 
 
 } // namespace
 
+void sift_checked(omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_t n_embd,
+                  const int32_t * modality, const int32_t * pos, const omnisift_sift_params * params,
+                  uint8_t * keep, float * scores) {
+    validate(engine, embd, n_tokens, n_embd, modality, pos, params, keep);
+    if (n_tokens > 0) sift(engine, embd, n_tokens, n_embd, modality, pos, *params, keep, scores);
+}
+
 } // namespace omnisift
 
 extern "C" {
@@ -329,8 +336,7 @@ int32_t omnisift_sift(omnisift_engine * engine, const float * embd, int64_t n_to
                       const int32_t * modality, const int32_t * pos, const struct omnisift_sift_params * params,
                       uint8_t * keep, float * scores) {
     return omnisift::api_call([&] {
-        omnisift::validate(engine, embd, n_tokens, n_embd, modality, pos, params, keep);
-        if (n_tokens > 0) omnisift::sift(engine, embd, n_tokens, n_embd, modality, pos, *params, keep, scores);
+        omnisift::sift_checked(engine, embd, n_tokens, n_embd, modality, pos, params, keep, scores);
     });
 }
 

@@ -24,7 +24,7 @@ from . import omnisift_cpp as C
 from ._errors import ModelFileError
 from ._audio_stream import AudioRows
 from ._plan import AUDIO_BLOCK, MediaSegment, Plan, TextSegment
-from ._sift import sift
+from ._prefill import Prefill, sift_params
 from ._stats import Stats, UnitRecord
 
 AUDIO_ROWS_PER_UNIT = 800   # audio without video is kept whole; decode it in 32-s stretches
@@ -78,14 +78,23 @@ class _CountingRows:
 
 
 class Pipeline:
-    """Decodes plans into one llama-cpp-python context with one model's encoders."""
+    """Decodes plans into one llama-cpp-python context with one model's encoders.
 
-    def __init__(self, *, vision, audio, engine, uses_mrope: bool, n_embd: int):
+    batch_rows: kept rows of consecutive units are decoded together, up to this many per flush
+    (0: the context's n_batch; 1: every unit on its own, as before batching across units).
+    reuse_identical_pairs: a frame pair pixel-identical to the pair before takes its rows instead
+    of being encoded again (the encoder is deterministic, so the rows are the same).
+    """
+
+    def __init__(self, *, vision, audio, engine, uses_mrope: bool, n_embd: int, batch_rows: int = 0,
+                 reuse_identical_pairs: bool = True):
         self.vision = vision
         self.audio = audio
         self.engine = engine
         self.uses_mrope = uses_mrope
         self.n_embd = n_embd
+        self.batch_rows = batch_rows
+        self.reuse_identical_pairs = reuse_identical_pairs
 
     def decode(self, llama, plan: Plan, start: int, stop: int, stats: Stats, *, sift_head=None,
                on_unit: Optional[Callable] = None, progress: Optional[Callable] = None) -> None:
@@ -124,27 +133,29 @@ class Pipeline:
             # the track is read a second time, 2 s at a time, next to the frames it goes with
             audio = _CountingRows(AudioRows(self.audio, _media.iter_audio(seg.item.source, AUDIO_BLOCK),
                                             seg.probe.audio_plan), stats)
+        # One C call per unit sifts it and queues its kept rows; the queue is decoded n_batch rows at a
+        # time, so a llama_decode takes several units' rows (t ascends from unit to unit).
+        prefill = Prefill(ctx, self.engine, sift_params(s, sift_head), self.batch_rows)
         try:
             all_units = units(seg)
             for done, rows_idx in enumerate(all_units):
                 rows = self._encode_unit(seg, rows_idx, frames, audio, stats)
                 mod = lay.modality[rows_idx]
                 pos = lay.positions[:, rows_idx]
-                if s.is_off:
-                    keep = np.ones(len(rows_idx), bool)
-                else:
-                    with stats.timer("compress"):
-                        keep = sift(rows, mod, pos, video_retention=s.video_retention,
-                                    audio_retention=s.audio_retention, image_retention=s.image_retention,
-                                    audio_selector=s.audio_selector, sift_head=sift_head, seed=s.seed,
-                                    engine=self.engine)
-                if keep.any():
-                    self._rows(ctx, rows[keep], pos[:, keep], stats)
+                keep = prefill.add(rows, mod, pos, renumber_from=-1 if self.uses_mrope else self._next)
+                if not self.uses_mrope:
+                    self._next += int(keep.sum())
                 if on_unit is not None:
                     on_unit(UnitRecord(seg.index, seg.probe.kind, mod, lay.source[rows_idx], pos, keep, rows))
                 if progress is not None:
                     progress("encode", done + 1, len(all_units))
+            prefill.flush()
         finally:
+            st = prefill.stats()
+            stats.timings["compress"] += st["t_sift_ms"]
+            stats.timings["prefill"] += st["t_decode_ms"]
+            stats.media_batches += st["n_decode_calls"]
+            prefill.close()
             if frames is not None:
                 frames.close()
             if audio is not None:
@@ -164,7 +175,7 @@ class Pipeline:
             with stats.timer("media_decode"):
                 gh, gw = seg.probe.grid
                 pixels = _resize(_media.read_image(seg.item.source), gh * 28, gw * 28)
-            with stats.timer("encode"):
+            with stats.timer("encode_vision"):
                 rows, _, _ = self.vision.encode([pixels])
             stats.encoder_calls["vision"] += 1
             return rows
@@ -176,13 +187,14 @@ class Pipeline:
                 pair = [next(frames, None), next(frames, None)]
             if pair[1] is None:
                 raise ModelFileError(seg.item.label, "the video stream ended before its announced length")
-            if last is not None and all(np.array_equal(a, b) for a, b in zip(pair, last[0])):
+            if (self.reuse_identical_pairs and last is not None
+                    and all(np.array_equal(a, b) for a, b in zip(pair, last[0]))):
                 # A pair pixel-identical to the one before (slides, screen recordings, a still
                 # camera) has the same rows: the encoder is deterministic.
                 grid, (rh, rw) = last[1], seg.probe.grid
                 stats.pairs_reused += 1
             else:
-                with stats.timer("encode"):
+                with stats.timer("encode_vision"):
                     grid, rh, rw = self.vision.encode(pair)
                 stats.encoder_calls["vision"] += 1
                 last = (pair, grid)
@@ -195,7 +207,7 @@ class Pipeline:
         is_audio = mod == S.MODALITY_AUDIO
         if is_audio.any():
             a = src[is_audio]
-            with stats.timer("encode"):
+            with stats.timer("encode_audio"):
                 out[is_audio] = audio.take(int(a.min()), int(a.max() - a.min()) + 1)[a - a.min()]
         return out
 
@@ -215,13 +227,6 @@ class Pipeline:
         with stats.timer("prefill"):
             C.check(C.omnisift_decode_tokens(ctx, toks.ctypes.data_as(C._int32_p), len(toks),
                                              positions.ctypes.data_as(C._int32_p), 0, 0), "decode")
-
-    def _rows(self, ctx, rows: np.ndarray, layout_pos: np.ndarray, stats: Stats) -> None:
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        positions = np.ascontiguousarray(self._positions(layout_pos), dtype=np.int32)
-        with stats.timer("prefill"):
-            C.check(C.omnisift_decode_embd(ctx, rows.ctypes.data_as(C._float_p), len(rows), rows.shape[1],
-                                           positions.ctypes.data_as(C._int32_p), 0, 0), "decode")
 
 
 def _prefetch(iterator, depth: int):

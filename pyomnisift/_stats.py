@@ -10,12 +10,13 @@ import numpy as np
 
 class Stats:
     def __init__(self):
-        self.timings = {k: 0.0 for k in ("media_decode", "encode", "compress", "prefill")}
+        self.timings = {k: 0.0 for k in ("media_decode", "encode_vision", "encode_audio", "compress", "prefill")}
         self.warnings: list[str] = []
         self.media_reused = 0        # media items whose KV cells a previous request left in place
         self.media_cells = 0         # KV cells of media this request decoded
         self.encoder_calls = {"vision": 0, "audio": 0}
         self.pairs_reused = 0        # frame pairs identical to the one before: rows reused, not encoded
+        self.media_batches = 0       # llama_decode calls that decoded media rows
 
     def timer(self, key: str):
         stats = self
@@ -31,7 +32,9 @@ class Stats:
 
     def as_dict(self, plan) -> dict:
         out = plan.counts()
-        out["timings_ms"] = {k: round(v, 3) for k, v in self.timings.items()}
+        t = dict(self.timings)
+        t["encode"] = t["encode_vision"] + t["encode_audio"]
+        out["timings_ms"] = {k: round(v, 3) for k, v in t.items()}
         out["retention"] = {k: getattr(plan.settings, k) for k in
                             ("video_retention", "audio_retention", "image_retention")}
         out["audio_selector"] = plan.settings.audio_selector
@@ -40,6 +43,7 @@ class Stats:
         out["media_cells_decoded"] = self.media_cells
         out["encoder_calls"] = dict(self.encoder_calls)
         out["frame_pairs_reused"] = self.pairs_reused
+        out["media_batches"] = self.media_batches
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out

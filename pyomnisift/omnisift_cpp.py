@@ -189,3 +189,58 @@ def omnisift_decode_embd(lctx, embd, n_rows: int, n_embd: int, pos, seq_id: int,
      [ctypes.c_void_p, _int32_p, ctypes.c_int64, _int32_p, ctypes.c_int32, ctypes.c_int32],
      ctypes.c_int32)
 def omnisift_decode_tokens(lctx, tokens, n_tokens: int, pos, seq_id: int, logits_last: int) -> int: ...
+
+
+# --- prefill: sift compression units and decode their kept rows, batched across units
+
+omnisift_prefill_p = ctypes.c_void_p
+
+
+class omnisift_prefill_params(ctypes.Structure):
+    _fields_ = [
+        ("seq_id", ctypes.c_int32),
+        ("max_rows", ctypes.c_int64),
+    ]
+
+
+class omnisift_prefill_stats(ctypes.Structure):
+    _fields_ = [
+        ("n_rows_in", ctypes.c_int64),
+        ("n_rows_kept", ctypes.c_int64),
+        ("n_flushes", ctypes.c_int64),
+        ("n_decode_calls", ctypes.c_int64),
+        ("t_sift_ms", ctypes.c_double),
+        ("t_decode_ms", ctypes.c_double),
+    ]
+
+
+@_fn("omnisift_prefill_default_params", [], omnisift_prefill_params)
+def omnisift_prefill_default_params() -> omnisift_prefill_params: ...
+
+
+@_fn("omnisift_prefill_init", [ctypes.c_void_p, omnisift_prefill_params], omnisift_prefill_p)
+def omnisift_prefill_init(lctx, params: omnisift_prefill_params) -> int: ...
+
+
+@_fn("omnisift_prefill_free", [omnisift_prefill_p], None)
+def omnisift_prefill_free(prefill: int) -> None: ...
+
+
+@_fn("omnisift_prefill_add",
+     [omnisift_prefill_p, omnisift_engine_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+      ctypes.c_void_p, ctypes.POINTER(omnisift_sift_params), ctypes.c_int32, ctypes.c_void_p],
+     ctypes.c_int32)
+def omnisift_prefill_add(prefill: int, engine, embd: int, n_rows: int, n_embd: int, modality: int, pos: int,
+                         params, renumber_from: int, keep) -> int: ...
+
+
+@_fn("omnisift_prefill_flush", [omnisift_prefill_p, ctypes.c_int32], ctypes.c_int32)
+def omnisift_prefill_flush(prefill: int, logits_last: int) -> int: ...
+
+
+@_fn("omnisift_prefill_n_queued", [omnisift_prefill_p], ctypes.c_int64)
+def omnisift_prefill_n_queued(prefill: int) -> int: ...
+
+
+@_fn("omnisift_prefill_get_stats", [omnisift_prefill_p], omnisift_prefill_stats)
+def omnisift_prefill_get_stats(prefill: int) -> omnisift_prefill_stats: ...

@@ -152,15 +152,16 @@ def write_video(path: Path, seconds: float, with_audio: bool, fps: int = 10, siz
 
 class Recorder:
     """What our pipeline decodes, in decode order: token ids (media rows as their placeholder
-    token), (t, h, w) decode positions, and the decode calls themselves (to replay them). Text goes
-    through llama-cpp-python's eval (positions n_tokens on), media through the pipeline's two decode
-    calls; the modality of decoded rows comes from the on_unit record of the same unit."""
+    token), (t, h, w) decode positions, and what was decoded (to replay it). Text goes through
+    llama-cpp-python's eval (positions n_tokens on) and the pipeline's token decode, media rows
+    through the prefill queue: each unit's kept rows and positions come from its on_unit record
+    (the queue decodes them in this order, several units per batch)."""
 
     def __init__(self, model, tokenizer):
         self.ids, self.pos, self.calls = [], [], []
         self.model, self.pipeline = model, model.chat_handler.pipeline
         placeholder = {m: tokenizer.convert_tokens_to_ids(t) for m, t in TOKEN_OF.items()}
-        eval_, tokens_, rows_ = model.eval, self.pipeline._tokens, self.pipeline._rows
+        eval_, tokens_ = model.eval, self.pipeline._tokens
 
         def record_tokens(toks, positions):
             self.ids += [int(t) for t in toks]
@@ -175,19 +176,18 @@ class Recorder:
             record_tokens(toks, np.full(len(toks), pos))
             return tokens_(ctx, toks, pos, stats)
 
-        def rows(ctx, kept_rows, kept_positions, stats):
-            self.pos.append(np.asarray(kept_positions, np.int64))
-            self.calls.append(("rows", np.array(kept_rows), np.asarray(kept_positions).copy()))
-            return rows_(ctx, kept_rows, kept_positions, stats)
-
         def on_unit(u):
+            if not u.keep.any():
+                return
             self.ids += [placeholder[int(m)] for m in u.modality[u.keep]]
+            self.pos.append(np.asarray(u.positions[:, u.keep], np.int64))
+            self.calls.append(("rows", np.array(u.rows[u.keep]), np.asarray(u.positions[:, u.keep]).copy()))
 
-        model.eval, self.pipeline._tokens, self.pipeline._rows = eval, tokens, rows
+        model.eval, self.pipeline._tokens = eval, tokens
         self.on_unit = on_unit
 
     def close(self):
-        del self.model.eval, self.pipeline._tokens, self.pipeline._rows
+        del self.model.eval, self.pipeline._tokens
 
     @property
     def positions(self) -> np.ndarray:

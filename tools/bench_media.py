@@ -12,6 +12,9 @@
   The built clips are smaller in pixels than the two sources (BUILT_SIZE gives 144 vision tokens per
   1-s frame grid, against 338 for test-3 and 720 for Big Buck Bunny) so that the full-token baselines
   of a 120-s clip still run in minutes on 2 cores; the two native clips keep their sizes.
+- "10s_448": the first 10 s of that pattern (test-3's scene at BUILT_SIZE, its sound and the
+  narration); "10s_static": 10 s of test-1.jpeg held still with the same narration, a static scene
+  (slides, a still camera) whose frame pairs repeat.
 
     python tools/bench_media.py        # prints name, path, duration of each clip
 """
@@ -125,10 +128,19 @@ def _pattern(assets: dict, bbb: Path):
             ([still] * n_still, np.zeros(0, np.float32))]
 
 
-def build_clip(seconds: int, out: Path, assets: dict, bbb: Path) -> Path:
+def _still_pattern(assets: dict):
+    """A static scene: test-1.jpeg held still for 20 s, no sound of its own (the narration is mixed in)."""
+    from PIL import Image
+
+    with Image.open(assets["test-1.jpeg"]) as img:
+        still = _fit(img, BUILT_SIZE)
+    return [([still] * (20 * BUILT_FPS), np.zeros(0, np.float32))]
+
+
+def build_clip(seconds: int, out: Path, assets: dict, bbb: Path, pattern=None) -> Path:
     import av
 
-    pattern = _pattern(assets, bbb)
+    pattern = pattern or _pattern(assets, bbb)
     n_frames = seconds * BUILT_FPS
     n_samples = seconds * SAMPLE_RATE
     frames, track = [], []
@@ -189,6 +201,13 @@ def prepare_media() -> dict[str, Path]:
         if not out.is_file():
             build_clip(s, out, assets, bbb)
         clips[f"{s}s"] = out
+    # 10 s at the built size: the pattern's first 10 s (test-3's moving scene), and a static scene of
+    # the same length and sound (the frame-pair reuse's best case), for the 3B pair's runs.
+    for name, pattern in (("10s_448", None), ("10s_static", _still_pattern(assets))):
+        out = cache / f"omni-bench-{name}-{BUILT_SIZE[0]}x{BUILT_SIZE[1]}-v{FORMAT_VERSION}.mp4"
+        if not out.is_file():
+            build_clip(10, out, assets, bbb, pattern)
+        clips[name] = out
     return clips
 
 

@@ -251,9 +251,35 @@ def write_mmproj(path: Path, n_proj: int, ct2: dict | None, seed: int = 0) -> No
 
 # --------------------------------------------------------------------------- LLM relabel
 
+def tokenizer_keys(w, src: Path, n_vocab: int | None = None) -> None:
+    """The Qwen2.5 tokenizer of src (a qwen2 GGUF) with Qwen2.5-Omni's added tokens and template."""
+    from gguf import TokenType
+
+    from make_tiny_model import read_gguf_kv
+
+    kv = read_gguf_kv(src)
+    tokens = list(kv["tokenizer.ggml.tokens"])
+    types = list(kv["tokenizer.ggml.token_type"])
+    if n_vocab is not None and len(tokens) != n_vocab:
+        raise ValueError(f"{src}: {len(tokens)} tokens, expected {n_vocab}")
+    for i, tok in enumerate(ADDED_TOKENS, FIRST_ADDED_ID):
+        tokens[i] = tok
+        types[i] = int(TokenType.CONTROL if tok.startswith("<|") and tok.endswith("|>") else TokenType.USER_DEFINED)
+    w.add_tokenizer_model(kv["tokenizer.ggml.model"])
+    w.add_tokenizer_pre(kv["tokenizer.ggml.pre"])
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(kv["tokenizer.ggml.merges"])
+    w.add_bos_token_id(kv["tokenizer.ggml.bos_token_id"])
+    w.add_eos_token_id(kv["tokenizer.ggml.eos_token_id"])
+    w.add_pad_token_id(kv["tokenizer.ggml.padding_token_id"])
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+
 def write_llm(src: Path, path: Path) -> None:
     """src (arch qwen2) -> path (arch qwen2vl, M-RoPE sections, Omni special tokens and template)."""
-    from gguf import GGUFReader, GGUFWriter, TokenType
+    from gguf import GGUFReader, GGUFWriter
 
     from make_tiny_model import read_gguf_kv
 
@@ -262,11 +288,6 @@ def write_llm(src: Path, path: Path) -> None:
         raise ValueError(f"{src}: architecture {kv['general.architecture']!r}, expected qwen2")
     n_embd, n_head = kv["qwen2.embedding_length"], kv["qwen2.attention.head_count"]
     assert sum(ROPE_SECTIONS) == n_embd // n_head // 2
-    tokens = list(kv["tokenizer.ggml.tokens"])
-    types = list(kv["tokenizer.ggml.token_type"])
-    for i, tok in enumerate(ADDED_TOKENS, FIRST_ADDED_ID):
-        tokens[i] = tok
-        types[i] = int(TokenType.CONTROL if tok.startswith("<|") and tok.endswith("|>") else TokenType.USER_DEFINED)
 
     w = GGUFWriter(str(path), "qwen2vl")
     w.add_name("Qwen2.5-Coder-0.5B-Instruct Q4_K_M as qwen2vl (pyomnisift bench)")
@@ -281,16 +302,7 @@ def write_llm(src: Path, path: Path) -> None:
     w.add_rope_freq_base(kv["qwen2.rope.freq_base"])
     w.add_layer_norm_rms_eps(kv["qwen2.attention.layer_norm_rms_epsilon"])
     w.add_rope_dimension_sections(ROPE_SECTIONS)
-    w.add_tokenizer_model(kv["tokenizer.ggml.model"])
-    w.add_tokenizer_pre(kv["tokenizer.ggml.pre"])
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(kv["tokenizer.ggml.merges"])
-    w.add_bos_token_id(kv["tokenizer.ggml.bos_token_id"])
-    w.add_eos_token_id(kv["tokenizer.ggml.eos_token_id"])
-    w.add_pad_token_id(kv["tokenizer.ggml.padding_token_id"])
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    tokenizer_keys(w, src)
     reader = GGUFReader(str(src))
     for t in reader.tensors:   # raw bytes, original type: quantized blocks copied as they are
         w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)

@@ -1,0 +1,15 @@
+// Internal: omnisift_decode_embd's body for other C API files (the prefill queue), throwing omnisift::error.
+#pragma once
+
+#include <cstdint>
+
+struct llama_context;
+
+namespace omnisift {
+
+// Decodes rows embd [n_rows][n_embd] at pos [3][n_rows] as omnisift_decode_embd documents;
+// returns the number of llama_decode calls it made.
+int64_t decode_rows(llama_context * lctx, const float * embd, int64_t n_rows, int64_t n_embd, const int32_t * pos,
+                    int32_t seq_id, bool logits_last);
+
+} // namespace omnisift

@@ -1,0 +1,75 @@
+"""Prefill: sift each compression unit and decode the kept rows of several units per llama_decode
+(C: omnisift_prefill_*). One ctypes crossing per unit; the rows are copied once, into the queue."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+import numpy as np
+
+from . import omnisift_cpp as C
+from ._engine import Engine
+from ._sift import AUDIO_SELECTORS
+
+
+def sift_params(settings, head=None) -> Optional[C.omnisift_sift_params]:
+    """The C parameters of validated settings; None when nothing is pruned (every row kept)."""
+    if settings.is_off:
+        return None
+    p = C.omnisift_sift_default_params()
+    p.video_retention = settings.video_retention
+    p.audio_retention = settings.audio_retention
+    p.image_retention = settings.image_retention
+    p.audio_selector = AUDIO_SELECTORS[settings.audio_selector]
+    p.head = head.ptr if head is not None and settings.audio_selector == "vgas" else None
+    p.seed = settings.seed
+    return p
+
+
+class Prefill:
+    """Owns an ``omnisift_prefill`` queue over one llama context (seq 0)."""
+
+    def __init__(self, ctx, engine: Engine, params: Optional[C.omnisift_sift_params], max_rows: int = 0):
+        pp = C.omnisift_prefill_default_params()
+        pp.max_rows = int(max_rows)
+        self._ptr = C.check_ptr(C.omnisift_prefill_init(ctx, pp), "prefill")
+        self.engine = engine
+        self.params = params
+        self._params_ref = ctypes.byref(params) if params is not None else None
+
+    def add(self, rows: np.ndarray, modality: np.ndarray, positions: np.ndarray, renumber_from: int = -1) -> np.ndarray:
+        """Sifts one unit and queues its kept rows; returns the keep mask (bool [n])."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        mod = np.ascontiguousarray(modality, dtype=np.int32)
+        pos = np.ascontiguousarray(positions, dtype=np.int32)
+        keep = np.ones(len(rows), np.uint8)
+        C.check(C.omnisift_prefill_add(self._ptr, self.engine.ptr, rows.ctypes.data, rows.shape[0], rows.shape[1],
+                                       mod.ctypes.data, pos.ctypes.data, self._params_ref, int(renumber_from),
+                                       keep.ctypes.data), "prefill")
+        return keep.view(bool)
+
+    def flush(self) -> None:
+        C.check(C.omnisift_prefill_flush(self._ptr, 0), "prefill")
+
+    @property
+    def n_queued(self) -> int:
+        return int(C.omnisift_prefill_n_queued(self._ptr))
+
+    def stats(self) -> dict:
+        s = C.omnisift_prefill_get_stats(self._ptr)
+        return {k: getattr(s, k) for k, _ in C.omnisift_prefill_stats._fields_}
+
+    def close(self) -> None:
+        if getattr(self, "_ptr", None):
+            C.omnisift_prefill_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> "Prefill":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
