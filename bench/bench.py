@@ -462,6 +462,12 @@ def summarize(data: dict) -> None:
         reuse = static_reuse_of(table)
         if reuse:
             summary["static_reuse"] = reuse
+        # streaming: what a request holds beyond the KV cache (n_ctx is sized per clip) per clip length
+        summary["memory_beyond_kv_bytes"] = {
+            cfg: {clip: rows[cfg]["peak_rss_bytes"] - rows[cfg]["kv_alloc_bytes"]
+                  for clip, rows in sorted(table.items(), key=lambda kv: data["clips"].get(kv[0], {}).get("duration_s", 0))
+                  if cfg in rows}
+            for cfg in ("A", "B", "25")}
         data["table_by_model"][model] = table
         data["summary_by_model"][model] = summary
 
@@ -512,6 +518,11 @@ def write_markdown(path: Path, data: dict) -> None:
                       + (f"; vs {reuse['no_reuse_vision_encode_ms'] / 1e3:.2f} s without reuse (n={reuse['n_no_reuse']}): "
                          f"{reuse['encode_speedup_vs_no_reuse']:.1f}x, outputs identical: {reuse['identical_outputs']}"
                          if "encode_speedup_vs_no_reuse" in reuse else "") + "."]
+        mem = summary.get("memory_beyond_kv_bytes", {})
+        if any(len(v) > 1 for v in mem.values()):
+            lines += ["", "Peak RSS beyond the KV cache allocation, by clip: " + "; ".join(
+                f"{cfg}: " + ", ".join(f"{clip} {_mb(b):.0f}" for clip, b in v.items()) + " MiB"
+                for cfg, v in mem.items() if v) + "."]
         skipped = [r for r in data["runs"] if r.get("model") == model and r.get("epoch") == EPOCH and r.get("skipped")]
         if skipped:
             lines += ["", "Skipped: " + "; ".join(f"{r['clip']} {r['config']} rep {r['rep']} ({r['reason']})"

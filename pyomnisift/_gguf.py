@@ -24,6 +24,15 @@ class GGUFFormatError(ValueError):
 def read_metadata(path, keep=None) -> dict:
     """{key: value} of the file's metadata (arrays as lists); with `keep`, a predicate on the key,
     only the values it accepts are decoded (the others are skipped, not read)."""
+    return _read(path, keep, tensors=False)[0]
+
+
+def read_tensor_infos(path) -> list:
+    """[(name, ne (ggml's dims, ne0 first), ggml type id)] of the file's tensors, without their data."""
+    return _read(path, lambda key: False, tensors=True)[1]
+
+
+def _read(path, keep, tensors: bool):
     wanted = keep or (lambda key: True)
     with open(os.fspath(path), "rb") as f:
         try:
@@ -31,17 +40,17 @@ def read_metadata(path, keep=None) -> dict:
         except ValueError as e:  # an empty file cannot be mapped
             raise GGUFFormatError("the file is empty") from e
     try:
-        return _parse(data, wanted)
+        return _parse(data, wanted, tensors)
     except (struct.error, IndexError, UnicodeDecodeError) as e:
         raise GGUFFormatError(f"truncated or corrupt metadata ({e})") from e
     finally:
         data.close()
 
 
-def _parse(data, wanted) -> dict:
+def _parse(data, wanted, tensors: bool = False):
     if data[:4] != b"GGUF":
         raise GGUFFormatError(f"not a GGUF file (starts with {bytes(data[:4])!r})")
-    version, _n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+    version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
     if version < 2:
         raise GGUFFormatError(f"GGUF version {version} is not supported")
     pos, out = 24, {}
@@ -83,4 +92,14 @@ def _parse(data, wanted) -> dict:
         pos, v = value(vtype, pos + 4, keep)
         if keep:
             out[key] = v
-    return out
+    infos = []
+    for _ in range(n_tensors if tensors else 0):   # name, n_dims, ne[n_dims], type, data offset
+        pos, (a, b) = string(pos)
+        (n_dims,) = struct.unpack_from("<I", data, pos)
+        if n_dims > 4:
+            raise GGUFFormatError(f"tensor with {n_dims} dimensions")
+        ne = struct.unpack_from(f"<{n_dims}Q", data, pos + 4)
+        (ttype,) = struct.unpack_from("<I", data, pos + 4 + 8 * n_dims)
+        pos += 4 + 8 * n_dims + 4 + 8
+        infos.append((bytes(data[a:b]).decode("utf-8"), tuple(ne), ttype))
+    return out, infos

@@ -9,6 +9,7 @@ CPUs with AMX (see _cpu.py).
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import os
 from typing import Any, Callable, Optional, Union
@@ -17,7 +18,7 @@ import numpy as np
 
 import llama_cpp
 
-from ._cpu import use_extra_bufts as _use_extra_bufts
+from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
 from ._handler import OmniSIFTChatHandler
 from ._model_info import read_llm_info
 from ._settings import Settings
@@ -39,6 +40,9 @@ class Llama(llama_cpp.Llama):
     ``fit_context=True`` lowers video, then audio retention until the prompt fits n_ctx.
     ``use_extra_bufts``: llama.cpp's extra CPU weight buffer types (repacking); None (default) turns
     them off only on CPUs where llama.cpp 0.3.36 crashes with them (AMX), True / False forces.
+    ``cpu_repack``: with extra buffer types off, still place the weights llama.cpp's CPU_REPACK
+    buffer type handles there (its faster AVX2 / AVX-512 layouts, without the crashing AMX one);
+    None (default) does so where the AMX rule turned them off and the layers stay on the CPU.
     ``chat_template``: a Jinja template for a GGUF without one (default: the GGUF's, else
     Qwen2.5-Omni's).
     """
@@ -49,7 +53,8 @@ class Llama(llama_cpp.Llama):
                  audio_retention: float = Settings.audio_retention, image_retention: float = Settings.image_retention,
                  audio_selector: str = "anchor", sift_head: Union[None, str, os.PathLike, SiftHead] = None,
                  video_fps: float = 2.0, fit_context: bool = False, sift_seed: int = 0,
-                 use_extra_bufts: Optional[bool] = None, chat_template: Optional[str] = None,
+                 use_extra_bufts: Optional[bool] = None, cpu_repack: Optional[bool] = None,
+                 chat_template: Optional[str] = None,
                  chat_handler: Optional[OmniSIFTChatHandler] = None, **kwargs: Any):
         model_path = os.fspath(model_path)
         read_llm_info(model_path)  # a clear error for a missing / non-GGUF / mmproj-as-model file
@@ -61,6 +66,12 @@ class Llama(llama_cpp.Llama):
             audio_selector=audio_selector, sift_head=sift_head, video_fps=video_fps, fit_context=fit_context,
             seed=sift_seed, chat_template=chat_template, n_threads=kwargs.get("n_threads"))
         self._extra_bufts = _use_extra_bufts(use_extra_bufts)
+        if cpu_repack is not None and not isinstance(cpu_repack, bool):
+            raise TypeError(f"cpu_repack must be True, False or None (auto), got {cpu_repack!r}")
+        if cpu_repack is None:   # auto: only where the AMX rule turned repacking off, on the CPU
+            cpu_repack = (use_extra_bufts is None and not self._extra_bufts
+                          and (kwargs.get("n_gpu_layers", 0) == 0 or not llama_cpp.llama_supports_gpu_offload()))
+        self._repack = _repack_overrides(model_path) if cpu_repack and not self._extra_bufts else None
         super().__init__(model_path, n_ctx=n_ctx, n_batch=n_batch,
                          n_ubatch=n_batch if n_ubatch is None else n_ubatch, verbose=verbose,
                          chat_handler=handler, **kwargs)
@@ -75,6 +86,8 @@ class Llama(llama_cpp.Llama):
     @model_params.setter
     def model_params(self, params) -> None:
         params.use_extra_bufts = self._extra_bufts
+        if self._repack is not None:
+            params.tensor_buft_overrides = ctypes.cast(self._repack, ctypes.c_void_p)
         self.__dict__["model_params"] = params
 
     @property

@@ -130,9 +130,10 @@ class Pipeline:
         if seg.probe.audio_rows is not None:
             audio = _PlannedRows(seg.probe.audio_rows)
         elif seg.probe.n_audio:
-            # the track is read a second time, 2 s at a time, next to the frames it goes with
-            audio = _CountingRows(AudioRows(self.audio, _media.iter_audio(seg.item.source, AUDIO_BLOCK),
-                                            seg.probe.audio_plan), stats)
+            # the track is read a second time, 2 s at a time, next to the frames it goes with; PyAV
+            # decodes and resamples it on a thread (it releases the GIL), a few blocks ahead
+            audio = _CountingRows(AudioRows(self.audio, _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK),
+                                                                  depth=4), seg.probe.audio_plan), stats)
         # One C call per unit sifts it and queues its kept rows; the queue is decoded n_batch rows at a
         # time, so a llama_decode takes several units' rows (t ascends from unit to unit).
         prefill = Prefill(ctx, self.engine, sift_params(s, sift_head), self.batch_rows)
@@ -250,7 +251,7 @@ def _prefetch(iterator, depth: int):
         except BaseException as e:  # handed to the consumer, which raises it
             q.put(e)
 
-    thread = threading.Thread(target=produce, name="pyomnisift-frames", daemon=True)
+    thread = threading.Thread(target=produce, name="pyomnisift-prefetch", daemon=True)
     thread.start()
     try:
         while True:

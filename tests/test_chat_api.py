@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import re
 import subprocess
 import sys
 
@@ -234,6 +235,63 @@ def test_use_extra_bufts_reaches_llama_cpp(tiny_q8, flag, repacks):
     log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert log.returncode == 0, log.stderr[-2000:]
     assert ("CPU_REPACK" in log.stderr) == repacks
+
+
+@pytest.fixture(scope="module")
+def tiny_q4_0(tiny_model, tmp_path_factory):
+    """Q4_0 weights: a type llama.cpp's CPU_REPACK takes on AVX2 (Q8_0 it leaves in place there)."""
+    out = tmp_path_factory.mktemp("q4_0") / "tiny-q4_0.gguf"
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    assert llama_cpp.llama_model_quantize(str(tiny_model[0]).encode(), str(out).encode(), ctypes.byref(p)) == 0
+    return out
+
+
+def _load_log(model, args: str, amx: bool = False) -> str:
+    """llama.cpp's load log of pyomnisift.Llama(model, **args) in a child (llama.cpp logs to stderr);
+    amx=True makes the child's AMX detection answer yes (this machine has none)."""
+    code = ("import pyomnisift, pyomnisift._cpu as c\n"
+            + ("c.cpu_has_amx = lambda: True\n" if amx else "")
+            + f"pyomnisift.Llama({str(model)!r}, n_ctx=256, verbose=True, {args})")
+    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert log.returncode == 0, log.stderr[-2000:]
+    return log.stderr
+
+
+def _repack_buffer(log: str):
+    m = re.search(r"CPU_REPACK model buffer size = +([0-9.]+) MiB", log)
+    return None if m is None else float(m.group(1))
+
+
+def test_cpu_repack_places_what_llama_cpp_would(tiny_q4_0):
+    """With extra buffer types off (the AMX-safe load), cpu_repack=True puts into CPU_REPACK exactly
+    what llama.cpp itself puts there with them on: the same buffer size in its own load log."""
+    own = _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=True"))
+    assert own is not None and own > 0
+    assert _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=False")) is None
+    assert _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=False, cpu_repack=True")) == own
+    # the default on an AMX machine: no AMX buffer, repacking kept
+    auto = _load_log(tiny_q4_0, "", amx=True)
+    assert _repack_buffer(auto) == own and "AMX" not in re.findall(r"(\w+) model buffer size", auto)
+    assert _repack_buffer(_load_log(tiny_q4_0, "cpu_repack=False", amx=True)) is None
+
+
+def test_cpu_repack_gives_llama_cpp_s_own_logits(tiny_q4_0):
+    """Same kernels on the same weights: the logits equal llama.cpp's own repacked load's, bit for bit."""
+    prompt = list(range(100, 140))
+
+    def logits(**kw):
+        with pyomnisift.Llama(str(tiny_q4_0), n_ctx=256, n_threads=2, **kw) as m:
+            m.eval(prompt)
+            return m.logits()
+
+    own = logits(use_extra_bufts=True)
+    np.testing.assert_array_equal(logits(use_extra_bufts=False, cpu_repack=True), own)
+
+
+def test_cpu_repack_argument_checked(tiny_q4_0):
+    with pytest.raises(TypeError, match="cpu_repack"):
+        pyomnisift.Llama(str(tiny_q4_0), n_ctx=256, cpu_repack="yes")
 
 
 def test_quiet_by_default(tiny_model, capfd):

@@ -180,3 +180,14 @@ def test_metadata_reader_matches_gguf_py(tiny_model):
                 assert ours[key] == value, key
         skipped = read_metadata(path, keep=lambda k: not k.startswith("tokenizer."))
         assert skipped == {k: v for k, v in ours.items() if not k.startswith("tokenizer.")}
+
+
+def test_tensor_info_reader_matches_gguf_py(tiny_model):
+    """Tensor names, ggml shapes (ne0 first) and types, against gguf-py's reader."""
+    import gguf
+
+    from pyomnisift._gguf import read_tensor_infos
+
+    for path in tiny_model:
+        theirs = [(t.name, tuple(int(n) for n in t.shape), int(t.tensor_type)) for t in gguf.GGUFReader(str(path)).tensors]
+        assert read_tensor_infos(path) == theirs and len(theirs) > 10

@@ -5,6 +5,7 @@
 // new batch where (t, h, w) goes down), in a second context whose n_batch never splits them.
 #include "omnisift.h"
 #include "check.h"
+#include "llama_helpers.h"
 
 #include "llama.h"
 
@@ -16,8 +17,6 @@
 #include <random>
 #include <vector>
 
-
-static void quiet(ggml_log_level, const char *, void *) {}
 
 static llama_context * new_context(llama_model * model, uint32_t n_batch) {
     llama_context_params cp = llama_context_default_params();
@@ -58,22 +57,6 @@ static int32_t ref_decode(llama_context * ctx, const std::vector<float> * embd, 
     b.seq_id = sids.data();
     b.logits = logits.data();
     return llama_decode(ctx, b);
-}
-
-// The last logits of both contexts agree within 1e-5 of their range (random weights: range > 0).
-static bool same_logits(llama_context * a, llama_context * b, int32_t n_vocab, const char * what) {
-    const float * la = llama_get_logits_ith(a, -1);
-    const float * lb = llama_get_logits_ith(b, -1);
-    if (!la || !lb) return false;
-    float lo = lb[0], hi = lb[0], diff = 0.f;
-    for (int32_t i = 0; i < n_vocab; ++i) {
-        lo = std::min(lo, lb[i]);
-        hi = std::max(hi, lb[i]);
-        diff = std::max(diff, std::fabs(la[i] - lb[i]));  // NaN makes the comparison below false
-    }
-    const bool ok = hi > lo && diff <= 1e-5f * (hi - lo);
-    if (!ok) std::fprintf(stderr, "%s: max |diff| %g, range %g\n", what, diff, hi - lo);
-    return ok;
 }
 
 int main() {
