@@ -364,8 +364,14 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def _floor_ms(t: dict) -> float:
+def _stages(run: dict) -> dict:
+    """A run's stage times, 0 for the stages its configuration has none of."""
+    return {k: run["timings_ms"].get(k, 0.0) for k in STAGES}
+
+
+def _floor_ms(run: dict) -> float:
     """What no implementation can skip: reading the media, the encoders, the LLM's prefill."""
+    t = _stages(run)
     return t["media_decode"] + t["preprocess"] + t["encode_vision"] + t["encode_audio"] + t["prefill"]
 
 
@@ -377,12 +383,11 @@ def table_of(runs: list, geom: dict) -> dict:
     table = {}
     for clip, by_cfg in by.items():
         for cfg, rs in by_cfg.items():
-            t = {k: _median(r["timings_ms"].get(k, 0.0) for r in rs) for k in STAGES}
+            t = {k: _median(_stages(r)[k] for r in rs) for k in STAGES}
             row = dict(n=len(rs), prompt_tokens=rs[0]["prompt_tokens"], media_tokens=rs[0]["media_tokens"],
                        video_tokens=rs[0]["video_tokens"], audio_tokens=rs[0]["audio_tokens"],
                        ttft_ms=_median(r["ttft_ms"] for r in rs), timings_ms=t,
-                       floor_ms=_median(_floor_ms(r["timings_ms"] | {k: r["timings_ms"].get(k, 0.0) for k in STAGES})
-                                        for r in rs),
+                       floor_ms=_median(_floor_ms(r) for r in rs),
                        ttft_spread_ms=[min(r["ttft_ms"] for r in rs), max(r["ttft_ms"] for r in rs)],
                        peak_rss_bytes=_median(r["peak_rss_bytes"] for r in rs),
                        request_rss_growth_bytes=_median(r["peak_rss_bytes"] - r["rss_loaded_bytes"] for r in rs),
@@ -391,8 +396,7 @@ def table_of(runs: list, geom: dict) -> dict:
                        frame_pairs_reused=rs[0].get("frame_pairs_reused"),
                        logits_sha256=sorted({r.get("logits_sha256") for r in rs}, key=str))
             # overhead: TTFT minus the floor (compression, first token, prompt building, hand-offs)
-            row["overhead_ms"] = _median(r["ttft_ms"] - _floor_ms({k: r["timings_ms"].get(k, 0.0) for k in STAGES})
-                                         for r in rs)
+            row["overhead_ms"] = _median(r["ttft_ms"] - _floor_ms(r) for r in rs)
             row["other_ms"] = row["ttft_ms"] - sum(t.values())
             row["encoder_ms"] = t["preprocess"] + t["encode_vision"] + t["encode_audio"]
             row["prefill_tok_s"] = row["prompt_tokens"] / (t["prefill"] / 1e3)

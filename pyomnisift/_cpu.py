@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
-from pathlib import Path
 from typing import Optional
 
 import llama_cpp
@@ -59,34 +58,35 @@ class llama_model_tensor_buft_override(ctypes.Structure):
 
 @functools.lru_cache(maxsize=None)
 def _ggml():
-    lib = Path(llama_cpp.__file__).parent / "lib"
-    # the libraries llama_cpp already loaded (dlopen of the same path returns the loaded object)
-    base, ggml = ctypes.CDLL(str(lib / "libggml-base.so")), ctypes.CDLL(str(lib / "libggml.so"))
-    ggml.ggml_backend_dev_by_type.argtypes, ggml.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
-    base.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
-    base.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
-    base.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    base.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-    base.ggml_backend_buft_name.argtypes, base.ggml_backend_buft_name.restype = [ctypes.c_void_p], ctypes.c_char_p
-    return base, ggml
+    """llama-cpp-python's own handle on libggml (its dependency libggml-base resolves through it)."""
+    from llama_cpp._ggml import libggml as lib
+
+    for name, argtypes, restype in (("ggml_backend_dev_by_type", [ctypes.c_int], ctypes.c_void_p),
+                                    ("ggml_backend_dev_backend_reg", [ctypes.c_void_p], ctypes.c_void_p),
+                                    ("ggml_backend_reg_get_proc_address", [ctypes.c_void_p, ctypes.c_char_p],
+                                     ctypes.c_void_p),
+                                    ("ggml_backend_buft_name", [ctypes.c_void_p], ctypes.c_char_p)):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, restype
+    return lib
 
 
 @functools.lru_cache(maxsize=None)
 def cpu_repack_buft() -> Optional[int]:
     """The CPU backend's CPU_REPACK buffer type (an extra buffer type of the CPU device), or None."""
-    base, ggml = _ggml()
+    ggml = _ggml()
     dev = ggml.ggml_backend_dev_by_type(0)   # GGML_BACKEND_DEVICE_TYPE_CPU
     if not dev:
         return None
-    reg = base.ggml_backend_dev_backend_reg(dev)
-    addr = base.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+    reg = ggml.ggml_backend_dev_backend_reg(dev)
+    addr = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
     if not addr:
         return None
     get_extra = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)
     bufts = get_extra(dev)
     i = 0
     while bufts and bufts[i]:
-        if base.ggml_backend_buft_name(bufts[i]) == b"CPU_REPACK":
+        if ggml.ggml_backend_buft_name(bufts[i]) == b"CPU_REPACK":
             return bufts[i]
         i += 1
     return None

@@ -10,21 +10,15 @@ import numpy as np
 
 from . import omnisift_cpp as C
 from ._engine import Engine
-from ._sift import AUDIO_SELECTORS
+from ._sift import c_params
 
 
 def sift_params(settings, head=None) -> Optional[C.omnisift_sift_params]:
     """The C parameters of validated settings; None when nothing is pruned (every row kept)."""
     if settings.is_off:
         return None
-    p = C.omnisift_sift_default_params()
-    p.video_retention = settings.video_retention
-    p.audio_retention = settings.audio_retention
-    p.image_retention = settings.image_retention
-    p.audio_selector = AUDIO_SELECTORS[settings.audio_selector]
-    p.head = head.ptr if head is not None and settings.audio_selector == "vgas" else None
-    p.seed = settings.seed
-    return p
+    return c_params(settings.video_retention, settings.audio_retention, settings.image_retention,
+                    settings.audio_selector, head, settings.seed)
 
 
 class Prefill:

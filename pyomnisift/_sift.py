@@ -69,6 +69,19 @@ class SiftHead:
         self.close()
 
 
+def c_params(video_retention: float, audio_retention: float, image_retention: float, audio_selector: str,
+             head: Optional[SiftHead] = None, seed: int = 0) -> C.omnisift_sift_params:
+    """The C parameters of already validated settings (the head is passed only to the "vgas" selector)."""
+    p = C.omnisift_sift_default_params()
+    p.video_retention = video_retention
+    p.audio_retention = audio_retention
+    p.image_retention = image_retention
+    p.audio_selector = AUDIO_SELECTORS[audio_selector]
+    p.head = head.ptr if head is not None and audio_selector == "vgas" else None
+    p.seed = int(seed)
+    return p
+
+
 def _retention(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number in [0, 1], got {type(value).__name__}")
@@ -162,13 +175,7 @@ def sift(embeddings, modality, positions, *, video_retention: float = 1.0, audio
                              f"got width {emb.shape[1]} (a head for another model?)")
 
     engine = engine or default_engine()
-    params = C.omnisift_sift_default_params()
-    params.video_retention = video_retention
-    params.audio_retention = audio_retention
-    params.image_retention = image_retention
-    params.audio_selector = AUDIO_SELECTORS[audio_selector]
-    params.head = head.ptr if head is not None else None
-    params.seed = int(seed)
+    params = c_params(video_retention, audio_retention, image_retention, audio_selector, head, seed)
 
     n = emb.shape[0]
     keep = np.ones(n, dtype=np.uint8)
@@ -191,11 +198,8 @@ def n_kept(modality, positions, *, video_retention: float = 1.0, audio_retention
         raise ValueError(f"modality [N] and positions [3, N] disagree: {mod.shape} vs {pos.shape}")
     if audio_selector not in AUDIO_SELECTORS:
         raise ValueError(f"unknown audio_selector {audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
-    params = C.omnisift_sift_default_params()
-    params.video_retention = _retention("video_retention", video_retention)
-    params.audio_retention = _retention("audio_retention", audio_retention)
-    params.image_retention = _retention("image_retention", image_retention)
-    params.audio_selector = AUDIO_SELECTORS[audio_selector]
+    params = c_params(_retention("video_retention", video_retention), _retention("audio_retention", audio_retention),
+                      _retention("image_retention", image_retention), audio_selector)
     out = C.omnisift_sift_n_kept(mod.ctypes.data, pos.ctypes.data, mod.shape[0], ctypes.byref(params))
     if out < 0:
         C.check(int(out), "sift_n_kept")

@@ -49,3 +49,14 @@ def tiny_audio_model(assets) -> tuple[Path, Path]:
         make_tiny_model.make_tiny_audio_model(out, TINY_SEED, assets["ggml-vocab-qwen2.gguf"])
         stamp.write_text(generator)
     return llm, mmproj
+
+
+@pytest.fixture(scope="module")
+def tiny_omni(tiny_model):
+    """pyomnisift.Llama on the tiny pair with the default settings (n_ctx 4096, 2 threads)."""
+    import pyomnisift
+
+    llm, mmproj = tiny_model
+    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2)
+    yield model
+    model.close()

@@ -211,13 +211,28 @@ def test_generation_stops_at_kv_capacity(tiny_model, assets):
 # --- loading quantized models (AMX-safe)
 
 
-@pytest.fixture(scope="module")
-def tiny_q8(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("q8") / "tiny-q8_0.gguf"
+def _quantized(tiny_model, tmp_path_factory, ftype: int, name: str):
+    out = tmp_path_factory.mktemp(name) / f"tiny-{name}.gguf"
     p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    p.ftype = ftype
     assert llama_cpp.llama_model_quantize(str(tiny_model[0]).encode(), str(out).encode(), ctypes.byref(p)) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_q8(tiny_model, tmp_path_factory):
+    return _quantized(tiny_model, tmp_path_factory, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q8_0")
+
+
+def _load_log(model, args: str, amx: bool = False) -> str:
+    """llama.cpp's load log of pyomnisift.Llama(model, **args) in a child (llama.cpp logs to stderr);
+    amx=True makes the child's AMX detection answer yes (this machine has none)."""
+    code = ("import pyomnisift, pyomnisift._cpu as c\n"
+            + ("c.cpu_has_amx = lambda: True\n" if amx else "")
+            + f"pyomnisift.Llama({str(model)!r}, n_ctx=256, verbose=True, {args})")
+    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert log.returncode == 0, log.stderr[-2000:]
+    return log.stderr
 
 
 def test_quantized_model_loads_and_generates(tiny_q8, tiny_model):
@@ -230,32 +245,13 @@ def test_quantized_model_loads_and_generates(tiny_q8, tiny_model):
 def test_use_extra_bufts_reaches_llama_cpp(tiny_q8, flag, repacks):
     """The knob is what llama.cpp loads with: its load log names the CPU_REPACK buffer type only
     when extra buffer types are on (a child process: llama.cpp logs to the process's stderr)."""
-    code = (f"import pyomnisift; pyomnisift.Llama({str(tiny_q8)!r}, n_ctx=256, verbose=True, "
-            f"use_extra_bufts={flag})")
-    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert log.returncode == 0, log.stderr[-2000:]
-    assert ("CPU_REPACK" in log.stderr) == repacks
+    assert ("CPU_REPACK" in _load_log(tiny_q8, f"use_extra_bufts={flag}")) == repacks
 
 
 @pytest.fixture(scope="module")
 def tiny_q4_0(tiny_model, tmp_path_factory):
     """Q4_0 weights: a type llama.cpp's CPU_REPACK takes on AVX2 (Q8_0 it leaves in place there)."""
-    out = tmp_path_factory.mktemp("q4_0") / "tiny-q4_0.gguf"
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
-    assert llama_cpp.llama_model_quantize(str(tiny_model[0]).encode(), str(out).encode(), ctypes.byref(p)) == 0
-    return out
-
-
-def _load_log(model, args: str, amx: bool = False) -> str:
-    """llama.cpp's load log of pyomnisift.Llama(model, **args) in a child (llama.cpp logs to stderr);
-    amx=True makes the child's AMX detection answer yes (this machine has none)."""
-    code = ("import pyomnisift, pyomnisift._cpu as c\n"
-            + ("c.cpu_has_amx = lambda: True\n" if amx else "")
-            + f"pyomnisift.Llama({str(model)!r}, n_ctx=256, verbose=True, {args})")
-    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert log.returncode == 0, log.stderr[-2000:]
-    return log.stderr
+    return _quantized(tiny_model, tmp_path_factory, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q4_0")
 
 
 def _repack_buffer(log: str):

@@ -9,20 +9,11 @@ import ctypes
 import numpy as np
 import pytest
 
-import pyomnisift
 from pyomnisift import omnisift_cpp as C
 from pyomnisift._prefill import Prefill, sift_params
 from pyomnisift._settings import Settings
 
 from decode_helpers import clear, decode_rows, decode_tokens
-
-
-@pytest.fixture(scope="module")
-def omni(tiny_model):
-    llm, mmproj = tiny_model
-    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2)
-    yield model
-    model.close()
 
 
 def _unit(rng, n_embd, t0, n=30):
@@ -33,49 +24,49 @@ def _unit(rng, n_embd, t0, n=30):
     return rows, np.full(n, C.OMNISIFT_MODALITY_VIDEO, np.int32), pos
 
 
-def _logits_after(omni, decode):
-    clear(omni)
-    decode_tokens(omni, [omni.token_bos() if omni.token_bos() >= 0 else 0], [0])
+def _logits_after(tiny_omni, decode):
+    clear(tiny_omni)
+    decode_tokens(tiny_omni, [tiny_omni.token_bos() if tiny_omni.token_bos() >= 0 else 0], [0])
     decode()
-    decode_tokens(omni, [42], [200], logits_last=True)
-    return omni.logits()
+    decode_tokens(tiny_omni, [42], [200], logits_last=True)
+    return tiny_omni.logits()
 
 
-def test_queue_keeps_units_whole_and_decodes_what_llama_cpp_decodes(omni):
+def test_queue_keeps_units_whole_and_decodes_what_llama_cpp_decodes(tiny_omni):
     rng = np.random.default_rng(0)
-    units = [_unit(rng, omni.n_embd(), t) for t in (25, 50, 75, 100)]
+    units = [_unit(rng, tiny_omni.n_embd(), t) for t in (25, 50, 75, 100)]
     counts = []
 
     def queued():
-        with Prefill(omni.ctx, omni.chat_handler.engine, None, max_rows=50) as pf:
+        with Prefill(tiny_omni.ctx, tiny_omni.chat_handler.engine, None, max_rows=50) as pf:
             for rows, mod, pos in units:
                 assert pf.add(rows, mod, pos).all()   # params None: every row kept
                 counts.append((pf.n_queued, pf.stats()["n_flushes"]))
             pf.flush()
             assert pf.n_queued == 0
 
-    ours = _logits_after(omni, queued)
+    ours = _logits_after(tiny_omni, queued)
     # 30 rows fit; the next 30 would not fit beside them (max 50): the first unit is decoded alone
     assert counts == [(30, 0), (30, 1), (30, 2), (30, 3)]
     every = (np.concatenate([u[0] for u in units]), np.concatenate([u[2] for u in units], axis=1))
-    whole = _logits_after(omni, lambda: decode_rows(omni, *every))
+    whole = _logits_after(tiny_omni, lambda: decode_rows(tiny_omni, *every))
     np.testing.assert_allclose(ours, whole, atol=2e-3 * np.ptp(whole))
 
 
-def test_batches_span_units_and_give_the_per_unit_answer(omni, assets):
+def test_batches_span_units_and_give_the_per_unit_answer(tiny_omni, assets):
     msgs = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": str(assets["test-3.mp4"])}},
                                          {"type": "text", "text": "What happens?"}]}]
-    pipeline = omni.chat_handler.pipeline
+    pipeline = tiny_omni.chat_handler.pipeline
     try:
         pipeline.batch_rows = 1          # every unit decoded on its own
-        clear(omni)
-        alone = omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
-        logits_alone = omni.logits()
+        clear(tiny_omni)
+        alone = tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
+        logits_alone = tiny_omni.logits()
     finally:
         pipeline.batch_rows = 0
-    clear(omni)
-    batched = omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
-    logits = omni.logits()
+    clear(tiny_omni)
+    batched = tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
+    logits = tiny_omni.logits()
     a, b = alone["omnisift"], batched["omnisift"]
     n_units = 5                           # 10 s: 10 grids, two per unit
     assert a["media_batches"] >= n_units and b["media_batches"] < n_units
@@ -89,11 +80,11 @@ def _raw_add(pf, rows, mod, pos, params, keep):
                                   mod.ctypes.data, pos.ctypes.data, ctypes.byref(params), -1, keep.ctypes.data)
 
 
-def test_bad_unit_leaves_queue_and_mask_untouched(omni):
+def test_bad_unit_leaves_queue_and_mask_untouched(tiny_omni):
     rng = np.random.default_rng(1)
-    rows, mod, pos = _unit(rng, omni.n_embd(), 25)
+    rows, mod, pos = _unit(rng, tiny_omni.n_embd(), 25)
     params = sift_params(Settings(video_retention=0.5, audio_retention=0.5))
-    with Prefill(omni.ctx, omni.chat_handler.engine, params) as pf:
+    with Prefill(tiny_omni.ctx, tiny_omni.chat_handler.engine, params) as pf:
         assert pf.add(rows, mod, pos).sum() == 15
         bad = rows.copy()
         bad[3, 0] = np.nan
@@ -108,7 +99,7 @@ def test_bad_unit_leaves_queue_and_mask_untouched(omni):
         with pytest.raises(ValueError, match="negative position"):
             pf.add(rows, mod, neg)
         assert pf.n_queued == 15
-    clear(omni)
+    clear(tiny_omni)
 
 
 def test_init_refuses_bad_arguments():

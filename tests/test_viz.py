@@ -92,23 +92,15 @@ def test_render_samples_at_most_max_pairs(white_clip, tmp_path):
     assert len(result.shown) == 3 and result.shown[0] == 0 and result.shown[-1] == info.n_sampled // 2 - 1
 
 
-@pytest.fixture(scope="module")
-def omni(tiny_model):
-    llm, mmproj = tiny_model
-    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2)
-    yield model
-    model.close()
-
-
 @needs_on_unit
-def test_visualize_masks_are_the_models(omni, white_clip, tmp_path):
+def test_visualize_masks_are_the_models(tiny_omni, white_clip, tmp_path):
     records = []
-    omni.create_chat_completion([{"role": "user", "content": [
+    tiny_omni.create_chat_completion([{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": str(white_clip)}}, {"type": "text", "text": "?"}]}],
         max_tokens=1, video_retention=0.3, audio_retention=0.5, on_unit=records.append)
     assert records and all(isinstance(r, pyomnisift.UnitRecord) for r in records)
     out = tmp_path / "kept.png"
-    result = viz.visualize(omni, white_clip, "video", output=out, video_retention=0.3, audio_retention=0.5)
+    result = viz.visualize(tiny_omni, white_clip, "video", output=out, video_retention=0.3, audio_retention=0.5)
     assert out.is_file()
     for g, mask in result.grids.items():
         rows = [(r.positions[:, (r.modality == 1) & (r.source_index == g)], r.keep[(r.modality == 1) & (r.source_index == g)])

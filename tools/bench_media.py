@@ -196,17 +196,14 @@ def prepare_media() -> dict[str, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     bbb = fetch_bigbuckbunny(cache)
     clips = {"10s": Path(assets["test-3.mp4"]), "bbb": bbb}
-    for s in BUILT_SECONDS:
-        out = cache / f"omni-bench-{s}s-{BUILT_SIZE[0]}x{BUILT_SIZE[1]}-v{FORMAT_VERSION}.mp4"
-        if not out.is_file():
-            build_clip(s, out, assets, bbb)
-        clips[f"{s}s"] = out
-    # 10 s at the built size: the pattern's first 10 s (test-3's moving scene), and a static scene of
-    # the same length and sound (the frame-pair reuse's best case), for the 3B pair's runs.
-    for name, pattern in (("10s_448", None), ("10s_static", _still_pattern(assets))):
+    # (name, seconds, pattern): the built lengths, then 10 s at the built size: the pattern's first
+    # 10 s (test-3's moving scene) and a static scene of the same length and sound (the frame-pair
+    # reuse's best case), for the 3B pair's runs
+    built = [(f"{n}s", n, None) for n in BUILT_SECONDS] + [("10s_448", 10, None), ("10s_static", 10, _still_pattern)]
+    for name, seconds, pattern in built:
         out = cache / f"omni-bench-{name}-{BUILT_SIZE[0]}x{BUILT_SIZE[1]}-v{FORMAT_VERSION}.mp4"
         if not out.is_file():
-            build_clip(10, out, assets, bbb, pattern)
+            build_clip(seconds, out, assets, bbb, pattern and pattern(assets))
         clips[name] = out
     return clips
 

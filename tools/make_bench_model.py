@@ -277,6 +277,22 @@ def tokenizer_keys(w, src: Path, n_vocab: int | None = None) -> None:
     w.add_chat_template(CHAT_TEMPLATE)
 
 
+def qwen2vl_keys(w, name: str, file_type: int, *, n_layer: int, context: int, n_embd: int, n_ff: int, n_head: int,
+                 n_head_kv: int, rope_base: float, eps: float, rope_sections: list) -> None:
+    """The hyperparameters of a Qwen2.5-Omni thinker (arch qwen2vl) as llama.cpp reads them."""
+    w.add_name(name)
+    w.add_file_type(file_type)
+    w.add_block_count(n_layer)
+    w.add_context_length(context)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(rope_base)
+    w.add_layer_norm_rms_eps(eps)
+    w.add_rope_dimension_sections(rope_sections)
+
+
 def write_llm(src: Path, path: Path) -> None:
     """src (arch qwen2) -> path (arch qwen2vl, M-RoPE sections, Omni special tokens and template)."""
     from gguf import GGUFReader, GGUFWriter
@@ -290,18 +306,12 @@ def write_llm(src: Path, path: Path) -> None:
     assert sum(ROPE_SECTIONS) == n_embd // n_head // 2
 
     w = GGUFWriter(str(path), "qwen2vl")
-    w.add_name("Qwen2.5-Coder-0.5B-Instruct Q4_K_M as qwen2vl (pyomnisift bench)")
-    w.add_file_type(kv["general.file_type"])
+    qwen2vl_keys(w, "Qwen2.5-Coder-0.5B-Instruct Q4_K_M as qwen2vl (pyomnisift bench)", kv["general.file_type"],
+                 n_layer=kv["qwen2.block_count"], context=kv["qwen2.context_length"], n_embd=n_embd,
+                 n_ff=kv["qwen2.feed_forward_length"], n_head=n_head, n_head_kv=kv["qwen2.attention.head_count_kv"],
+                 rope_base=kv["qwen2.rope.freq_base"], eps=kv["qwen2.attention.layer_norm_rms_epsilon"],
+                 rope_sections=ROPE_SECTIONS)
     w.add_quantization_version(kv["general.quantization_version"])
-    w.add_block_count(kv["qwen2.block_count"])
-    w.add_context_length(kv["qwen2.context_length"])
-    w.add_embedding_length(n_embd)
-    w.add_feed_forward_length(kv["qwen2.feed_forward_length"])
-    w.add_head_count(n_head)
-    w.add_head_count_kv(kv["qwen2.attention.head_count_kv"])
-    w.add_rope_freq_base(kv["qwen2.rope.freq_base"])
-    w.add_layer_norm_rms_eps(kv["qwen2.attention.layer_norm_rms_epsilon"])
-    w.add_rope_dimension_sections(ROPE_SECTIONS)
     tokenizer_keys(w, src)
     reader = GGUFReader(str(src))
     for t in reader.tensors:   # raw bytes, original type: quantized blocks copied as they are

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from make_bench_model import TEMPORAL_PATCH, _stamp, tokenizer_keys
+from make_bench_model import TEMPORAL_PATCH, _stamp, qwen2vl_keys, tokenizer_keys
 from make_tiny_model import _sinusoids, write_omni_mmproj_keys
 
 LLM = dict(n_layer=36, n_embd=2048, n_head=16, n_head_kv=2, n_ff=11008, n_vocab=151936,
@@ -78,17 +78,9 @@ def write_llm_f16(tokenizer_src: Path, path: Path, seed: int = 0) -> None:
     d, ff, hd = g["n_embd"], g["n_ff"], g["n_embd"] // g["n_head"]
     kv = g["n_head_kv"] * hd
     w = GGUFWriter(str(path), "qwen2vl")
-    w.add_name("Qwen2.5-Omni-3B thinker geometry, random weights (pyomnisift bench)")
-    w.add_file_type(1)   # LLAMA_FTYPE_MOSTLY_F16
-    w.add_block_count(g["n_layer"])
-    w.add_context_length(g["context"])
-    w.add_embedding_length(d)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(g["n_head"])
-    w.add_head_count_kv(g["n_head_kv"])
-    w.add_rope_freq_base(g["rope_base"])
-    w.add_layer_norm_rms_eps(g["eps"])
-    w.add_rope_dimension_sections(g["rope_sections"])
+    qwen2vl_keys(w, "Qwen2.5-Omni-3B thinker geometry, random weights (pyomnisift bench)", 1,   # MOSTLY_F16
+                 **{k: g[k] for k in ("n_layer", "context", "n_embd", "n_ff", "n_head", "n_head_kv", "rope_base",
+                                      "eps", "rope_sections")})
     tokenizer_keys(w, tokenizer_src, n_vocab=g["n_vocab"])
     w.add_tensor("token_embd.weight", r.mat(g["n_vocab"], d, fan_in=1))
     w.add_tensor("output_norm.weight", r.vec(d, 1.0))

@@ -17,20 +17,6 @@
 #include <random>
 #include <vector>
 
-
-static llama_context * new_context(llama_model * model, uint32_t n_batch) {
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = 512;
-    cp.n_batch = n_batch;
-    cp.n_ubatch = n_batch;
-    cp.n_threads = 1;
-    // Off in both: llama.cpp's CPU flash attention rounds differently with how rows are split into
-    // ubatches (2.6e-4 of the logits' range for 100 rows in order, decoded 100 vs 64 + 36; without
-    // it the split changes nothing), which would hide the differences this test looks for.
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    return llama_init_from_model(model, cp);
-}
-
 // One plain llama_batch: rows (embd [n][d], pos t/h/w per row, 4 M-RoPE sections) or tokens
 // (pos t only: llama.cpp spreads it), logits for the last entry only.
 static int32_t ref_decode(llama_context * ctx, const std::vector<float> * embd, const std::vector<int32_t> & tokens,

@@ -16,16 +16,6 @@
 #include <random>
 #include <vector>
 
-static llama_context * new_context(llama_model * model) {
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = 512;
-    cp.n_batch = 512;
-    cp.n_ubatch = 512;
-    cp.n_threads = 1;
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // else the ubatch split changes rounding
-    return llama_init_from_model(model, cp);
-}
-
 int main() {
     const char * path = std::getenv("OMNISIFT_TINY_LLM");
     if (!path || !*path) {
@@ -37,8 +27,8 @@ int main() {
     llama_model * model = llama_model_load_from_file(path, llama_model_default_params());
     CHECK(model != nullptr);
     if (!model) return 1;
-    llama_context * ctx = new_context(model);
-    llama_context * ref = new_context(model);
+    llama_context * ctx = new_context(model, 512);
+    llama_context * ref = new_context(model, 512);
     CHECK(ctx != nullptr && ref != nullptr);
     if (!ctx || !ref) return 1;
     const int64_t d = llama_model_n_embd_inp(model);
