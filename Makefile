@@ -44,11 +44,8 @@ $(VENV)/.fuzz: $(VENV)/.deps
 setup: $(VENV)/.deps
 
 # Reinstalled on every run (an incremental CMake build under build/): cheap, and never stale.
-# tools/ (development-only model and media generators, not part of the package) goes on the venv's
-# path through a .pth file, so that tests, bench/ and `pyomnisift demo` import them by name.
 install: $(VENV)/.deps
 	$(PIP) install -q --no-build-isolation --no-deps .
-	echo "$(abspath tools)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pyomnisift-dev-tools.pth"
 
 demo: install
 	$(VENV)/bin/pyomnisift demo
@@ -71,7 +68,7 @@ asan-build: install
 	cmake -S . -B $(ASAN_DIR) -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
 	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
 	cmake --build $(ASAN_DIR) -j2
-	$(PY) tools/make_tiny_model.py --out build/tiny-model
+	$(PY) -m pyomnisift.tiny_model --out build/tiny-model
 
 # The decode test runs on the tiny model (generated in about a second).
 test-cpp: asan-build
@@ -101,7 +98,7 @@ VALGRIND_GGML := $(VALGRIND_DIR)/ggml/src/libggml-cpu.so.0
 LLAMA_LIB = $$($(PY) -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')/lib
 $(VALGRIND_GGML): $(VENV)/.deps
 	mkdir -p $(VALGRIND_DIR)/src
-	tar -xzf "$$(cd tools && ../$(PY) -c 'import fetch_assets as f; print(f._download_sdist(f.default_cache_dir() / "sdist"))')" \
+	tar -xzf "$$($(PY) -c 'from pyomnisift import assets as f; print(f._download_sdist(f.default_cache_dir() / "sdist"))')" \
 	    -C $(VALGRIND_DIR)/src llama_cpp_python-0.3.36/vendor/llama.cpp/ggml
 	touch $(VALGRIND_DIR)/src/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/ggml.pc.in  # not in the sdist
 	cmake -S $(VALGRIND_DIR)/src/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml -B $(VALGRIND_DIR)/ggml -G Ninja \
@@ -111,7 +108,7 @@ $(VALGRIND_GGML): $(VENV)/.deps
 
 test-valgrind: install $(VALGRIND_GGML)
 	command -v valgrind >/dev/null || apt-get install -y valgrind
-	$(PY) tools/make_tiny_model.py --out build/tiny-model
+	$(PY) -m pyomnisift.tiny_model --out build/tiny-model
 	cd tests && ../$(PY) -c "from pathlib import Path; from tool_clips import write_clip; \
 	    write_clip(Path('../$(VALGRIND_DIR)/clip.mp4'), seconds=4.0, fps=8)"
 	LD_PRELOAD="$(LLAMA_LIB)/libggml-base.so.0 $(abspath $(VALGRIND_GGML))" PYTHONMALLOC=malloc \

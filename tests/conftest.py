@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-# tools/ (the development-only generators) is on the path through pytest's `pythonpath` option
-# (pyproject.toml) and, in the Makefile's .venv, a .pth file.
-from fetch_assets import default_cache_dir, ensure_assets, sha256_of
-import make_tiny_model
+from pyomnisift.assets import default_cache_dir, ensure_assets, sha256_of
+from pyomnisift import tiny_model as make_tiny_model
 
 TINY_SEED = 0
 

@@ -1,6 +1,6 @@
 """The transformers side of tests/test_parity_transformers.py: the reference's own processor (chat
 template, placeholder expansion, image processor, Whisper features), get_rope_index, and a float32
-eager forward of the tiny Qwen2.5-Omni thinker built by tools/make_hf_tiny_omni.py.
+eager forward of the tiny Qwen2.5-Omni thinker built by scripts/make_hf_tiny_omni.py.
 
 Without torchvision transformers 5.23 has no Qwen2-VL video processor, so video frames are turned
 into `pixel_values_videos` here with numpy, by the Qwen2-VL recipe (rescale 1/255, normalize,

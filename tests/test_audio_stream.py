@@ -217,7 +217,7 @@ def test_bad_plan_and_window(tower):
 def test_memory_does_not_grow_with_the_clip():
     """Both passes over 5 minutes generated block by block allocate a bounded few MB (numpy's
     allocations, traced: about 5 MB, one FFT batch), where the whole clip's PCM alone is 19 MB and
-    its features 15 MB. Peak RSS over 1-60 minutes: bench/bench_audio_memory.py."""
+    its features 15 MB. Peak RSS over 1-60 minutes: scripts/bench_audio_memory.py."""
     import tracemalloc
 
     def generated():

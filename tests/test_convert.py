@@ -54,7 +54,7 @@ def release_like_checkpoint(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("ckpt") / "OmniSIFT-tiny"
     shutil.copytree(hf, ckpt)
     # The release ships Qwen2.5-Omni's chat template in tokenizer_config.json; the tiny one has none.
-    import make_tiny_model
+    from pyomnisift import tiny_model as make_tiny_model
 
     tok_cfg = ckpt / "tokenizer_config.json"
     tok_cfg.write_text(json.dumps(json.loads(tok_cfg.read_text()) | {"chat_template": make_tiny_model.CHAT_TEMPLATE}))

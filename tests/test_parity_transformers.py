@@ -1,5 +1,5 @@
 """The omni pipeline against transformers (notes/parity.md): the tiny random Qwen2.5-Omni thinker of
-tools/make_hf_tiny_omni.py, converted by llama.cpp's own converter (f32 files, f32 KV cache, no
+scripts/make_hf_tiny_omni.py, converted by llama.cpp's own converter (f32 files, f32 KV cache, no
 flash attention) against the same thinker in transformers, float32, eager attention.
 
 For text, an image, audio alone, video without sound and video with its sound, the prompt goes
@@ -65,7 +65,7 @@ def thinker(hf_tiny):
 
 @pytest.fixture(scope="module")
 def processor(hf_tiny):
-    from make_tiny_model import CHAT_TEMPLATE
+    from pyomnisift.tiny_model import CHAT_TEMPLATE
 
     return H.make_processor(hf_tiny["hf"], CHAT_TEMPLATE)
 

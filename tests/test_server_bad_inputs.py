@@ -90,7 +90,7 @@ class _SilentLlama:
 
 @pytest.mark.parametrize("how", ["disconnect", "interrupted"])
 def test_a_stream_that_yields_nothing_still_stops(how):
-    """Found by the soak (bench/soak_server.py): a dropped stream whose generation yielded no chunk
+    """Found by the soak (scripts/soak_server.py): a dropped stream whose generation yielded no chunk
     for minutes kept the model busy and every later request waited. Now the generation stops within
     a token or so of the client leaving (or of a request waiting, with interrupt_requests)."""
     import asyncio

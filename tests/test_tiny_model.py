@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from llama_cpp import mtmd_cpp as mtmd
 
-import fetch_assets
+from pyomnisift import assets as fetch_assets
 from pyomnisift import _converter as sdist_source  # where the sdist is fetched
-import make_tiny_model as tiny
+from pyomnisift import tiny_model as tiny
 
 N_EMBD = tiny.LLM["n_embd"]
 # clip.cpp's Qwen-VL defaults (set_limit_image_tokens(8, 4096)) and merge

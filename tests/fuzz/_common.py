@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# tools/ (make_tiny_model, fetch_assets) is importable by name through the venv's .pth (Makefile).
 
 import atheris  # noqa: E402
 
@@ -56,8 +55,8 @@ def main(test_one, seeds=()) -> None:
 def tiny_model() -> tuple[Path, Path]:
     """(llm, mmproj) of the tiny random pair, as tests/conftest.py's `tiny_model` fixture makes it
     (the same cache and generator stamp, so a test session and a fuzz run share one copy)."""
-    from fetch_assets import default_cache_dir, ensure_assets, sha256_of
-    import make_tiny_model
+    from pyomnisift.assets import default_cache_dir, ensure_assets, sha256_of
+    from pyomnisift import tiny_model as make_tiny_model
 
     out = default_cache_dir() / "tiny-model-0"
     llm, mmproj = out / make_tiny_model.LLM_FILE, out / make_tiny_model.MMPROJ_FILE

@@ -75,7 +75,7 @@ def seeds():
             "bmp": 2, "webp": 2}
     found = [bytes([kind[p.suffix[1:]]]) + p.read_bytes() for p in sorted(out.iterdir())]
     # the pinned assets, cut to their first 16 KiB (a truncated download; libFuzzer's inputs stay small)
-    from fetch_assets import ensure_assets
+    from pyomnisift.assets import ensure_assets
 
     assets = ensure_assets()
     return found + [bytes([k]) + assets[name].read_bytes()[:16384]

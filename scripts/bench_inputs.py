@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Everything bench/bench.py needs, built once into the cache: the bench model pair
+"""Everything scripts/bench.py needs, built once into the cache: the bench model pair
 (make_bench_model.py: the 0.5B LLM of bench_assets.py relabelled qwen2vl + a qwen2.5o mmproj whose
 audio tower is Whisper-base's encoder) and the clips (bench_media.py).
 
-    python tools/bench_inputs.py      # prints the paths
+    python scripts/bench_inputs.py      # prints the paths
 """
 
 from __future__ import annotations

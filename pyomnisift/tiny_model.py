@@ -7,7 +7,7 @@ llama.cpp runs text, image, audio and video prompts through it. The weights are
 random, so the model only proves plumbing and numerics, never accuracy. Output
 is byte-identical for a given seed.
 
-Usage: python tools/make_tiny_model.py --out DIR [--seed N]
+Usage: python -m pyomnisift.tiny_model --out DIR [--seed N]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFType, GGUFWriter, TokenType, VisionProjectorType
 
-from fetch_assets import ensure_assets
-from pyomnisift._gguf import read_metadata
+from .assets import ensure_assets
+from ._gguf import read_metadata
 
 LLM_FILE = "omni-tiny-llm.gguf"
 MMPROJ_FILE = "omni-tiny-mmproj.gguf"
@@ -66,7 +66,7 @@ ADDED_TOKENS = [
 FIRST_ADDED_ID = 151643
 ENDOFTEXT_ID, IM_END_ID = 151643, 151645
 
-from pyomnisift._template import QWEN25_OMNI_CHAT_TEMPLATE as CHAT_TEMPLATE  # noqa: E402
+from ._template import QWEN25_OMNI_CHAT_TEMPLATE as CHAT_TEMPLATE  # noqa: E402
 
 
 class _Weights:

@@ -6,11 +6,11 @@ chunk two grids of GRID tokens (256 and 400) and 50 audio tokens, at the paper's
 (video retention 0.33, audio retention 0.6). For each selector it prints the wall time of sift()
 (Python validation included) and its FLOPs (counted from the graphs' shapes), next to the prefill
 FLOPs of the removed tokens (2 x 7.6e9 per token for the 7B) and the time those would take at the
-prefill throughput (FLOP/s) measured here on Qwen2.5-Coder-0.5B Q4_K_M (tools/bench_assets.py),
+prefill throughput (FLOP/s) measured here on Qwen2.5-Coder-0.5B Q4_K_M (scripts/bench_assets.py),
 assumed to carry over to the 7B on the same CPU. Targets: selector FLOPs < 0.1% of the saved prefill
 FLOPs, selector time < 1% of the saved prefill time.
 
-    python bench/bench_sift.py [--threads 2] [--seconds 10 60 300] [--grids 256 400]
+    python scripts/bench_sift.py [--threads 2] [--seconds 10 60 300] [--grids 256 400]
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--selectors", nargs="+", default=["none", "random", "anchor", "vgas"])
     args = ap.parse_args(argv)
 
-    import bench_assets as assets   # tools/
+    import bench_assets as assets
     prefill = assets.measure_prefill(assets.fetch_bench_model(), n_threads=args.threads, repeats=3)
     flops_per_s = prefill["flops_per_s"]
     print(f"prefill throughput: Qwen2.5-Coder-0.5B Q4_K_M, {prefill['n_prompt']}-token prompt, {args.threads} threads: "

@@ -16,7 +16,7 @@
   narration); "10s_static": 10 s of test-1.jpeg held still with the same narration, a static scene
   (slides, a still camera) whose frame pairs repeat.
 
-    python tools/bench_media.py        # prints name, path, duration of each clip
+    python scripts/bench_media.py        # prints name, path, duration of each clip
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ FORMAT_VERSION = 1
 
 
 def _cache() -> Path:
-    from fetch_assets import default_cache_dir as cache_dir
+    from pyomnisift.assets import default_cache_dir as cache_dir
 
     return cache_dir() / "bench" / "media"
 
 
 def _sha256(path: Path) -> str:
-    from fetch_assets import sha256_of
+    from pyomnisift.assets import sha256_of
 
     return sha256_of(path)
 
@@ -189,7 +189,7 @@ def build_clip(seconds: int, out: Path, assets: dict, bbb: Path, pattern=None) -
 
 def prepare_media() -> dict[str, Path]:
     """{clip name: path}, in the benchmark's order; built on first use, cached."""
-    from fetch_assets import ensure_assets
+    from pyomnisift.assets import ensure_assets
 
     assets = ensure_assets()
     cache = _cache()

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Latency of the user-facing tools on the tiny model (tools/make_tiny_model.py): the server through
+"""Latency of the user-facing tools on the tiny model (pyomnisift/tiny_model.py): the server through
 real HTTP (uvicorn on 127.0.0.1, the openai client), first and follow-up turns about the same clip,
 streaming time to first chunk, and the picture (pyomnisift.viz).
 
-    python bench/bench_tools.py [--clip PATH] [--threads 2] [--reps 3]
+    python scripts/bench_tools.py [--clip PATH] [--threads 2] [--reps 3]
 
 Prints medians in ms. The tiny model's weights are random: this times the plumbing (HTTP, JSON,
 base64, SSE, media decoding, encoders, compression, prefill of a small LLM), not a real model.
@@ -19,8 +19,8 @@ import sys
 import threading
 import time
 
-from fetch_assets import default_cache_dir, ensure_assets   # tools/
-import make_tiny_model
+from pyomnisift.assets import default_cache_dir, ensure_assets
+from pyomnisift import tiny_model as make_tiny_model
 
 
 def main(argv=None) -> int:

@@ -2,9 +2,9 @@
 compressed and prefilled) and of a follow-up (the clip's KV cells reused: only the new text is
 prefilled), measured side by side in one process, and regenerating the last answer.
 
-    python bench/bench_turns.py [--clip 60s] [--repeat 3] [--threads 2]
+    python scripts/bench_turns.py [--clip 60s] [--repeat 3] [--threads 2]
 
-Model: the bench pair (tools/bench_inputs.py: Qwen2.5-Coder-0.5B-Instruct Q4_K_M relabelled
+Model: the bench pair (scripts/bench_inputs.py: Qwen2.5-Coder-0.5B-Instruct Q4_K_M relabelled
 qwen2vl, a Whisper-base audio tower and a random Qwen2.5-VL-geometry vision tower), at the library's
 default retention (video 0.33, audio 0.6, anchor). Each repetition starts from a cleared context.
 """
@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from bench_inputs import prepare_all   # tools/
+from bench_inputs import prepare_all
 
 
 def main(argv=None) -> int:

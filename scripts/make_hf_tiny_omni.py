@@ -9,7 +9,7 @@ Output (cached): DIR/hf/ (save_pretrained + tokenizer), DIR/llm.gguf, DIR/mmproj
 = $PYOMNISIFT_CACHE/hf-tiny-omni-seed{N} (default cache ~/.cache/pyomnisift). A stamp of this
 script's hash makes an edit to it rebuild the model instead of reusing a stale one.
 
-Usage: python tools/make_hf_tiny_omni.py [--seed N] [--cache DIR] [--force]
+Usage: python scripts/make_hf_tiny_omni.py [--seed N] [--cache DIR] [--force]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fetch_assets import default_cache_dir, ensure_assets, ensure_converter, sha256_of
+from pyomnisift.assets import default_cache_dir, ensure_assets, ensure_converter, sha256_of
 
 # Qwen2's pre-tokenizer split (tokenizer.json of every Qwen2 / Qwen2.5 model).
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"

@@ -1,6 +1,6 @@
 """Peak memory of one prompt against the length of its video: 1, 10 and 60 minutes with sound.
 
-    python bench/bench_memory.py [--minutes 1 10 60] [--retention 0.33 0.6]
+    python scripts/bench_memory.py [--minutes 1 10 60] [--retention 0.33 0.6]
 
 Each length runs in a fresh child process (its own peak RSS) on the tiny model pair with flash
 attention (without it llama.cpp materialises the attention scores, which grow with the context; the weights'
@@ -78,7 +78,7 @@ def child(clip: str, video_retention: float, audio_retention: float, n_ubatch: i
     import llama_cpp
 
     import pyomnisift
-    from fetch_assets import default_cache_dir
+    from pyomnisift.assets import default_cache_dir
 
     model = default_cache_dir() / "tiny-model-0"
     llm = pyomnisift.Llama(str(model / "omni-tiny-llm.gguf"), str(model / "omni-tiny-mmproj.gguf"),

@@ -9,7 +9,7 @@ Towers: "tiny" is the converted tiny random Qwen2.5-Omni of make_hf_tiny_omni.py
 FFN 2048) written here with gguf-py in the converter's layout. Timings are the median of --repeat
 runs after one warm-up; features (mel) are timed apart from the tower.
 
-Usage: python bench/bench_audio.py [--seconds 5 30 120] [--threads N] [--repeat 3] 2>/dev/null
+Usage: python scripts/bench_audio.py [--seconds 5 30 120] [--threads N] [--repeat 3] 2>/dev/null
 (libmtmd logs to stderr; the table goes to stdout)
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fetch_assets import default_cache_dir            # tools/
+from pyomnisift.assets import default_cache_dir
 from make_hf_tiny_omni import make_hf_tiny_omni
 
 WHISPER_BASE = dict(n_embd=512, n_layer=6, n_head=8, n_ff=2048)

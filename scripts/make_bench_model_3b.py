@@ -22,7 +22,7 @@ tokenizer (vocabulary 151,936, the same as the 3B's) the LLM reuses.
 To keep generation to a few minutes, the blocks of a tower (and the LLM's layers) share one random
 draw per tensor shape: each layer still reads its own copy of the bytes, so the cost is a real model's.
 
-    python tools/make_bench_model_3b.py [--out DIR]   # prints the paths (cached after the first run)
+    python scripts/make_bench_model_3b.py [--out DIR]   # prints the paths (cached after the first run)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from make_bench_model import TEMPORAL_PATCH, _stamp, qwen2vl_keys, tokenizer_keys
-from make_tiny_model import _sinusoids, write_omni_mmproj_keys
+from pyomnisift.tiny_model import _sinusoids, write_omni_mmproj_keys
 
 LLM = dict(n_layer=36, n_embd=2048, n_head=16, n_head_kv=2, n_ff=11008, n_vocab=151936,
            rope_base=1e6, eps=1e-6, context=32768, rope_sections=[16, 24, 24, 0])
