@@ -68,9 +68,10 @@ asan-build: install
 	cmake -S . -B $(ASAN_DIR) -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
 	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
 	cmake --build $(ASAN_DIR) -j2
-	$(PY) -m pyomnisift.tiny_model --out build/tiny-model
+	$(PY) -P -m pyomnisift.tiny_model --out build/tiny-model
 
-# The decode test runs on the tiny model (generated in about a second).
+# The decode test runs on the tiny model (generated in about a second). `-P`: `python -m` would
+# otherwise import the source tree's pyomnisift (no compiled library there) instead of the installed one.
 test-cpp: asan-build
 	OMNISIFT_TINY_LLM=$(abspath build/tiny-model/omni-tiny-llm.gguf) ctest --test-dir $(ASAN_DIR) --output-on-failure
 
@@ -108,7 +109,7 @@ $(VALGRIND_GGML): $(VENV)/.deps
 
 test-valgrind: install $(VALGRIND_GGML)
 	command -v valgrind >/dev/null || apt-get install -y valgrind
-	$(PY) -m pyomnisift.tiny_model --out build/tiny-model
+	$(PY) -P -m pyomnisift.tiny_model --out build/tiny-model
 	cd tests && ../$(PY) -c "from pathlib import Path; from tool_clips import write_clip; \
 	    write_clip(Path('../$(VALGRIND_DIR)/clip.mp4'), seconds=4.0, fps=8)"
 	LD_PRELOAD="$(LLAMA_LIB)/libggml-base.so.0 $(abspath $(VALGRIND_GGML))" PYTHONMALLOC=malloc \
