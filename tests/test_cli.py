@@ -127,7 +127,7 @@ def test_repl_logic_with_a_fake_model(tiny_model, clip, monkeypatch, capsys):
 
     llm, mmproj = tiny_model
     fake = FakeLlama()
-    monkeypatch.setattr(cli, "load_model", lambda args: fake)
+    monkeypatch.setattr(cli, "load_model", lambda args, progress=None: fake)
     monkeypatch.setattr(sys, "stdin", io.StringIO("first?\nsecond?\n/reset\nthird?\n"))
     rc = cli.main(["chat", "-m", str(llm), "--mmproj", str(mmproj), "--video", str(clip), "-n", "4",
                    "--temp", "0", "--seed", "7", "--stats"])

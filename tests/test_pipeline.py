@@ -99,10 +99,10 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
     arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bm)
     try:
-        assert mtmd.mtmd_tokenize(omni.chat_handler.vision._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
+        assert mtmd.mtmd_tokenize(omni.chat_handler.vision.ptr, chunks, ctypes.byref(inp), arr, 1) == 0
         clear(omni)
         new_n_past = llama_cpp.llama_pos(0)
-        assert mtmd.mtmd_helper_eval_chunks(omni.chat_handler.vision._ctx, lctx, chunks, 0, 0, 1024, True,
+        assert mtmd.mtmd_helper_eval_chunks(omni.chat_handler.vision.ptr, lctx, chunks, 0, 0, 1024, True,
                                             ctypes.byref(new_n_past)) == 0
         ref = omni.logits()
 
@@ -152,11 +152,11 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
         chunks = mtmd.mtmd_input_chunks_init()
         try:
             inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
-            assert mtmd.mtmd_tokenize(m.chat_handler.vision._ctx, chunks, ctypes.byref(inp),
+            assert mtmd.mtmd_tokenize(m.chat_handler.vision.ptr, chunks, ctypes.byref(inp),
                                       (mtmd.mtmd_bitmap_p_ctypes * 1)(bm), 1) == 0
             clear(m)
             n_past = llama_cpp.llama_pos(0)
-            assert mtmd.mtmd_helper_eval_chunks(m.chat_handler.vision._ctx, m.ctx, chunks, 0, 0, 1024, True,
+            assert mtmd.mtmd_helper_eval_chunks(m.chat_handler.vision.ptr, m.ctx, chunks, 0, 0, 1024, True,
                                                 ctypes.byref(n_past)) == 0
             ref = m.logits()
         finally:
