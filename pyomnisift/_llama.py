@@ -103,6 +103,29 @@ class Llama(llama_cpp.Llama):
             params.tensor_buft_overrides = ctypes.cast(self._repack, ctypes.c_void_p)
         self.__dict__["model_params"] = params
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, mmproj_filename: Optional[str] = None,
+                        additional_files: Optional[list] = None,
+                        local_dir: Optional[Union[str, os.PathLike]] = None,
+                        local_dir_use_symlinks: Union[bool, str] = "auto",
+                        cache_dir: Optional[Union[str, os.PathLike]] = None, **kwargs: Any) -> "Llama":
+        """The LLM GGUF ``filename`` and its mmproj ``mmproj_filename`` from one Hugging Face
+        repository, each a file name or a glob (``"*Q4_K_M.gguf"``, ``"mmproj-*f16.gguf"``), as
+        ``llama_cpp.Llama.from_pretrained`` takes the LLM and llama-cpp-python's multimodal chat
+        handlers' ``from_pretrained`` the mmproj. Files already in the Hub's cache (``cache_dir``)
+        or ``local_dir`` are not fetched again; with ``HF_HUB_OFFLINE=1`` nothing is. ``kwargs``
+        are the constructor's. Needs huggingface-hub."""
+        from ._hub import fetch
+
+        where = dict(cache_dir=cache_dir, local_dir=local_dir, local_dir_use_symlinks=local_dir_use_symlinks)
+        if mmproj_filename is not None:
+            if kwargs.get("mmproj_path") is not None or kwargs.get("chat_handler") is not None:
+                raise ValueError("give mmproj_filename, or mmproj_path / chat_handler, not both")
+            kwargs["mmproj_path"] = fetch(repo_id, mmproj_filename, **where)
+        for name in additional_files or []:   # the other shards of a split GGUF, beside the first
+            fetch(repo_id, name, **where)
+        return cls(fetch(repo_id, filename, **where), **kwargs)
+
     @property
     def settings(self) -> Settings:
         """The constructor's OmniSIFT settings (per-call overrides go to create_chat_completion)."""
