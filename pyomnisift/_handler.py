@@ -282,9 +282,9 @@ class _FirstToken:
             self.ms = round((time.perf_counter() - self.t0) * 1000.0, 3)
             if self.progress is not None and self.n_prefill > 0:
                 self.progress("prefill", self.n_prefill, self.n_prefill)
-        self.n += 1
-        if self.progress is not None:
-            self.progress("generate", min(self.n, self.budget), self.budget)
+        self.n += 1   # also called once after the last token: the last report is done()'s
+        if self.progress is not None and self.n < self.budget:
+            self.progress("generate", self.n, self.budget)
         return False
 
     def done(self, n_generated: int) -> None:

@@ -206,7 +206,7 @@ class TqdmProgress:
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=" " + self.UNITS.get(stage, "units"),
-                                          file=self.stream, leave=False, dynamic_ncols=True)
+                                          file=self.stream, leave=False)
         if total and bar.total != total:
             bar.total = total
         bar.update(max(0, done - bar.n))
