@@ -14,8 +14,6 @@ import inspect
 import os
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
-
 import llama_cpp
 
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
@@ -164,19 +162,6 @@ class Llama(llama_cpp.Llama):
             audio_selector=audio_selector, video_fps=video_fps, fit_context=fit_context, seed=sift_seed))
         return self.chat_handler(llama=self, messages=messages, settings=settings, on_unit=on_unit,
                                  progress=progress, should_stop=should_stop, **{**defaults, **call})
-
-    def prefill(self, messages: list, **settings: Any) -> dict:
-        """Decodes the prompt of `messages` (reusing what the context holds) and leaves the logits of
-        its last token ready (``logits()``). Returns {"prompt_tokens": KV cells, "omnisift": stats}."""
-        out = self.create_chat_completion(messages, max_tokens=1, temperature=0.0, **settings)
-        # Generation decoded nothing after the prompt (one token sampled, not evaluated): drop the
-        # sampled token's bookkeeping only, the logits stay those of the prompt's last token.
-        return {"prompt_tokens": out["usage"]["prompt_tokens"], "omnisift": out["usage"]["omnisift"]}
-
-    def logits(self) -> np.ndarray:
-        """The last decoded position's logits (float32 [n_vocab])."""
-        ptr = llama_cpp.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab(),)).copy()
 
     def close(self) -> None:
         if "_stack" in self.__dict__:   # not when the constructor failed before llama_cpp.Llama's ran
