@@ -177,7 +177,7 @@ def test_decoded_rows_are_what_sift_keeps(omni, assets, video_ret, audio_ret, se
     sequence at once, and the counts follow the drop rule."""
     clear(omni)
     out, (rows, modality, positions, keep) = collect_units(
-        omni.prefill, user(video(assets["test-3.mp4"]), text("What happens?")),
+        functools.partial(prefill, omni), user(video(assets["test-3.mp4"]), text("What happens?")),
         video_retention=video_ret, audio_retention=audio_ret, audio_selector=selector)
     mask = pyomnisift.sift(rows, modality, positions, video_retention=video_ret, audio_retention=audio_ret,
                            audio_selector=selector, engine=omni.chat_handler.engine)
@@ -201,7 +201,7 @@ def test_units_pair_grids_as_sift_does_at_any_fps(omni, assets, fps):
     compression equals sift on the whole sequence."""
     clear(omni)
     out, (rows, modality, positions, keep) = collect_units(
-        omni.prefill, user(video(assets["test-3.mp4"]), text("What happens?")),
+        functools.partial(prefill, omni), user(video(assets["test-3.mp4"]), text("What happens?")),
         video_retention=0.3, audio_retention=0.5, video_fps=fps)
     n_grids = len(np.unique(positions[0, modality == S.MODALITY_VIDEO]))
     assert n_grids == int(10 * fps) // 2
