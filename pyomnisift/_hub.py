@@ -18,7 +18,7 @@ def _hub():
         import huggingface_hub
         import huggingface_hub.constants  # noqa: F401 - a lazily loaded submodule, read below
     except ImportError:
-        raise ImportError("from_pretrained requires the huggingface-hub package: pip install huggingface-hub") from None
+        raise ImportError("from_pretrained needs huggingface-hub: pip install huggingface-hub (or pyomnisift[hub])") from None
     return huggingface_hub
 
 
