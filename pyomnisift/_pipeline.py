@@ -25,6 +25,7 @@ from ._errors import ModelFileError
 from ._audio_stream import AudioRows
 from ._plan import AUDIO_BLOCK, MediaSegment, Plan, TextSegment
 from ._prefill import Prefill, sift_params
+from ._sift import chunks as sift_chunks
 from ._stats import Stats, UnitRecord
 
 AUDIO_ROWS_PER_UNIT = 800   # audio without video is kept whole; decode it in 32-s stretches
@@ -37,15 +38,9 @@ def units(seg: MediaSegment) -> list:
         return [np.arange(lay.n_rows)]
     if seg.probe.kind == "audio":
         return [np.arange(a, min(a + AUDIO_ROWS_PER_UNIT, lay.n_rows)) for a in range(0, lay.n_rows, AUDIO_ROWS_PER_UNIT)]
-    video = lay.modality == S.MODALITY_VIDEO
-    unit = np.empty(lay.n_rows, np.int64)
-    unit[video] = lay.source[video] // 2
-    # Audio belongs to the pair whose first grid's t it follows (omnisift.h's chunks).
-    n_grids = int(lay.source[video].max()) + 1
-    first_t = np.array([lay.positions[0, np.flatnonzero(video & (lay.source == 2 * u))[0]]
-                        for u in range((n_grids + 1) // 2)])
-    audio = ~video
-    unit[audio] = np.maximum(np.searchsorted(first_t, lay.positions[0, audio], side="right") - 1, 0)
+    # omnisift.h's chunks (C: omnisift_sift_chunks); rows in no chunk (audio before the first grid,
+    # which a video's layout never has) would go with the first, where they are kept all the same
+    unit = np.maximum(sift_chunks(lay.modality, lay.positions), 0)
     order = np.argsort(unit, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(unit[order])) + 1)
 
@@ -112,6 +107,8 @@ class Pipeline:
             if seg.start < start:
                 raise RuntimeError("a media item cannot be decoded from its middle")
             self._media(llama, plan, seg, stats, sift_head, on_unit, progress)
+            if progress is not None:
+                progress("prefill", seg.end - start, len(plan.ids) - start)
 
     # --- one media item
 

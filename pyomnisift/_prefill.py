@@ -10,6 +10,7 @@ import numpy as np
 
 from . import omnisift_cpp as C
 from ._engine import Engine
+from ._internals import Handle
 from ._sift import c_params
 
 
@@ -21,8 +22,10 @@ def sift_params(settings, head=None) -> Optional[C.omnisift_sift_params]:
                     settings.audio_selector, head, settings.seed)
 
 
-class Prefill:
+class Prefill(Handle):
     """Owns an ``omnisift_prefill`` queue over one llama context (seq 0)."""
+
+    _free = C.omnisift_prefill_free
 
     def __init__(self, ctx, engine: Engine, params: Optional[C.omnisift_sift_params], max_rows: int = 0):
         pp = C.omnisift_prefill_default_params()
@@ -38,32 +41,14 @@ class Prefill:
         mod = np.ascontiguousarray(modality, dtype=np.int32)
         pos = np.ascontiguousarray(positions, dtype=np.int32)
         keep = np.ones(len(rows), np.uint8)
-        C.check(C.omnisift_prefill_add(self._ptr, self.engine.ptr, rows.ctypes.data, rows.shape[0], rows.shape[1],
+        C.check(C.omnisift_prefill_add(self.ptr, self.engine.ptr, rows.ctypes.data, rows.shape[0], rows.shape[1],
                                        mod.ctypes.data, pos.ctypes.data, self._params_ref, int(renumber_from),
                                        keep.ctypes.data), "prefill")
         return keep.view(bool)
 
     def flush(self) -> None:
-        C.check(C.omnisift_prefill_flush(self._ptr, 0), "prefill")
-
-    @property
-    def n_queued(self) -> int:
-        return int(C.omnisift_prefill_n_queued(self._ptr))
+        C.check(C.omnisift_prefill_flush(self.ptr, 0), "prefill")
 
     def stats(self) -> dict:
-        s = C.omnisift_prefill_get_stats(self._ptr)
+        s = C.omnisift_prefill_get_stats(self.ptr)
         return {k: getattr(s, k) for k, _ in C.omnisift_prefill_stats._fields_}
-
-    def close(self) -> None:
-        if getattr(self, "_ptr", None):
-            C.omnisift_prefill_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> "Prefill":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()

@@ -13,7 +13,7 @@ from pyomnisift import omnisift_cpp as C
 from pyomnisift._prefill import Prefill, sift_params
 from pyomnisift._settings import Settings
 
-from decode_helpers import clear, decode_rows, decode_tokens
+from decode_helpers import clear, decode_rows, decode_tokens, logits_of, prefill
 
 
 def _unit(rng, n_embd, t0, n=30):
@@ -24,12 +24,16 @@ def _unit(rng, n_embd, t0, n=30):
     return rows, np.full(n, C.OMNISIFT_MODALITY_VIDEO, np.int32), pos
 
 
+def _n_queued(pf) -> int:
+    return C.omnisift_prefill_n_queued(pf.ptr)
+
+
 def _logits_after(tiny_omni, decode):
     clear(tiny_omni)
     decode_tokens(tiny_omni, [tiny_omni.token_bos() if tiny_omni.token_bos() >= 0 else 0], [0])
     decode()
     decode_tokens(tiny_omni, [42], [200], logits_last=True)
-    return tiny_omni.logits()
+    return logits_of(tiny_omni)
 
 
 def test_queue_keeps_units_whole_and_decodes_what_llama_cpp_decodes(tiny_omni):
@@ -41,9 +45,9 @@ def test_queue_keeps_units_whole_and_decodes_what_llama_cpp_decodes(tiny_omni):
         with Prefill(tiny_omni.ctx, tiny_omni.chat_handler.engine, None, max_rows=50) as pf:
             for rows, mod, pos in units:
                 assert pf.add(rows, mod, pos).all()   # params None: every row kept
-                counts.append((pf.n_queued, pf.stats()["n_flushes"]))
+                counts.append((_n_queued(pf), pf.stats()["n_flushes"]))
             pf.flush()
-            assert pf.n_queued == 0
+            assert _n_queued(pf) == 0
 
     ours = _logits_after(tiny_omni, queued)
     # 30 rows fit; the next 30 would not fit beside them (max 50): the first unit is decoded alone
@@ -60,13 +64,13 @@ def test_batches_span_units_and_give_the_per_unit_answer(tiny_omni, assets):
     try:
         pipeline.batch_rows = 1          # every unit decoded on its own
         clear(tiny_omni)
-        alone = tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
-        logits_alone = tiny_omni.logits()
+        alone = prefill(tiny_omni, msgs, video_retention=0.25, audio_retention=0.5)
+        logits_alone = logits_of(tiny_omni)
     finally:
         pipeline.batch_rows = 0
     clear(tiny_omni)
-    batched = tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
-    logits = tiny_omni.logits()
+    batched = prefill(tiny_omni, msgs, video_retention=0.25, audio_retention=0.5)
+    logits = logits_of(tiny_omni)
     a, b = alone["omnisift"], batched["omnisift"]
     n_units = 5                           # 10 s: 10 grids, two per unit
     assert a["media_batches"] >= n_units and b["media_batches"] < n_units
@@ -91,14 +95,14 @@ def test_bad_unit_leaves_queue_and_mask_untouched(tiny_omni):
         keep = np.full(len(rows), 7, np.uint8)
         assert _raw_add(pf, bad, mod, pos, params, keep) == C.OMNISIFT_ERR_ARGUMENT
         assert b"finite" in C.omnisift_last_error() or b"NaN" in C.omnisift_last_error()
-        assert (keep == 7).all() and pf.n_queued == 15
+        assert (keep == 7).all() and _n_queued(pf) == 15
         with pytest.raises(ValueError, match="width"):
             pf.add(rows[:, :-1], mod, pos)
         neg = pos.copy()
         neg[0, 2] = -1
         with pytest.raises(ValueError, match="negative position"):
             pf.add(rows, mod, neg)
-        assert pf.n_queued == 15
+        assert _n_queued(pf) == 15
     clear(tiny_omni)
 
 
