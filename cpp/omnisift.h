@@ -87,6 +87,23 @@ OMNISIFT_API void              omnisift_engine_free(omnisift_engine * engine);
 // Name of the ggml device the engine computes on (owned by the engine).
 OMNISIFT_API const char *      omnisift_engine_device(const omnisift_engine * engine);
 
+// What the engine's graphs cost in placement and transfers since it was created (or since
+// omnisift_engine_reset_stats). Node counts cover the nodes that compute (not views, reshapes or
+// permutes). On a non-CPU device, n_nodes_off_device > 0 means part of a graph ran elsewhere (on the
+// CPU, through the scheduler's fallback); it is 0 when every node ran on the engine's device.
+struct omnisift_engine_stats {
+    int64_t n_graphs;            // graphs computed
+    int64_t n_nodes;             // computing nodes in them
+    int64_t n_nodes_off_device;  // of those, nodes the scheduler ran on another backend
+    int64_t n_splits;            // scheduler splits (1 per graph when it runs on one backend)
+    int64_t bytes_to_device;     // bytes written into device tensors (graph inputs, resident rows)
+    int64_t bytes_from_device;   // bytes read back from device tensors (scores, audio rows)
+    int64_t bytes_host_copied;   // bytes this library memcpy'd on the host to stage rows
+};
+
+OMNISIFT_API struct omnisift_engine_stats omnisift_engine_get_stats(const omnisift_engine * engine);
+OMNISIFT_API void                         omnisift_engine_reset_stats(omnisift_engine * engine);
+
 //
 // Compression: STVP video pruning and audio selection (OmniSIFT)
 //

@@ -290,8 +290,8 @@ void audio_tower::encode(graph_runner & runner, const float * mel, int64_t n_fra
             g.output(tail_out);
         }
         runner.run(g);
-        if (full_out) graph_runner::read(full_out, out + w0 * full_tokens * hp_.n_proj);
-        if (tail_out) graph_runner::read(tail_out, out + n_full * full_tokens * hp_.n_proj);
+        if (full_out) runner.read(full_out, out + w0 * full_tokens * hp_.n_proj);
+        if (tail_out) runner.read(tail_out, out + n_full * full_tokens * hp_.n_proj);
     }
 }
 
