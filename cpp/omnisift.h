@@ -104,6 +104,14 @@ struct omnisift_engine_stats {
 OMNISIFT_API struct omnisift_engine_stats omnisift_engine_get_stats(const omnisift_engine * engine);
 OMNISIFT_API void                         omnisift_engine_reset_stats(omnisift_engine * engine);
 
+// Registers a ggml RPC server ("host:port", llama.cpp's --rpc) in the ggml that llama.cpp itself uses,
+// as ggml_backend_rpc_add_server + ggml_backend_register do in llama.cpp's tools: models and engines
+// created afterwards see its devices (GPU-type; the first GPU is what an engine picks). Registering an
+// endpoint again adds nothing. Needs a ggml built with GGML_RPC (else OMNISIFT_ERR_BACKEND). ggml
+// aborts the process when the server cannot be reached: check that it listens first.
+// Returns the number of devices the server provides, or a negative status.
+OMNISIFT_API int32_t omnisift_add_rpc_server(const char * endpoint);
+
 //
 // Compression: STVP video pruning and audio selection (OmniSIFT)
 //
@@ -313,6 +321,8 @@ struct omnisift_prefill_stats {
     int64_t n_decode_calls;  // llama_decode calls they made
     double  t_sift_ms;       // time in the compression
     double  t_decode_ms;     // time in llama_decode (and the batch copies)
+    int64_t bytes_host_copied; // row bytes copied on the host: into the queue, and into batches where
+                               // the queue's order is not the decode order
 };
 
 // Seq 0, max_rows 0 (n_batch).

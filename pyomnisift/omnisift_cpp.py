@@ -102,6 +102,10 @@ def omnisift_engine_get_stats(engine: int) -> omnisift_engine_stats: ...
 def omnisift_engine_reset_stats(engine: int) -> None: ...
 
 
+@_fn("omnisift_add_rpc_server", [ctypes.c_char_p], ctypes.c_int32)
+def omnisift_add_rpc_server(endpoint: bytes) -> int: ...
+
+
 # --- compression
 OMNISIFT_MODALITY_TEXT = 0
 OMNISIFT_MODALITY_VIDEO = 1
@@ -225,6 +229,7 @@ class omnisift_prefill_stats(ctypes.Structure):
         ("n_decode_calls", ctypes.c_int64),
         ("t_sift_ms", ctypes.c_double),
         ("t_decode_ms", ctypes.c_double),
+        ("bytes_host_copied", ctypes.c_int64),
     ]
 
 

@@ -22,9 +22,9 @@ def assert_on_device(stats: dict) -> None:
 
 
 def test_the_engine_is_the_rpc_device():
-    name = pyomnisift.default_engine().device
-    assert name.startswith("RPC") and RPC in name
-    assert pyomnisift.add_rpc_servers(RPC) == [name]    # registering again changes nothing
+    assert pyomnisift.default_engine().device == "RPC0"
+    assert pyomnisift.add_rpc_servers(RPC) == {RPC: 1}    # registering again changes nothing
+    assert pyomnisift.Engine().device == "RPC0"
 
 
 @pytest.mark.parametrize("selector", ["anchor", "none", "random"])
