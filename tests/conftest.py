@@ -9,7 +9,7 @@ import pytest
 from pyomnisift.assets import default_cache_dir, ensure_assets, sha256_of
 from pyomnisift import tiny_model as make_tiny_model
 
-from device import LLM_KW, RPC
+from device import LLM_KW, ON_DEVICE, RPC
 
 TINY_SEED = 0
 
@@ -19,14 +19,14 @@ if RPC:
     import pyomnisift
 
     pyomnisift.add_rpc_servers(RPC)
-else:
+if not ON_DEVICE:
     collect_ignore = ["test_device_leg.py"]   # it needs a device: make test-device runs it
 
 
 @pytest.fixture(autouse=True)
 def _graphs_stay_on_the_device():
-    """In the device leg, no node of a graph the shared engine ran during a test may have run elsewhere."""
-    if not RPC:
+    """In a device leg, no node of a graph the shared engine ran during a test may have run elsewhere."""
+    if not ON_DEVICE:
         yield
         return
     import pyomnisift
