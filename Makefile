@@ -23,7 +23,8 @@ TEST_DEPS   := pytest hypothesis openai httpx
 # The fuzzer (tests/fuzz/): atheris, a manylinux wheel for CPython 3.11 with libFuzzer built in.
 FUZZ_DEPS   := atheris
 
-.PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean
+.PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean \
+        rpc-install test-device
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +51,7 @@ install: $(VENV)/.deps
 demo: install
 	$(VENV)/bin/pyomnisift demo
 
-test: test-python test-cpp test-asan-python fuzz
+test: test-python test-cpp test-asan-python fuzz test-device
 
 test-python: install $(VENV)/.parity
 	cd tests && ../$(VENV)/bin/pytest -q -rs -p no:cacheprovider .
@@ -63,17 +64,26 @@ fuzz: install $(VENV)/.fuzz
 
 # libomnisift and the C++ tests built with AddressSanitizer + UBSan against the same llama.cpp
 # libraries (llama.cpp itself stays uninstrumented: only our code is checked).
+# The pinned sdist (cached by pyomnisift.assets); -P: the installed pyomnisift, not the source tree.
+SDIST = $$($(PY) -P -c 'from pyomnisift import assets as f; print(f._download_sdist(f.default_cache_dir() / "sdist"))')
 ASAN_DIR := build/asan
+# ggml's internal backend interface, for the test device of tests/cpp/test_placement.cpp only.
+GGML_IMPL_DIR := build/ggml-impl
 asan-build: install
+	mkdir -p $(GGML_IMPL_DIR)
+	tar -xzf "$(SDIST)" -C $(GGML_IMPL_DIR) --strip-components=5 \
+	    llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/ggml-backend-impl.h
 	cmake -S . -B $(ASAN_DIR) -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
-	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
+	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON \
+	      -DOMNISIFT_GGML_IMPL_DIR=$(abspath $(GGML_IMPL_DIR))
 	cmake --build $(ASAN_DIR) -j2
 	$(PY) -P -m pyomnisift.tiny_model --out build/tiny-model
 
 # The decode test runs on the tiny model (generated in about a second). `-P`: `python -m` would
 # otherwise import the source tree's pyomnisift (no compiled library there) instead of the installed one.
 test-cpp: asan-build
-	OMNISIFT_TINY_LLM=$(abspath build/tiny-model/omni-tiny-llm.gguf) ctest --test-dir $(ASAN_DIR) --output-on-failure
+	OMNISIFT_TINY_LLM=$(abspath build/tiny-model/omni-tiny-llm.gguf) \
+	    OMNISIFT_TINY_MMPROJ=$(abspath build/tiny-model/omni-tiny-mmproj.gguf) ctest --test-dir $(ASAN_DIR) --output-on-failure
 
 # The Python tests that drive most of the C API (sift, the head loader, the audio tower and mel
 # streaming, the whole pipeline) against the instrumented library: about 3.5 min on 2 cores.
@@ -120,5 +130,31 @@ test-valgrind: install $(VALGRIND_GGML)
 	    || { tail -n 80 $(VALGRIND_DIR)/memcheck.log; exit 1; }
 	grep -E "ERROR SUMMARY|definitely lost" $(VALGRIND_DIR)/memcheck.log
 
+# The device leg: the engine, sift, audio tower, prefill, pipeline, chat API and bad-input tests again
+# on a non-CPU ggml device, ggml's RPC backend (an rpc-server on 127.0.0.1 that computes on this CPU;
+# its buffers are device memory to the scheduler), with the LLM offloaded (n_gpu_layers=-1), plus
+# the placement checks (tests/test_device_leg.py). llama-cpp-python is built with -DGGML_RPC=on into
+# .venv-rpc, once per machine (scripts/build_llama_wheel.sh caches the wheel under ~/.cache/pyomnisift);
+# pyomnisift is built against it in build/rpc. Not GPU timings: the server is this CPU.
+RPC_VENV := .venv-rpc
+RPC_PY := $(RPC_VENV)/bin/python
+RPC_FLAGS := -DGGML_RPC=on
+DEVICE_TESTS := test_device_leg.py test_sift.py test_sift_head.py test_audio_tower.py test_audio_stream.py \
+                test_prefill.py test_pipeline.py test_chat_api.py test_bad_inputs.py test_foundation.py
+$(RPC_VENV)/.deps: pyproject.toml scripts/build_llama_wheel.sh | install
+	$(PYTHON) -m venv $(RPC_VENV)
+	$(RPC_PY) -m pip install -q --upgrade pip
+	$(RPC_PY) -m pip install -q "scikit-build-core>=0.10" ninja typing-extensions numpy diskcache jinja2
+	wheel="$$(scripts/build_llama_wheel.sh $(abspath $(RPC_PY)) "$(SDIST)" $(RPC_FLAGS))" && \
+	    $(RPC_PY) -m pip install -q --no-deps --force-reinstall "$$wheel"
+	$(RPC_PY) -m pip install -q gguf av pillow tqdm $(SERVER_DEPS) $(TEST_DEPS) $(PARITY_DEPS)
+	touch $@
+
+rpc-install: $(RPC_VENV)/.deps
+	$(RPC_PY) -m pip install -q --no-build-isolation --no-deps --config-settings=build-dir=build/rpc .
+
+test-device: rpc-install
+	cd tests && ../$(RPC_PY) ../scripts/with_rpc_server.py -- ../$(RPC_PY) -m pytest -q -rs -p no:cacheprovider $(DEVICE_TESTS)
+
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(RPC_VENV)

@@ -43,7 +43,8 @@ struct omnisift_prefill {
         pos.insert(pos.end(), w.begin(), w.end());
         const auto t0 = std::chrono::steady_clock::now();
         try {
-            stats.n_decode_calls += omnisift::decode_rows(lctx, embd.data(), n, n_embd, pos.data(), seq_id, logits_last);
+            stats.n_decode_calls += omnisift::decode_rows(lctx, embd.data(), n, n_embd, pos.data(), seq_id, logits_last,
+                                                          &stats.bytes_host_copied);
         } catch (...) {
             clear();
             throw;
@@ -104,9 +105,16 @@ int32_t omnisift_prefill_add(omnisift_prefill * pf, omnisift_engine * engine, co
         // A unit is never split across flushes unless it alone exceeds max_rows: decode what is
         // queued first when this unit's kept rows would not fit beside it.
         if (pf->n_queued() > 0 && pf->n_queued() + n_kept > pf->max_rows) pf->flush(false);
+        // Kept rows are queued in decode order (stable by t, as omnisift_decode_embd orders them), so
+        // that a flush decodes them where they are instead of copying them again into batches. The
+        // decode is the same: a stable sort of units sorted one by one orders the queue as before.
+        std::vector<int64_t> order;
+        order.reserve(n_kept);
+        for (int64_t i = 0; i < n_rows; ++i) if (kept[i]) order.push_back(i);
+        if (renumber_from < 0) std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return pos[a] < pos[b]; });
+        pf->stats.bytes_host_copied += n_kept * n_embd * (int64_t) sizeof(float);
         int32_t next = renumber_from;
-        for (int64_t i = 0; i < n_rows; ++i) {
-            if (!kept[i]) continue;
+        for (int64_t i : order) {
             pf->embd.insert(pf->embd.end(), embd + i * n_embd, embd + (i + 1) * n_embd);
             if (renumber_from >= 0) {   // ordinary RoPE: kept rows take consecutive positions
                 pf->t.push_back(next);

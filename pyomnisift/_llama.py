@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Union
 import llama_cpp
 
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
+from ._devices import add_rpc_servers
 from ._handler import OmniSIFTChatHandler
 from ._model_info import read_llm_info
 from ._settings import Settings
@@ -42,7 +43,9 @@ class Llama(llama_cpp.Llama):
     buffer type handles there (its faster AVX2 / AVX-512 layouts, without the crashing AMX one);
     None (default) does so where the AMX rule turned them off and the layers stay on the CPU.
     ``chat_template``: a Jinja template for a GGUF without one (default: the GGUF's, else
-    Qwen2.5-Omni's).
+    Qwen2.5-Omni's). ``rpc_servers``: ggml RPC servers ("host:port", a list or comma-separated, as
+    llama.cpp's ``--rpc``) registered as devices before the model loads (``add_rpc_servers``); with
+    ``n_gpu_layers`` the LLM, the towers and the compression run there.
     """
 
     def __init__(self, model_path: Union[str, os.PathLike], mmproj_path: Optional[Union[str, os.PathLike]] = None,
@@ -54,7 +57,10 @@ class Llama(llama_cpp.Llama):
                  use_extra_bufts: Optional[bool] = None, cpu_repack: Optional[bool] = None,
                  chat_template: Optional[str] = None,
                  chat_handler: Optional[OmniSIFTChatHandler] = None,
-                 progress: Optional[Callable[[str, int, int], None]] = None, **kwargs: Any):
+                 progress: Optional[Callable[[str, int, int], None]] = None,
+                 rpc_servers: Union[None, str, list] = None, **kwargs: Any):
+        if rpc_servers:   # before the model and the engine pick their devices
+            add_rpc_servers(rpc_servers)
         model_path = os.fspath(model_path)
         read_llm_info(model_path)  # a clear error for a missing / non-GGUF / mmproj-as-model file
         if chat_handler is not None and mmproj_path is not None:
