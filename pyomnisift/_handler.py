@@ -30,6 +30,7 @@ from ._model_info import check_pair, read_llm_info
 from ._pipeline import Pipeline
 from ._plan import ContextOverflow, Planner, Plan, overflow_message
 from ._prompt import build_prompt, tokenize_text
+from ._sampled import SampledTokens
 from ._settings import Settings, validate
 from ._sift import SiftHead
 from ._stats import Stats
@@ -164,28 +165,26 @@ class OmniSIFTChatHandler:
             grammar = llama_chat_format._grammar_for_response_format(response_format, verbose=llama.verbose)
         room = llama.n_ctx() - plan.n_cells
         first = _FirstToken(t0)
+        criteria = llama_cpp.StoppingCriteriaList(
+            [first] + list(formatted.stopping_criteria or [])
+            + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else []))
+        counter = SampledTokens(llama) if stream else None
         result = llama.create_completion(
             prompt=plan.ids, stream=stream, max_tokens=room if not max_tokens or max_tokens <= 0 else min(max_tokens, room),
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList(
-                [first] + list(formatted.stopping_criteria or [])
-                + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else [])),
-            **completion_kwargs)
+            stopping_criteria=counter.criteria(criteria) if stream else criteria, **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 
-        def usage(completion: Optional[dict]) -> dict:
+        def usage(n: int) -> dict:
             out = stats.as_dict(plan)
             out["timings_ms"]["ttft"] = first.ms
-            u = {"prompt_tokens": plan.n_cells, "omnisift": out}
-            if completion is not None:
-                n = completion["usage"]["completion_tokens"]
-                u.update(completion_tokens=n, total_tokens=plan.n_cells + n)
-            return u
+            return {"prompt_tokens": plan.n_cells, "completion_tokens": n, "total_tokens": plan.n_cells + n,
+                    "omnisift": out}
 
         if not stream:
-            chat["usage"] = usage(chat)
+            chat["usage"] = usage(chat["usage"]["completion_tokens"])
             return chat
-        return _with_usage(chat, lambda: usage(None))
+        return _with_usage(chat, counter, lambda: usage(counter.completion_tokens))
 
     def _prefill(self, llama, messages, settings: Settings, max_tokens, on_unit, progress):
         """Plans the prompt and decodes what the context does not hold yet (up to its last media
@@ -279,9 +278,14 @@ def _stops(stop) -> list:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def _with_usage(chunks: Iterator[dict], usage: Callable[[], dict]) -> Iterator[dict]:
-    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage."""
-    for chunk in chunks:
-        if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
-            chunk["usage"] = usage()
-        yield chunk
+def _with_usage(chunks: Iterator[dict], counter: SampledTokens, usage: Callable[[], dict]) -> Iterator[dict]:
+    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage: the
+    prompt's KV cells, the tokens generated (counted as the stream runs) and OmniSIFT's stats."""
+    counter.start()
+    try:
+        for chunk in chunks:
+            if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
+                chunk["usage"] = usage()
+            yield chunk
+    finally:
+        counter.stop()
