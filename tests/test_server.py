@@ -294,14 +294,13 @@ class FakeLlama:
 
 @pytest.fixture()
 def fake_server():
-    from pyomnisift.server import ModelSettings, ServerSettings, create_app
+    from pyomnisift.server import ServerSettings, create_app
     from pyomnisift.server.model import OmniModel
 
     model = OmniModel.__new__(OmniModel)        # the real wrapper (lock, records) around a stand-in
     import asyncio
 
     model.llama, model.alias, model.lock, model.waiting, model.streams = FakeLlama(), "fake", asyncio.Lock(), 0, []
-    model.settings = ModelSettings(model="fake")
     app = create_app(server_settings=ServerSettings(interrupt_requests=False), model=model)
     with Server(app) as s:
         yield s
@@ -370,12 +369,11 @@ def test_waiting_request_interrupts_a_stream():
     import asyncio
     import concurrent.futures
 
-    from pyomnisift.server import ModelSettings, ServerSettings, create_app
+    from pyomnisift.server import ServerSettings, create_app
     from pyomnisift.server.model import OmniModel
 
     model = OmniModel.__new__(OmniModel)
     model.llama, model.alias, model.lock, model.waiting, model.streams = FakeLlama(delay=0.02), "fake", asyncio.Lock(), 0, []
-    model.settings = ModelSettings(model="fake")
     app = create_app(server_settings=ServerSettings(), model=model)
     with Server(app) as s:
         long = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 2000, "stream": True}

@@ -32,7 +32,7 @@ from .metrics import Metrics, RequestCounter
 from .model import OmniModel, check_messages
 from .redact import redact
 from .settings import ModelSettings, ServerSettings, Settings
-from .streaming import locked_stream
+from .streaming import json_response, locked_stream
 from .types import OMNISIFT_FIELDS, OmniChatCompletionRequest
 
 # Fields of llama_cpp.server's request that pyomnisift.Llama.create_chat_completion does not take
@@ -131,7 +131,7 @@ def _call_kwargs(body: OmniChatCompletionRequest, messages: list, model: OmniMod
     params.check_max_tokens(body.max_tokens)
     if not body.stream:
         params.check_no_stream_options(body.stream_options)
-    top_logprobs = params.chat_logprobs(body.logprobs, body.top_logprobs, model.settings.logits_all)
+    top_logprobs = params.chat_logprobs(body.logprobs, body.top_logprobs, params.logits_all(model))
     kwargs = {k: v for k, v in body.model_dump(exclude_unset=True).items() if k not in _NOT_PASSED}
     for key in OMNISIFT_FIELDS:
         if kwargs.get(key) is None:
@@ -169,7 +169,7 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
         finally:
             model.lock.release()
         metrics.observe_usage(out.get("usage"))
-        return out
+        return json_response(out)
 
     def start(should_stop):
         return llama.create_chat_completion(stream=True, should_stop=should_stop, **kwargs)
@@ -288,7 +288,8 @@ def create_app(settings: Optional[Settings] = None, server_settings: Optional[Se
     app.include_router(router)
     app.include_router(extra_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server_settings.max_body_bytes)
-    app.add_middleware(RequestCounter, metrics=app.state.metrics)   # outside: 413s are counted too
+    app.add_middleware(RequestCounter, metrics=app.state.metrics,     # outside: 413s are counted too
+                       paths=[r.path for r in router.routes + extra_router.routes])
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -53,12 +53,14 @@ class Metrics:
 
 
 class RequestCounter:
-    """ASGI middleware: counts each HTTP request by its route's path template (unknown paths as
-    "other", so that the label set stays bounded) and the status code sent."""
+    """ASGI middleware: counts each HTTP request by its route's path template and the status code
+    sent. A request refused before routing (a body over the limit) counts under its path when that
+    is one of `paths`; any other path is "other", so that the label set stays bounded."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, app, metrics: Metrics, paths=()):
         self.app = app
         self.metrics = metrics
+        self.paths = frozenset(paths)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -73,15 +75,7 @@ class RequestCounter:
         try:
             await self.app(scope, receive, sending)
         finally:
-            self.metrics.requests.labels(_route(scope), str(status["code"])).inc()
-
-
-def _route(scope) -> str:
-    from starlette.routing import Match
-
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return getattr(route, "path", "other")
-    return "other"
+            route = getattr(scope.get("route"), "path", None)    # set by the router when it matched
+            if route is None:
+                route = scope.get("path") if scope.get("path") in self.paths else "other"
+            self.metrics.requests.labels(route, str(status["code"])).inc()

@@ -21,6 +21,12 @@ class RequestError(ValueError):
         super().__init__(f"{param}: {message}")
 
 
+def logits_all(model) -> bool:
+    """Whether the served model keeps every position's logits (--logits_all)."""
+    settings = getattr(model, "settings", None)
+    return bool(getattr(settings, "logits_all", False))
+
+
 def check_choices(n: Optional[int], best_of: Optional[int] = None) -> None:
     if n is not None and n != 1:
         raise RequestError("n", f"only one choice per request is supported (n=1), got {n}")
@@ -87,8 +93,9 @@ def logit_bias(llama: llama_cpp.Llama, bias: Optional[dict], by_tokens: bool) ->
 
 def grammar(llama: llama_cpp.Llama, text: Optional[str]) -> Optional[llama_cpp.LlamaGrammar]:
     """A GBNF grammar (llama.cpp's format, as llama_cpp.server takes it), compiled once here:
-    llama-cpp-python only compiles it inside the sampler, where a bad one is not reported."""
-    if text is None:
+    llama-cpp-python only compiles it inside the sampler, where a bad one is not reported. An empty
+    one is no grammar (as llama.cpp reads it)."""
+    if not text:
         return None
     g = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
     sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, g._grammar.encode("utf-8"),

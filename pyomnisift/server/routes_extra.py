@@ -4,6 +4,7 @@ tokenizer in both servers' shapes (llama-server's /tokenize and /detokenize, lla
 
 from __future__ import annotations
 
+import ctypes
 import time
 
 import llama_cpp
@@ -18,7 +19,7 @@ from .._sampled import SampledTokens
 from . import params
 from .app import OmniRouteErrorHandler, authenticate, get_model, stream_error
 from .model import OmniModel
-from .streaming import locked_stream
+from .streaming import json_response, locked_stream
 from .types import DetokenizeRequest, OmniCompletionRequest, TokenizeRequest
 
 router = APIRouter(route_class=OmniRouteErrorHandler)
@@ -36,7 +37,7 @@ def _completion_kwargs(body: OmniCompletionRequest, model: OmniModel) -> dict:
         body.prompt = body.prompt[0] if body.prompt else ""
     params.check_choices(body.n, body.best_of)
     params.check_max_tokens(body.max_tokens)
-    params.check_logprobs(body.logprobs, model.settings.logits_all, "logprobs")
+    params.check_logprobs(body.logprobs, params.logits_all(model), "logprobs")
     if not body.stream:
         params.check_no_stream_options(body.stream_options)
     kwargs = body.model_dump(exclude=_NOT_PASSED)
@@ -71,7 +72,7 @@ async def create_completion(request: Request, body: OmniCompletionRequest, model
             counter.stop()
             model.lock.release()
         metrics.observe_usage(out.get("usage"), _ttft(counter, t0))
-        return out
+        return json_response(out)
 
     timing = {}
 
@@ -106,9 +107,20 @@ def _check_ids(llama: llama_cpp.Llama, tokens: list) -> None:
             raise params.RequestError(f"tokens[{i}]", f"token id {t} is not in the vocabulary (0 to {n_vocab - 1})")
 
 
-def _piece(llama: llama_cpp.Llama, token: int):
+def _piece(llama: llama_cpp.Llama, token: int, special: bool = True) -> bytes:
+    # llama-cpp-python's token_to_piece returns its whole 32-byte buffer, and its detokenize keeps
+    # garbage for a piece longer than that: ask for the size llama.cpp reports.
+    size = 64
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(llama._model.vocab, token, buf, size, 0, special)
+        if n >= 0:
+            return buf.raw[:n]
+        size = -n
+
+
+def _piece_json(raw: bytes):
     """llama-server's piece: the text, or its bytes as a list when they are no UTF-8 on their own."""
-    raw = llama._model.token_to_piece(token, special=True)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -120,14 +132,15 @@ async def tokenize(body: TokenizeRequest, model: OmniModel = Depends(get_model))
     llama = model.llama
     ids = llama.tokenize(body.content.encode("utf-8"), add_bos=body.add_special, special=body.parse_special)
     if body.with_pieces:
-        return {"tokens": [{"id": t, "piece": _piece(llama, t)} for t in ids]}
+        return {"tokens": [{"id": t, "piece": _piece_json(_piece(llama, t))} for t in ids]}
     return {"tokens": ids}
 
 
 @router.post("/detokenize", dependencies=[Depends(authenticate)], summary="Detokenize (llama-server)")
 async def detokenize(body: DetokenizeRequest, model: OmniModel = Depends(get_model)):
     _check_ids(model.llama, body.tokens)
-    return {"content": model.llama.detokenize(body.tokens, special=True).decode("utf-8", errors="replace")}
+    text = b"".join(_piece(model.llama, t) for t in body.tokens)
+    return {"content": text.decode("utf-8", errors="replace")}
 
 
 @router.post("/extras/tokenize", dependencies=[Depends(authenticate)], summary="Tokenize (llama_cpp.server)")

@@ -22,8 +22,18 @@ from typing import Callable, Iterator, Optional
 
 import anyio
 from fastapi import Request
+from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
+
+
+def dumps(obj) -> str:
+    """JSON of a llama-cpp-python response: its logprobs are numpy float32 scalars."""
+    return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def json_response(obj) -> Response:
+    return Response(dumps(obj), media_type="application/json")
 
 
 class _LockedEventSource(EventSourceResponse):
@@ -101,7 +111,7 @@ async def locked_stream(request: Request, model, start: Callable[[Callable[[], b
             state["chunks"] += 1
             last = chunk
             usage = chunk.get("usage") or usage
-            yield {"data": json.dumps(chunk)}
+            yield {"data": dumps(chunk)}
             if await request.is_disconnected():
                 state["end"] = "disconnect"
                 return
@@ -113,7 +123,7 @@ async def locked_stream(request: Request, model, start: Callable[[Callable[[], b
                 if state["end"] == "disconnect" and state["stop"]:
                     return
                 state["end"] = "error"
-                yield {"data": json.dumps(_error_chunk(last, error_body(exc)))}
+                yield {"data": dumps(_error_chunk(last, error_body(exc)))}
                 yield {"data": "[DONE]"}
                 return
             if state["stop"] and state["end"] == "disconnect":
@@ -123,7 +133,7 @@ async def locked_stream(request: Request, model, start: Callable[[Callable[[], b
         if usage is not None and on_usage is not None:
             on_usage(usage)
         if include_usage and usage is not None and last is not None:
-            yield {"data": json.dumps({**{k: last[k] for k in ("id", "object", "created", "model") if k in last},
+            yield {"data": dumps({**{k: last[k] for k in ("id", "object", "created", "model") if k in last},
                                        "choices": [], "usage": usage})}
         yield {"data": "[DONE]"}
 
