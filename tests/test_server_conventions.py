@@ -102,6 +102,34 @@ def test_grammar_as_llama_cpp_python(server, plain):
     assert answer(server) == before
 
 
+@pytest.mark.parametrize("grammar", [
+    "root ::= " + "(" * 20000 + '"a"' + ")" * 20000,                                  # parser's stack
+    "root::=r0\n" + "".join(f"r{i}::=r{i + 1}\n" for i in range(100000)) + 'r100000::="a"',
+    'root ::= "a"{100000}', 'root ::= ("a"{0,300}){0,300}', 'root ::= x{0,300}\nx ::= "a"{0,300}'])
+def test_grammars_that_crash_llama_cpp_are_refused(server, grammar):
+    """Each of these kills the process inside llama.cpp (a segfault while parsing, or at the first
+    sampled token) or, the last, holds it for more than 5 minutes: checked with llama-cpp-python
+    0.3.36's own Llama in a child process. The server refuses them."""
+    before = answer(server)
+    assert_error(post(server, {"messages": TEXT, "grammar": grammar, **GREEDY}), 400, "too large")
+    assert answer(server) == before
+
+
+def test_grammar_bounds_keep_real_grammars(server, plain):
+    from llama_cpp import llama_grammar
+
+    from pyomnisift.server import gbnf
+
+    schema = llama_grammar.json_schema_to_gbnf(json.dumps({"type": "object", "properties": {
+        "a": {"type": "array", "items": {"type": "string"}, "maxItems": 10}, "b": {"type": "integer"}}}))
+    for g in (llama_grammar.JSON_GBNF, llama_grammar.ARITHMETIC_GBNF, llama_grammar.C_GBNF, schema,
+              'root ::= ("a"{0,32}){0,32}', "root ::= [a-z]{1,1024}",
+              "root ::= r0\n" + "".join(f"r{i} ::= r{i + 1}?\n" for i in range(1000)) + "r1000 ::= [a-z]"):
+        gbnf.check(g)
+    r = post(server, {"messages": TEXT, "grammar": llama_grammar.JSON_GBNF, "max_tokens": 4, "temperature": 0})
+    assert r.status_code == 200, r.text
+
+
 def test_logit_bias_ids_checked_and_applied(server, plain, capfd):
     before = answer(server)
     n_vocab = plain.n_vocab()

@@ -10,6 +10,8 @@ from typing import Optional
 
 import llama_cpp
 
+from . import gbnf
+
 MAX_TOP_LOGPROBS = 20   # OpenAI's bound on top_logprobs
 
 
@@ -97,6 +99,10 @@ def grammar(llama: llama_cpp.Llama, text: Optional[str]) -> Optional[llama_cpp.L
     one is no grammar (as llama.cpp reads it)."""
     if not text:
         return None
+    try:
+        gbnf.check(text)
+    except gbnf.GrammarTooLarge as e:
+        raise RequestError("grammar", f"too large for this server: {e}") from None
     g = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
     sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, g._grammar.encode("utf-8"),
                                                   g._root.encode("utf-8"))
