@@ -115,6 +115,19 @@ def test_grammars_that_crash_llama_cpp_are_refused(server, grammar):
     assert answer(server) == before
 
 
+def test_json_schemas_bounded_as_grammars(server):
+    before = answer(server)
+    for schema, word in (({"type": "array", "items": {"type": "string"}, "maxItems": 10**9}, "maxItems"),
+                         ({"type": "string", "maxLength": 100000}, "maxLength"),
+                         ({"type": "array", "items": {"type": "string", "maxLength": 500}, "maxItems": 500}, "too large")):
+        r = post(server, {"messages": TEXT, "response_format": {"type": "json_object", "schema": schema}, **GREEDY})
+        assert assert_error(r, 400, word)["param"] == "response_format"
+        assert answer(server) == before
+    ok = {"type": "object", "properties": {"a": {"type": "array", "maxItems": 5, "items": {"type": "string"}}}}
+    r = post(server, {"messages": TEXT, "response_format": {"type": "json_object", "schema": ok}, **GREEDY})
+    assert r.status_code == 200, r.text
+
+
 def test_grammar_bounds_keep_real_grammars(server, plain):
     from llama_cpp import llama_grammar
 

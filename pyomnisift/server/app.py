@@ -141,6 +141,7 @@ def _call_kwargs(body: OmniChatCompletionRequest, messages: list, model: OmniMod
     bias = params.logit_bias(llama, body.logit_bias, body.logit_bias_type == "tokens")
     if bias is not None:
         kwargs["logit_bias"] = bias
+    params.check_response_format(body.response_format)
     grammar = params.grammar(llama, body.grammar)
     if grammar is not None:
         kwargs["grammar"] = grammar

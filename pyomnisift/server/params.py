@@ -112,6 +112,43 @@ def grammar(llama: llama_cpp.Llama, text: Optional[str]) -> Optional[llama_cpp.L
     return g
 
 
+_COUNTS = {"maxItems", "minItems", "maxLength", "minLength", "maxProperties", "minProperties"}
+
+
+def check_response_format(response_format) -> None:
+    """A JSON schema becomes a grammar inside llama-cpp-python (json_schema_to_gbnf); bound it as
+    a grammar sent as such (a schema's maxItems / maxLength become repetition counts)."""
+    if not response_format or response_format.get("type") != "json_object" or "schema" not in response_format:
+        return
+    import json
+
+    from llama_cpp import llama_grammar
+
+    # Counts are written out as copies by the converter itself (maxItems 10**9: gigabytes of text),
+    # so they are bounded before it runs, as is the schema's depth (its recursion).
+    todo = [(response_format["schema"], 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > gbnf.MAX_NESTING:
+            raise RequestError("response_format", f"the schema nests more than {gbnf.MAX_NESTING} deep")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _COUNTS and isinstance(value, (int, float)) and value > gbnf.MAX_REPETITION:
+                    raise RequestError("response_format", f"the schema's {key} {value} is above this server's "
+                                       f"bound of {gbnf.MAX_REPETITION}")
+                todo.append((value, depth + 1))
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1) for v in node)
+    try:
+        text = llama_grammar.json_schema_to_gbnf(json.dumps(response_format["schema"]))
+    except Exception:          # llama-cpp-python falls back to its plain JSON grammar
+        return
+    try:
+        gbnf.check(text)
+    except gbnf.GrammarTooLarge as e:
+        raise RequestError("response_format", f"the schema's grammar is too large for this server: {e}") from None
+
+
 def min_tokens(llama: llama_cpp.Llama, n: int, kwargs: dict) -> None:
     if n > 0:
         processors = llama_cpp.LogitsProcessorList([llama_cpp.MinTokensLogitsProcessor(n, llama.token_eos())])
