@@ -62,6 +62,8 @@ def _tokens(text: str):
             if m is None:            # malformed: llama.cpp's parser reports it
                 i += 1
                 continue
+            if len(m.group(1)) > 9 or len(m.group(2) or "") > 9:   # (and int() of 5000 digits raises)
+                raise GrammarTooLarge(f"repetitions multiply to more than {MAX_REPETITION}")
             low, high = int(m.group(1)), m.group(2)
             yield ("rep", max(low, int(high)) if high else max(low, 1))
             i = m.end()
