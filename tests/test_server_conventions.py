@@ -72,6 +72,7 @@ def stream_chunks(server, body, path="/v1/chat/completions"):
 
 def test_max_tokens_and_n_are_refused(server):
     before = answer(server)
+    assert answer(server, {"messages": TEXT, "n": 1, **GREEDY}) == before      # what clients send
     for bad, param in ((dict(max_tokens=0), "max_tokens"), (dict(max_tokens=-5), "max_tokens"), (dict(n=2), "n"),
                        (dict(stream_options={"include_usage": True}), "stream_options")):
         err = assert_error(post(server, {"messages": TEXT, **bad}), 400, param)

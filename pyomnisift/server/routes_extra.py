@@ -127,8 +127,12 @@ def _piece_json(raw: bytes):
         return list(raw)
 
 
+# The tokenizer routes do not wait for the model's lock (llama.cpp's vocabulary is read-only, and
+# llama-server tokenizes beside generation too); they run in the thread pool, as a long text takes a
+# while and the event loop keeps serving meanwhile.
+
 @router.post("/tokenize", dependencies=[Depends(authenticate)], summary="Tokenize (llama-server)")
-async def tokenize(body: TokenizeRequest, model: OmniModel = Depends(get_model)):
+def tokenize(body: TokenizeRequest, model: OmniModel = Depends(get_model)):
     llama = model.llama
     ids = llama.tokenize(body.content.encode("utf-8"), add_bos=body.add_special, special=body.parse_special)
     if body.with_pieces:
@@ -137,26 +141,26 @@ async def tokenize(body: TokenizeRequest, model: OmniModel = Depends(get_model))
 
 
 @router.post("/detokenize", dependencies=[Depends(authenticate)], summary="Detokenize (llama-server)")
-async def detokenize(body: DetokenizeRequest, model: OmniModel = Depends(get_model)):
+def detokenize(body: DetokenizeRequest, model: OmniModel = Depends(get_model)):
     _check_ids(model.llama, body.tokens)
     text = b"".join(_piece(model.llama, t) for t in body.tokens)
     return {"content": text.decode("utf-8", errors="replace")}
 
 
 @router.post("/extras/tokenize", dependencies=[Depends(authenticate)], summary="Tokenize (llama_cpp.server)")
-async def extras_tokenize(body: TokenizeInputRequest, model: OmniModel = Depends(get_model)) -> TokenizeInputResponse:
+def extras_tokenize(body: TokenizeInputRequest, model: OmniModel = Depends(get_model)) -> TokenizeInputResponse:
     return TokenizeInputResponse(tokens=model.llama.tokenize(body.input.encode("utf-8"), special=True))
 
 
 @router.post("/extras/tokenize/count", dependencies=[Depends(authenticate)], summary="Token count (llama_cpp.server)")
-async def extras_tokenize_count(body: TokenizeInputRequest,
-                                model: OmniModel = Depends(get_model)) -> TokenizeInputCountResponse:
+def extras_tokenize_count(body: TokenizeInputRequest,
+                          model: OmniModel = Depends(get_model)) -> TokenizeInputCountResponse:
     return TokenizeInputCountResponse(count=len(model.llama.tokenize(body.input.encode("utf-8"), special=True)))
 
 
 @router.post("/extras/detokenize", dependencies=[Depends(authenticate)], summary="Detokenize (llama_cpp.server)")
-async def extras_detokenize(body: DetokenizeInputRequest,
-                            model: OmniModel = Depends(get_model)) -> DetokenizeInputResponse:
+def extras_detokenize(body: DetokenizeInputRequest,
+                      model: OmniModel = Depends(get_model)) -> DetokenizeInputResponse:
     _check_ids(model.llama, body.tokens)
     return DetokenizeInputResponse(text=model.llama.detokenize(body.tokens).decode("utf-8", errors="replace"))
 
