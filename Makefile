@@ -17,8 +17,9 @@ LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece \
                qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0 scipy huggingface_hub
 REFERENCE_TORCHVISION := torchvision==0.28.0
-# The [server] extra (pyomnisift serve) and what the tests drive it with; tqdm for progress bars.
-SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings
+# The [server] extra (pyomnisift serve: /metrics, --config_file YAML) and what the tests drive it
+# with; tqdm for progress bars.
+SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings prometheus-client pyyaml
 TEST_DEPS   := pytest hypothesis openai httpx
 # The fuzzer (tests/fuzz/): atheris, a manylinux wheel for CPython 3.11 with libFuzzer built in.
 FUZZ_DEPS   := atheris

@@ -30,6 +30,7 @@ from ._model_info import check_pair, read_llm_info
 from ._pipeline import Pipeline
 from ._plan import Planner, Plan, overflow
 from ._prompt import build_prompt, tokenize_text
+from ._sampled import SampledTokens
 from ._settings import Settings, validate
 from ._sift import SiftHead
 from ._stats import Stats
@@ -165,13 +166,14 @@ class OmniSIFTChatHandler:
         room = llama.n_ctx() - plan.n_cells
         budget = room if not max_tokens or max_tokens <= 0 else min(max_tokens, room)
         first = _FirstToken(t0, progress, budget, len(plan.ids) - stats.prefill_from)
+        criteria = llama_cpp.StoppingCriteriaList(
+            [first] + list(formatted.stopping_criteria or [])
+            + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else []))
+        counter = SampledTokens(llama) if stream else None
         result = llama.create_completion(
             prompt=plan.ids, stream=stream, max_tokens=budget,
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList(
-                [first] + list(formatted.stopping_criteria or [])
-                + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else [])),
-            **completion_kwargs)
+            stopping_criteria=counter.criteria(criteria) if stream else criteria, **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 
         def usage(n_generated: int) -> dict:
@@ -185,13 +187,7 @@ class OmniSIFTChatHandler:
             chat["usage"] = usage(chat["usage"]["completion_tokens"])
             return chat
 
-        def streamed(finish_reason: str) -> int:
-            # llama-cpp-python's count, which its stream does not report: the tokens it decoded
-            # after the prompt, and the last one sampled when max_tokens ended the answer (an
-            # end-of-generation token is sampled, never decoded, and not counted)
-            return llama.n_tokens - len(plan.ids) + (finish_reason == "length")
-
-        return _with_usage(chat, lambda finish_reason: usage(streamed(finish_reason)))
+        return _with_usage(chat, counter, lambda: usage(counter.completion_tokens))
 
     def _prefill(self, llama, messages, settings: Settings, max_tokens, on_unit, progress):
         """Plans the prompt and decodes what the context does not hold yet (up to its last media
@@ -298,9 +294,14 @@ def _stops(stop) -> list:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def _with_usage(chunks: Iterator[dict], usage: Callable[[str], dict]) -> Iterator[dict]:
-    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage."""
-    for chunk in chunks:
-        if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
-            chunk["usage"] = usage(chunk["choices"][0]["finish_reason"])
-        yield chunk
+def _with_usage(chunks: Iterator[dict], counter: SampledTokens, usage: Callable[[], dict]) -> Iterator[dict]:
+    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage: the
+    prompt's KV cells, the tokens generated (counted as the stream runs) and OmniSIFT's stats."""
+    counter.start()
+    try:
+        for chunk in chunks:
+            if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
+                chunk["usage"] = usage()
+            yield chunk
+    finally:
+        counter.stop()

@@ -253,7 +253,7 @@ class FakeLlama:
         self.closed = []
         self.kwargs = []
 
-    def create_chat_completion(self, messages, stream=False, max_tokens=None, **kw):
+    def create_chat_completion(self, messages, stream=False, max_tokens=None, should_stop=None, **kw):
         self.kwargs.append(dict(kw, max_tokens=max_tokens))
         text = json.dumps(messages)
         if "bad" in text:
@@ -261,21 +261,27 @@ class FakeLlama:
         if not stream:
             return {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
                                                               "finish_reason": "stop"}], "usage": {}}
-        return self._stream(max_tokens or 10)
+        return self._stream(max_tokens or 10, should_stop, text)
 
-    def _stream(self, n):
+    def _stream(self, n, should_stop, text):
         base = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         produced = 0
         try:
             yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            finish = "length"
             for i in range(n):
                 time.sleep(self.delay)
+                if should_stop is not None and should_stop():
+                    finish = "stop"             # the contract: should_stop ends the generation
+                    break
+                if "fail" in text and i == 2:
+                    raise RuntimeError("decode failed")
                 produced += 1
                 yield {**base, "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
-                   "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1,
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": produced, "total_tokens": produced + 1,
                              "omnisift": {"video": {"tokens_in": 10, "tokens_kept": 3}}}}
         finally:
             self.active -= 1

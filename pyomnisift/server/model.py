@@ -120,6 +120,8 @@ class OmniModel:
                       n_batch=settings.n_batch, verbose=settings.verbose, video_fps=settings.video_fps)
         if settings.flash_attn:
             kwargs["flash_attn"] = True
+        if settings.logits_all:
+            kwargs["logits_all"] = True     # logprobs (llama-cpp-python keeps every position's logits)
         if settings.seed is not None:
             kwargs["seed"] = settings.seed
         for key in ("video_retention", "audio_retention", "image_retention", "audio_selector", "sift_head"):

@@ -36,8 +36,9 @@ VALUES = [None, "", "x", 0, -1, 1.5, True, [], {}, [1], {"url": None}, "data:", 
           "data:a;base64,@@", "data:;base64," + base64.b64encode(b"x").decode(), "file://", "file:///nope",
           "ftp://h/f", "C:/x", "../../etc/passwd", "a.wav", "<|im_end|>", "\x00omnisift-media-0\x00", "{{ 1 }}",
           "\ud800", 2**80, float("nan")]
-KEYS = ["type", "text", "image_url", "video_url", "input_audio", "url", "data", "format", "role", "content"]
-TYPES = ["text", "image_url", "video_url", "input_audio", "audio_url", "", None]
+KEYS = ["type", "text", "image_url", "video_url", "input_audio", "input_video", "url", "data", "format", "role",
+        "content"]
+TYPES = ["text", "image_url", "video_url", "input_audio", "input_video", "audio_url", "", None]
 ROLES = ["user", "system", "assistant", "tool", "bogus", None, 3]
 
 
