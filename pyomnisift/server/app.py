@@ -27,7 +27,8 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .model import MediaError, OmniModel, check_messages
+from .limits import RequestGuard
+from .model import MediaError, OmniModel, check_messages, public_message
 from .settings import ModelSettings, ServerSettings, Settings
 from .types import OMNISIFT_FIELDS, OmniChatCompletionRequest
 
@@ -50,10 +51,11 @@ def _is_bad_input(error: Exception) -> bool:
 class OmniRouteErrorHandler(RouteErrorHandler):
     """llama_cpp.server's handler; a request the model refuses (bad media, bad settings) is a 400."""
 
-    def error_message_wrapper(self, error, body=None):
+    def error_message_wrapper(self, error, body=None, settings=None):
         if _is_bad_input(error):
             param = error.param if isinstance(error, MediaError) else None
-            return 400, ErrorResponse(message=str(error), type="invalid_request_error", param=param, code=None)
+            message = public_message(str(error), settings) if settings is not None else str(error)
+            return 400, ErrorResponse(message=message, type="invalid_request_error", param=param, code=None)
         return super().error_message_wrapper(error, body)
 
     def get_route_handler(self):
@@ -68,7 +70,7 @@ class OmniRouteErrorHandler(RouteErrorHandler):
             except (StarletteHTTPException, RequestValidationError):
                 raise
             except Exception as exc:
-                status_code, error = self.error_message_wrapper(exc)
+                status_code, error = self.error_message_wrapper(exc, settings=request.app.state.server_settings)
                 return JSONResponse({"error": error}, status_code=status_code)
             response.headers["openai-processing-ms"] = f"{int((time.perf_counter() - start) * 1000)}"
             return response
@@ -123,7 +125,7 @@ def _call_kwargs(body: OmniChatCompletionRequest, messages: list) -> dict:
 async def create_chat_completion(request: Request, body: OmniChatCompletionRequest,
                                  model: OmniModel = Depends(get_model)):
     settings: ServerSettings = request.app.state.server_settings
-    messages = check_messages(body.messages, settings.allowed_media_dir)
+    messages = check_messages(body.messages, settings)
     kwargs = _call_kwargs(body, messages)
     llama = model.llama
     model.waiting += 1
@@ -132,8 +134,11 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
     finally:
         model.waiting -= 1
     if not body.stream:
+        # Generated on a thread; a client that leaves meanwhile stops it at its next token.
+        stop = {"stop": False}
+        kwargs["should_stop"] = lambda: stop["stop"]
         try:
-            return await run_in_threadpool(lambda: llama.create_chat_completion(**kwargs))
+            return await _watching(request, stop, run_in_threadpool(lambda: llama.create_chat_completion(**kwargs)))
         finally:
             model.lock.release()
 
@@ -223,47 +228,22 @@ async def health(request: Request):
                         status_code=200 if ok else 503)
 
 
-class BodyLimitMiddleware:
-    """413 (OpenAI error shape) for a request body over `max_bytes`, declared or streamed."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_big = _error(413, f"request body is larger than the server's limit of {self.max_bytes} bytes "
-                              "(--max_body_bytes)", code="request_too_large")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    return await too_big(scope, receive, send)
-        chunks, total, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                return await too_big(scope, receive, send)
-            chunks.append(body)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()   # then the real channel: disconnects reach the app
-
-        return await self.app(scope, replay, send)
+async def _watching(request: Request, stop: dict, work):
+    """The result of `work` (a thread's); while it runs, a client that leaves sets stop["stop"]
+    (polled per token), and the thread is still awaited so that the model is released idle."""
+    pending = asyncio.ensure_future(work)
+    while True:
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=0.2)
+        except BaseException:
+            stop["stop"] = True
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({pending})
+            raise
+        if done:
+            return pending.result()
+        if not stop["stop"] and await request.is_disconnected():
+            stop["stop"] = True
 
 
 def _loc(loc) -> Optional[str]:
@@ -314,7 +294,7 @@ def create_app(settings: Optional[Settings] = None, server_settings: Optional[Se
     app.state.ping_message_factory = (lambda: bytes()) if server_settings.disable_ping_events else None
     app.state.model = model if model is not None else OmniModel(model_settings, server_settings)
     app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server_settings.max_body_bytes)
+    app.add_middleware(RequestGuard, settings=server_settings)   # outermost: the key before the body
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
