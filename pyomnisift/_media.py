@@ -360,12 +360,14 @@ class _CannotSeek(Exception):
     pass
 
 
-def _iter_seeking(path, name, info: VideoInfo, convert, budget: MediaBudget) -> Iterator[np.ndarray]:
+def _iter_seeking(path, name, info: VideoInfo, convert,
+                  budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
     """The sampled frames, seeking to key frames; raises _CannotSeek (before or after yielding some)
     where frames cannot be told apart by timestamp."""
     import av
 
     wanted = info.frame_indices
+    budget = budget or MediaBudget()
     with _open(path, "video", budget) as c:
         vs = _video_stream(c, name)
         pts, keys = array.array("q"), array.array("q")    # compact: 8 bytes a frame
@@ -418,11 +420,13 @@ def _iter_seeking(path, name, info: VideoInfo, convert, budget: MediaBudget) -> 
                                  f"{_ffmpeg_reason(e)}") from None
 
 
-def _iter_in_order(path, name, info: VideoInfo, convert, budget: MediaBudget) -> Iterator[np.ndarray]:
+def _iter_in_order(path, name, info: VideoInfo, convert,
+                   budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
     """The sampled frames, decoding every frame of the stream in order."""
     import av
 
     wanted = info.frame_indices
+    budget = budget or MediaBudget()
     n = len(wanted)
     j, i, last = 0, -1, None
     with _open(path, "video", budget) as c:
