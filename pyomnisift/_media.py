@@ -89,10 +89,9 @@ def _ffmpeg_reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e)
 
 
-def _open(source, what: str, budget: Optional[MediaBudget] = None):
+def _open(source, what: str):
     """The container, opened with FFmpeg limited to media demuxers (no playlists, network or
-    pattern formats: FORMAT_WHITELIST) and protocols (a path: "file"; bytes: none). With `budget`,
-    a duration in the header over its max_media_seconds is refused here, before any decoding."""
+    pattern formats: FORMAT_WHITELIST) and protocols (a path: "file"; bytes: none)."""
     import av
 
     name = _name(source)
@@ -112,14 +111,31 @@ def _open(source, what: str, budget: Optional[MediaBudget] = None):
     if not allowed_format(c.format.name):    # in case a PyAV build ignored the whitelist option
         c.close()
         raise ModelFileError(name, f"is a {c.format.name} container, which pyomnisift does not read")
-    if budget is not None and c.duration is not None and c.duration > 0:
-        seconds = c.duration / 1e6                # AV_TIME_BASE
-        try:
-            budget.check_seconds(name, seconds, "as its header says")
-        except ModelFileError:
-            c.close()
-            raise
     return c
+
+
+def _check_audio_duration(path, name: str, header_seconds: float, budget: MediaBudget) -> None:
+    """Before decoding: a header claiming more than max_media_seconds is checked against the
+    track's packets (demuxed, not decoded: an hour of FLAC in milliseconds), which win over the
+    header as everywhere here; a header that lies long about a short clip changes nothing."""
+    import av
+
+    limit = budget.limits.max_media_seconds
+    if limit is None or header_seconds <= limit:
+        return
+    with _open(path, "audio") as c:
+        st = c.streams.audio[0]
+        tb = float(st.time_base or 0)
+        first = end = None
+        try:
+            for pkt in c.demux(st):
+                if pkt.pts is None or not tb:
+                    continue
+                first = pkt.pts if first is None else min(first, pkt.pts)
+                end = max(end or pkt.pts, pkt.pts + (pkt.duration or 0))
+                budget.check_seconds(name, (end - first) * tb, "from its packets")
+        except av.FFmpegError:
+            pass                  # a damaged tail: decoding reports it, and counts what it decodes
 
 
 def _video_stream(container, name: str):
@@ -200,7 +216,7 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
 
     name = _name(path)
     budget = budget or MediaBudget()
-    with _open(path, "video", budget) as c:
+    with _open(path, "video") as c:
         vs = _video_stream(c, name)
         budget.check_frame(name, vs.codec_context.width or 0, vs.codec_context.height or 0)
         tb = float(vs.time_base) if vs.time_base else 0.0
@@ -368,7 +384,7 @@ def _iter_seeking(path, name, info: VideoInfo, convert,
 
     wanted = info.frame_indices
     budget = budget or MediaBudget()
-    with _open(path, "video", budget) as c:
+    with _open(path, "video") as c:
         vs = _video_stream(c, name)
         pts, keys = array.array("q"), array.array("q")    # compact: 8 bytes a frame
         try:
@@ -429,7 +445,7 @@ def _iter_in_order(path, name, info: VideoInfo, convert,
     budget = budget or MediaBudget()
     n = len(wanted)
     j, i, last = 0, -1, None
-    with _open(path, "video", budget) as c:
+    with _open(path, "video") as c:
         stream = _video_stream(c, name)
         stream.thread_type = "AUTO"
         try:
@@ -463,12 +479,13 @@ def _resampled_blocks(path, sample_rate: int, budget: Optional[MediaBudget] = No
     name = _name(path)
     budget = budget or MediaBudget()
     limit = budget.limits.max_media_seconds
-    with _open(path, "audio", budget) as c:
+    with _open(path, "audio") as c:
         if not c.streams.audio:
             raise ModelFileError(name, "has no audio stream")
         st = c.streams.audio[0]
-        if st.duration and st.time_base:
-            budget.check_seconds(name, float(st.duration * st.time_base), "as its header says")
+        header = max(float(st.duration * st.time_base) if st.duration and st.time_base else 0.0,
+                     c.duration / 1e6 if c.duration else 0.0)      # AV_TIME_BASE
+        _check_audio_duration(path, name, header, budget)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         n = 0
         try:

@@ -173,7 +173,12 @@ class Planner:
         key = (self.digest(item), item.kind, settings.video_fps if item.kind == "video" else None)
         probe = self._probes.get(key)
         if probe is None:
-            probe = self._probe(item, settings)
+            try:
+                probe = self._probe(item, settings)
+            except ModelFileError as e:
+                if e.path != item.label and not isinstance(item.source, str):
+                    raise ModelFileError(item.label, e.problem) from None   # name the part, not "<in-memory media>"
+                raise
             if probe.audio_rows is None:   # rows (libmtmd's audio) are too large to keep around
                 if len(self._probes) >= 64:
                     self._probes.pop(next(iter(self._probes)))
