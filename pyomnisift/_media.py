@@ -218,7 +218,9 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
     budget = budget or MediaBudget()
     with _open(path, "video") as c:
         vs = _video_stream(c, name)
-        budget.check_frame(name, vs.codec_context.width or 0, vs.codec_context.height or 0)
+        cc = vs.codec_context          # None for a codec FFmpeg does not know (then decoding fails)
+        if cc is not None:
+            budget.check_frame(name, cc.width or 0, cc.height or 0)
         tb = float(vs.time_base) if vs.time_base else 0.0
         aus = c.streams.audio[0] if c.streams.audio else None
         audio_error = None
