@@ -26,6 +26,8 @@ import llama_cpp
 from llama_cpp import llama_chat_format
 
 from ._engine import Engine
+from ._media_limits import MediaLimits
+from ._media_source import LIBRARY, MediaPolicy
 from ._model_info import check_pair, read_llm_info
 from ._pipeline import Pipeline
 from ._plan import Planner, Plan, overflow
@@ -46,7 +48,9 @@ class OmniSIFTChatHandler:
     ``video_retention`` per frame grid, ``audio_retention`` per chunk's audio (chosen by
     ``audio_selector``: "anchor", "vgas" with ``sift_head``, "random" or "none"), ``image_retention``
     per image; 1.0 everywhere is the model's exact sequence. ``fit_context=True`` lowers video, then
-    audio retention until the prompt fits n_ctx.
+    audio retention until the prompt fits n_ctx. ``media_policy`` says which local files a message
+    may name (default: any, the caller's own; the server's allows one folder or none) and
+    ``media_limits`` bounds the decoding one request may cause (frame size, pixels, duration).
     """
 
     def __init__(self, clip_model_path: Optional[str] = None, *, verbose: bool = False,
@@ -55,7 +59,8 @@ class OmniSIFTChatHandler:
                  audio_retention: float = Settings.audio_retention,
                  image_retention: float = Settings.image_retention, audio_selector: str = "anchor",
                  sift_head: Union[None, str, os.PathLike, SiftHead] = None, video_fps: float = 2.0,
-                 fit_context: bool = False, seed: int = 0, chat_template: Optional[str] = None):
+                 fit_context: bool = False, seed: int = 0, chat_template: Optional[str] = None,
+                 media_policy: MediaPolicy = LIBRARY, media_limits: Optional[MediaLimits] = None):
         if clip_model_path is not None and not os.path.isfile(clip_model_path):
             raise FileNotFoundError(f"mmproj not found: {clip_model_path}")
         self.clip_model_path = None if clip_model_path is None else os.fspath(clip_model_path)
@@ -67,6 +72,12 @@ class OmniSIFTChatHandler:
         self.use_gpu = use_gpu
         self.n_threads = n_threads
         self.chat_template = chat_template
+        if not isinstance(media_policy, MediaPolicy):
+            raise TypeError(f"media_policy must be a pyomnisift MediaPolicy, got {type(media_policy).__name__}")
+        if media_limits is not None and not isinstance(media_limits, MediaLimits):
+            raise TypeError(f"media_limits must be a pyomnisift MediaLimits, got {type(media_limits).__name__}")
+        self.media_policy = media_policy
+        self.media_limits = media_limits or MediaLimits()
         self._sift_head_arg = sift_head
         self._llama = None
 
@@ -199,7 +210,7 @@ class OmniSIFTChatHandler:
             formatted["result"] = result
             return result.prompt
 
-        prompt = build_prompt(messages, render)
+        prompt = build_prompt(messages, render, self.media_policy, self.media_limits)
         result = formatted["result"]
         stats = Stats()
         probes = []

@@ -123,14 +123,15 @@ class Pipeline:
         if seg.probe.kind == "video":
             # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
             # unit is encoded and decoded; the queue bounds what is held to two units of frames.
-            frames = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video), depth=4)
+            frames = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video,
+                                                        budget=seg.item.budget), depth=4)
         if seg.probe.audio_rows is not None:
             audio = _PlannedRows(seg.probe.audio_rows)
         elif seg.probe.n_audio:
             # the track is read a second time, 2 s at a time, next to the frames it goes with; PyAV
             # decodes and resamples it on a thread (it releases the GIL), a few blocks ahead
-            audio = _CountingRows(AudioRows(self.audio, _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK),
-                                                                  depth=4), seg.probe.audio_plan), stats)
+            blocks = _media.iter_audio(seg.item.source, AUDIO_BLOCK, budget=seg.item.budget)
+            audio = _CountingRows(AudioRows(self.audio, _prefetch(blocks, depth=4), seg.probe.audio_plan), stats)
         # One C call per unit sifts it and queues its kept rows; the queue is decoded n_batch rows at a
         # time, so a llama_decode takes several units' rows (t ascends from unit to unit).
         prefill = Prefill(ctx, self.engine, sift_params(s, sift_head), self.batch_rows)
@@ -172,7 +173,7 @@ class Pipeline:
         if seg.probe.kind == "image":
             with stats.timer("media_decode"):
                 gh, gw = seg.probe.grid
-                pixels = _resize(_media.read_image(seg.item.source), gh * 28, gw * 28)
+                pixels = _resize(_media.read_image(seg.item.source, seg.item.budget), gh * 28, gw * 28)
             with stats.timer("encode_vision"):
                 rows, _, _ = self.vision.encode([pixels])
             stats.encoder_calls["vision"] += 1

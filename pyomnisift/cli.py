@@ -121,14 +121,9 @@ def _probe_media(args) -> None:
         except (UnidentifiedImageError, OSError) as e:
             raise CliError(f"{path}: cannot be read as an image ({e})") from None
     for path in args.audio:
-        import av
-
-        try:
-            with av.open(path) as c:
-                if not c.streams.audio:
-                    raise CliError(f"{path}: has no audio stream")
-        except av.error.FFmpegError as e:
-            raise CliError(f"{path}: cannot be decoded as audio ({e})") from None
+        with _media._open(path, "audio") as c:     # FFmpeg limited to media, as every open
+            if not c.streams.audio:
+                raise CliError(f"{path}: has no audio stream")
 
 
 def _compression_kwargs(args) -> dict:

@@ -22,6 +22,7 @@ def main(argv=None, prog: str = "python -m pyomnisift.server") -> int:
         from pydantic import ValidationError
 
         from .app import create_app
+        from .limits import uvicorn_options
         from .settings import ModelSettings, ServerSettings, Settings, load_config_file
     except ImportError as e:
         print(f"{prog}: error: the server needs the [server] extra ({e.name} is missing): "
@@ -67,7 +68,7 @@ def main(argv=None, prog: str = "python -m pyomnisift.server") -> int:
           file=sys.stderr)
     uvicorn.run(app, host=os.getenv("HOST", server_settings.host), port=int(os.getenv("PORT", server_settings.port)),
                 ssl_keyfile=server_settings.ssl_keyfile, ssl_certfile=server_settings.ssl_certfile,
-                log_level="info" if model_settings.verbose else "warning")
+                log_level="info" if model_settings.verbose else "warning", **uvicorn_options(server_settings))
     return 0
 
 

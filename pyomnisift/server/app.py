@@ -12,11 +12,13 @@ carry absolute paths or object reprs (redact.py).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 import traceback
 from typing import Optional
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -31,6 +33,7 @@ from . import params
 from .metrics import Metrics, RequestCounter
 from .model import OmniModel, check_messages
 from .redact import redact
+from .limits import RequestGuard
 from .settings import ModelSettings, ServerSettings, Settings
 from .streaming import json_response, locked_stream
 from .types import OMNISIFT_FIELDS, OmniChatCompletionRequest
@@ -61,7 +64,7 @@ def _bad_input(error: Exception) -> ErrorResponse:
 class OmniRouteErrorHandler(RouteErrorHandler):
     """llama_cpp.server's handler; a request the model refuses (bad media, bad settings) is a 400."""
 
-    def error_message_wrapper(self, error, body=None):
+    def error_message_wrapper(self, error, body=None, settings=None):
         if _is_bad_input(error):
             return 400, _bad_input(error)
         return super().error_message_wrapper(error, body)
@@ -155,7 +158,7 @@ def _call_kwargs(body: OmniChatCompletionRequest, messages: list, model: OmniMod
 async def create_chat_completion(request: Request, body: OmniChatCompletionRequest,
                                  model: OmniModel = Depends(get_model)):
     settings: ServerSettings = request.app.state.server_settings
-    messages = check_messages(body.messages, settings.allowed_media_dir)
+    messages = check_messages(body.messages, settings)
     kwargs = _call_kwargs(body, messages, model)
     llama = model.llama
     metrics = request.app.state.metrics
@@ -165,8 +168,11 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
     finally:
         model.waiting -= 1
     if not body.stream:
+        # Generated on a thread; a client that leaves meanwhile stops it at its next token.
+        stop = {"stop": False}
+        kwargs["should_stop"] = lambda: stop["stop"]
         try:
-            out = await run_in_threadpool(lambda: llama.create_chat_completion(**kwargs))
+            out = await _watching(request, stop, run_in_threadpool(lambda: llama.create_chat_completion(**kwargs)))
         finally:
             model.lock.release()
         metrics.observe_usage(out.get("usage"))
@@ -193,47 +199,22 @@ async def health(request: Request):
                         status_code=200 if ok else 503)
 
 
-class BodyLimitMiddleware:
-    """413 (OpenAI error shape) for a request body over `max_bytes`, declared or streamed."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_big = _error(413, f"request body is larger than the server's limit of {self.max_bytes} bytes "
-                              "(--max_body_bytes)", code="request_too_large")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    return await too_big(scope, receive, send)
-        chunks, total, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                return await too_big(scope, receive, send)
-            chunks.append(body)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()   # then the real channel: disconnects reach the app
-
-        return await self.app(scope, replay, send)
+async def _watching(request: Request, stop: dict, work):
+    """The result of `work` (a thread's); while it runs, a client that leaves sets stop["stop"]
+    (polled per token), and the thread is still awaited so that the model is released idle."""
+    pending = asyncio.ensure_future(work)
+    while True:
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=0.2)
+        except BaseException:
+            stop["stop"] = True
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({pending})
+            raise
+        if done:
+            return pending.result()
+        if not stop["stop"] and await request.is_disconnected():
+            stop["stop"] = True
 
 
 def _loc(loc) -> Optional[str]:
@@ -288,7 +269,7 @@ def create_app(settings: Optional[Settings] = None, server_settings: Optional[Se
     app.state.metrics = Metrics(app.state.model)
     app.include_router(router)
     app.include_router(extra_router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server_settings.max_body_bytes)
+    app.add_middleware(RequestGuard, settings=server_settings)   # the key before the body
     app.add_middleware(RequestCounter, metrics=app.state.metrics,     # outside: 413s are counted too
                        paths=[r.path for r in router.routes + extra_router.routes])
 

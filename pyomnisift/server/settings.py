@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from .._settings import AUDIO_SELECTORS, RETENTION_MAX, RETENTION_MIN
+from .limits import LimitSettings
 
 
 class ModelSettings(BaseSettings):
@@ -42,14 +43,13 @@ class ModelSettings(BaseSettings):
     verbose: bool = Field(default=False, description="llama.cpp's own log on stderr.")
 
 
-class ServerSettings(_LlamaServerSettings):
-    """llama_cpp.server's server settings, and what may reach the model from a request."""
+class ServerSettings(_LlamaServerSettings, LimitSettings):
+    """llama_cpp.server's server settings, what may reach the model from a request (the media
+    folder) and how much work a request may cause (limits.py)."""
 
     allowed_media_dir: Optional[str] = Field(
         default=None, description="A directory whose files requests may name by local path or file:// URL "
         "(default: none; only data: URIs).")
-    max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1,
-                                description="Largest request body accepted, in bytes (413 beyond).")
     cors_origins: Optional[List[str]] = Field(
         default=None, description="Origins a browser may call the server from (CORS), e.g. "
         "https://app.example.com, or * for any (default: none, no CORS headers).")
