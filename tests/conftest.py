@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ from pyomnisift.assets import default_cache_dir, ensure_assets, sha256_of
 from pyomnisift import tiny_model as make_tiny_model
 
 TINY_SEED = 0
+
+# tests/vllm runs in the venv with vLLM's CPU build (`make test-vllm`), not in the main suite's.
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm", "vllm_cpu_compat"]
 
 
 @pytest.fixture(scope="session")
