@@ -49,10 +49,10 @@ def media(tmp_path_factory):
 
 
 def run_vllm(tmp_path: Path, model_dir: str, media_path: Path, requests: list, plugin: bool, record=None,
-             tensor_parallel_size: int = 1) -> list:
+             tensor_parallel_size: int = 1, **extra) -> list:
     spec = {"model": model_dir, "media": str(media_path), "prompt": PROMPT, "max_tokens": MAX_TOKENS,
             "requests": requests, "record": str(record) if record else None,
-            "tensor_parallel_size": tensor_parallel_size}
+            "tensor_parallel_size": tensor_parallel_size, **extra}
     spec_path = tmp_path / f"spec-{plugin}-{tensor_parallel_size}.json"
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -149,3 +149,71 @@ def test_compressed_equals_transformers_on_kept_rows(plugin_run, reference, k, s
     assert results[k]["token_ids"] == expected
     # and the compression changed the answer's input: the full sequence gives another continuation
     assert keep.sum() < len(keep)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_vllm_serve_openai_client(tmp_path, model_dir, media):
+    """(d) `vllm serve` with the plugin, the OpenAI client, a video with its sound: the server's
+    --mm-processor-kwargs are the defaults, a request's mm_processor_kwargs override them, and each
+    answer (text and prompt length) is the offline engine's (LLM.chat, same path) for the same
+    settings; the compressed prompt is the C rule's length shorter than the full one."""
+    import time
+
+    import httpx
+    from openai import OpenAI
+
+    from pyomnisift._template import QWEN25_OMNI_CHAT_TEMPLATE
+    from tool_clips import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", seconds=4.0, fps=8)
+    template = tmp_path / "template.jinja"
+    template.write_text(QWEN25_OMNI_CHAT_TEMPLATE)
+    messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": f"file://{clip}"}},
+                                             {"type": "text", "text": "What happens in this clip?"}]}]
+    server_defaults = {"video_retention": 0.5, "audio_retention": 0.6}
+    requests = [{"use_audio_in_video": True}, {"use_audio_in_video": True, **FULL}]
+
+    port = _free_port()
+    env = {**os.environ, "VLLM_PLUGINS": "omnisift", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model_dir, "--port", str(port),
+         "--host", "127.0.0.1", "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
+         "--max-num-seqs", "2", "--seed", "0", "--chat-template", str(template),
+         "--allowed-local-media-path", str(tmp_path),
+         "--limit-mm-per-prompt", json.dumps({"image": 0, "video": 1, "audio": 1}),
+         "--mm-processor-kwargs", json.dumps(server_defaults)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-5000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "vllm serve did not start"
+            time.sleep(2)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-")
+        served = [client.chat.completions.create(model=model_dir, messages=messages, max_tokens=MAX_TOKENS,
+                                                 temperature=0, extra_body={"mm_processor_kwargs": kw})
+                  for kw in requests]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+    offline = run_vllm(tmp_path, model_dir, media[0], [{**server_defaults, **requests[0]}, requests[1]],
+                       plugin=True, chat={"messages": messages, "template": QWEN25_OMNI_CHAT_TEMPLATE},
+                       allowed_local_media_path=str(tmp_path))
+    for got, want in zip(served, offline):
+        assert got.usage.prompt_tokens == len(want["prompt_token_ids"])
+        assert got.choices[0].message.content == want["text"]
+    assert served[0].usage.prompt_tokens < served[1].usage.prompt_tokens
