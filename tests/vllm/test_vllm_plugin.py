@@ -217,3 +217,12 @@ def test_vllm_serve_openai_client(tmp_path, model_dir, media):
         assert got.usage.prompt_tokens == len(want["prompt_token_ids"])
         assert got.choices[0].message.content == want["text"]
     assert served[0].usage.prompt_tokens < served[1].usage.prompt_tokens
+
+
+def test_tensor_parallel_two_cpu_processes(tmp_path, model_dir, media, plugin_run):
+    """Tensor parallelism over two CPU worker processes (vLLM's CPU build offers it): the
+    compressed request gives the single-process tokens and prompt."""
+    results = run_vllm(tmp_path, model_dir, media[0], [COMPRESSED], plugin=True, tensor_parallel_size=2)
+    single, _ = plugin_run
+    assert results[0]["prompt_token_ids"] == single[1]["prompt_token_ids"]
+    assert results[0]["token_ids"] == single[1]["token_ids"]
