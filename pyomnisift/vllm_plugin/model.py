@@ -77,7 +77,8 @@ class OmniSiftQwen2_5OmniThinker(Qwen2_5OmniThinkerForConditionalGeneration, Sup
         if in_video is not None and bool(torch.as_tensor(in_video).all()):
             # A video's track: its rows came with the video's.
             n = len(torch.as_tensor(in_video).flatten())
-            return tuple(torch.empty((0, self._width), dtype=self.visual.dtype) for _ in range(n))
+            device = kwargs["input_audio_features"].device if torch.is_tensor(kwargs.get("input_audio_features")) else None
+            return tuple(torch.empty((0, self._width), dtype=self.visual.dtype, device=device) for _ in range(n))
         out = super().embed_multimodal(**kwargs)
         if in_video is not None:
             out = tuple(o[:0] if flag else o for o, flag in zip(out, torch.as_tensor(in_video).flatten()))
