@@ -18,7 +18,7 @@ import numpy as np
 
 from .._sequence import MODALITY_AUDIO, MODALITY_VIDEO, video_with_audio_blocks
 from .._settings import Settings
-from .._sift import n_kept
+from .._sift import chunks, n_kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ItemLayout:
     modality: np.ndarray   # int32 [N]: MODALITY_VIDEO / MODALITY_AUDIO
     positions: np.ndarray  # int32 [3, N]: (t, h, w) from 0
     source: np.ndarray     # int64 [N]: row of cat(video_rows, audio_rows) that goes here
-    chunk: np.ndarray      # int64 [N]: the reference's 2-second chunk of the row
+    chunk: np.ndarray      # int64 [N]: the compression unit of the row (C: omnisift_sift_chunks)
 
     @property
     def n_rows(self) -> int:
@@ -39,16 +39,15 @@ def item_layout(n_grids: int, grid_h: int, grid_w: int, n_audio: int, seconds_pe
     """grid_h, grid_w: the merged grid (tokens per row / column); n_audio: audio tokens."""
     per_grid = grid_h * grid_w
     n_video = n_grids * per_grid
-    modality, positions, source, chunk = [], [], [], []
+    modality, positions, source = [], [], []
     for b in video_with_audio_blocks(n_grids, grid_h, grid_w, n_audio, 0, seconds_per_grid):
         n = b.n_rows
         modality.append(np.full(n, b.modality, np.int32))
         positions.append(b.positions)
         first = b.source_index * per_grid if b.modality == MODALITY_VIDEO else n_video + b.source_index
         source.append(np.arange(first, first + n, dtype=np.int64))
-        chunk.append(np.full(n, b.chunk, np.int64))
-    return ItemLayout(np.concatenate(modality), np.concatenate(positions, axis=1).astype(np.int32),
-                      np.concatenate(source), np.concatenate(chunk))
+    modality, positions = np.concatenate(modality), np.concatenate(positions, axis=1).astype(np.int32)
+    return ItemLayout(modality, positions, np.concatenate(source), chunks(modality, positions))
 
 
 def sift_kwargs(settings: Settings) -> dict:
