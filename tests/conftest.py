@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,21 @@ if RPC:
     import pyomnisift
 
     pyomnisift.add_rpc_servers(RPC)
+
+
 # tests/vllm runs in the venv with vLLM's CPU build (`make test-vllm`), not in the main suite's.
-collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm", "vllm_cpu_compat"]
+# (By its installed distribution: from here `import vllm` would find tests/vllm as a namespace package.)
+def _vllm_installed() -> bool:
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            importlib.metadata.version(dist)
+            return True
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return False
+
+
+collect_ignore = [] if _vllm_installed() else ["vllm", "vllm_cpu_compat"]
 if not ON_DEVICE:
     collect_ignore.append("test_device_leg.py")   # it needs a device: make test-device runs it
 
