@@ -2,6 +2,12 @@
 #include "omnisift.h"
 #include "engine.h"
 #include "error.h"
+#include "runner.h"
+
+omnisift_engine::omnisift_engine(const std::string & device, int n_threads)
+    : runner_(std::make_unique<omnisift::graph_runner>(device, n_threads)) {}
+
+omnisift_engine::~omnisift_engine() = default;
 
 extern "C" {
 
@@ -21,7 +27,7 @@ omnisift_engine * omnisift_engine_init(struct omnisift_engine_params params) {
 void omnisift_engine_free(omnisift_engine * engine) { delete engine; }
 
 const char * omnisift_engine_device(const omnisift_engine * engine) {
-    return engine ? engine->runner.device_name().c_str() : "";
+    return engine ? engine->runner().device_name().c_str() : "";
 }
 
 } // extern "C"

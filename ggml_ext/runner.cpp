@@ -1,6 +1,6 @@
 #include "runner.h"
 
-#include "error.h"
+#include "status.h"
 
 #include <algorithm>
 #include <thread>
@@ -17,14 +17,14 @@ ggml_backend_dev_t pick_device(const std::string & name) {
             for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
                 known += (i ? ", " : "") + std::string(ggml_backend_dev_name(ggml_backend_dev_get(i)));
             }
-            fail(OMNISIFT_ERR_ARGUMENT, "unknown ggml device '" + name + "' (available: " + known + ")");
+            fail(status::argument, "unknown ggml device '" + name + "' (available: " + known + ")");
         }
         return dev;
     }
     for (auto type : {GGML_BACKEND_DEVICE_TYPE_GPU, GGML_BACKEND_DEVICE_TYPE_IGPU, GGML_BACKEND_DEVICE_TYPE_CPU}) {
         if (ggml_backend_dev_t dev = ggml_backend_dev_by_type(type)) return dev;
     }
-    fail(OMNISIFT_ERR_BACKEND, "no ggml device is registered");
+    fail(status::backend, "no ggml device is registered");
 }
 
 void set_threads(ggml_backend_t backend, int n_threads) {
@@ -40,7 +40,7 @@ graph_runner::graph_runner(const std::string & device, int n_threads) {
     ggml_backend_dev_t dev = pick_device(device);
     device_name_ = ggml_backend_dev_name(dev);
     backend_ = ggml_backend_dev_init(dev, nullptr);
-    if (!backend_) fail(OMNISIFT_ERR_BACKEND, "cannot initialise ggml device " + device_name_);
+    if (!backend_) fail(status::backend, "cannot initialise ggml device " + device_name_);
 
     if (n_threads <= 0) n_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
     if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
@@ -49,7 +49,7 @@ graph_runner::graph_runner(const std::string & device, int n_threads) {
         cpu_backend_ = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
         if (!cpu_backend_) {
             ggml_backend_free(backend_);
-            fail(OMNISIFT_ERR_BACKEND, "cannot initialise the ggml CPU backend");
+            fail(status::backend, "cannot initialise the ggml CPU backend");
         }
     }
     set_threads(cpu_backend_, n_threads);
@@ -61,7 +61,7 @@ graph_runner::graph_runner(const std::string & device, int n_threads) {
     if (!sched_) {
         if (cpu_backend_ != backend_) ggml_backend_free(cpu_backend_);
         ggml_backend_free(backend_);
-        fail(OMNISIFT_ERR_BACKEND, "cannot create a ggml scheduler on " + device_name_);
+        fail(status::backend, "cannot create a ggml scheduler on " + device_name_);
     }
 }
 
@@ -78,7 +78,7 @@ graph_runner::graph::graph(size_t max_nodes) {
         /*.no_alloc   =*/ true,
     };
     ctx_ = ggml_init(params);
-    if (!ctx_) fail(OMNISIFT_ERR_BACKEND, "cannot allocate a ggml context");
+    if (!ctx_) fail(status::backend, "cannot allocate a ggml context");
     gf_ = ggml_new_graph_custom(ctx_, max_nodes, false);
 }
 
@@ -110,13 +110,13 @@ graph_runner::graph graph_runner::new_graph(size_t max_nodes) const { return gra
 void graph_runner::run(graph & g) {
     ggml_backend_sched_reset(sched_);
     if (!ggml_backend_sched_alloc_graph(sched_, g.gf_)) {
-        fail(OMNISIFT_ERR_BACKEND, "cannot allocate a compute graph on " + device_name_ + " (out of memory?)");
+        fail(status::backend, "cannot allocate a compute graph on " + device_name_ + " (out of memory?)");
     }
     for (const auto & in : g.inputs_) {
         ggml_backend_tensor_set(in.t, in.data, 0, ggml_nbytes(in.t));
     }
     if (ggml_backend_sched_graph_compute(sched_, g.gf_) != GGML_STATUS_SUCCESS) {
-        fail(OMNISIFT_ERR_BACKEND, "ggml graph computation failed on " + device_name_);
+        fail(status::backend, "ggml graph computation failed on " + device_name_);
     }
 }
 
