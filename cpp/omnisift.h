@@ -236,6 +236,19 @@ OMNISIFT_API int32_t omnisift_audio_tower_encode(omnisift_audio_tower * tower, c
                                                  float * out, int64_t n_out_rows);
 
 //
+// mmproj: one audio tower in memory
+//
+// libmtmd loads every tower of an mmproj, and nothing in its parameters skips one; with this
+// library's audio tower in use, libmtmd's copy of the audio weights would be a second one in memory
+// (0.6 GB for Qwen2.5-Omni-3B's tower in q8_0, 1.2 GB in f16). This writes the file libmtmd is
+// then given: the same GGUF without the audio tower (every key and tensor of the source except the
+// audio tensors "a.*" and "mm.a.*", clip.has_audio_encoder false; tensor bytes copied unchanged).
+
+// Writes the vision-only copy of the mmproj at src to dst (replaced if it exists; written whole or
+// not at all: a failure removes dst). Fails for a file that is not an mmproj with a vision tower.
+OMNISIFT_API int32_t omnisift_mmproj_write_vision_only(const char * src, const char * dst);
+
+//
 // Decoding: rows and tokens into a llama context at explicit positions
 //
 // llama-cpp-python's own eval numbers positions by token count, which is wrong for M-RoPE models

@@ -86,17 +86,24 @@ class OmniSIFTChatHandler:
         vision = audio = None
         windowed = False
         if mm_info is not None:
-            from ._mtmd import MtmdEncoder
+            from ._mtmd import MtmdEncoder, vision_only
 
-            vision = MtmdEncoder(self.clip_model_path, llama.model, info.n_embd, threads, use_gpu=gpu,
-                                 image_min_tokens=1, image_max_tokens=16384, verbose=llama.verbose)
-            if mm_info.has_audio and mm_info.projector_type == "qwen2.5o":
-                # Qwen2.5-Omni's tower on 2-s windows, as the model was trained (not mtmd's 30-s padding)
+            # Qwen2.5-Omni's audio tower runs on 2-s windows, as the model was trained (not mtmd's
+            # 30-s padding), in our tower; libmtmd then gets the mmproj without it (one audio tower
+            # in memory). Other towers really are 30-s Whisper windows: libmtmd encodes them.
+            ours = mm_info.has_audio and mm_info.projector_type == "qwen2.5o"
+            mtmd_path = vision_only(self.clip_model_path) if ours and mm_info.has_vision else self.clip_model_path
+            if ours and not mm_info.has_vision:
+                vision = None
+            else:
+                vision = MtmdEncoder(mtmd_path, llama.model, info.n_embd, threads, use_gpu=gpu,
+                                     image_min_tokens=1, image_max_tokens=16384, verbose=llama.verbose)
+            if ours:
                 from ._audio import AudioTower
 
                 audio, windowed = AudioTower(self.clip_model_path, engine=self.engine), True
             elif mm_info.has_audio:
-                audio = _MtmdAudio(vision)   # towers that really are 30-s Whisper windows
+                audio = _MtmdAudio(vision)
         self.vision, self.audio = vision, audio
         self.formatter = self._formatter(llama)
         def tokenize(text: str, add_bos: bool) -> list:

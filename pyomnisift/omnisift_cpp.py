@@ -174,6 +174,13 @@ def omnisift_audio_n_tokens(n_frames: int) -> int: ...
       ctypes.POINTER(ctypes.c_float), ctypes.c_int64], ctypes.c_int32)
 def omnisift_audio_tower_encode(tower: int, mel, n_frames: int, out, n_out_rows: int) -> int: ...
 
+# --- mmproj: one audio tower in memory
+
+
+@_fn("omnisift_mmproj_write_vision_only", [ctypes.c_char_p, ctypes.c_char_p], ctypes.c_int32)
+def omnisift_mmproj_write_vision_only(src: bytes, dst: bytes) -> int: ...
+
+
 # --- decoding
 _float_p = ctypes.POINTER(ctypes.c_float)
 _int32_p = ctypes.POINTER(ctypes.c_int32)
