@@ -126,6 +126,18 @@ enum omnisift_audio_selector {
     OMNISIFT_AUDIO_SELECTOR_RANDOM = 3,
 };
 
+// The selector's name: "none", "anchor", "vgas", "random" (in enum order), the names the Python API,
+// the command line and the server take; NULL for a value that is no selector. Bindings list the
+// selectors by asking for 0, 1, ... until NULL.
+OMNISIFT_API const char * omnisift_audio_selector_name(int32_t selector);
+
+// Every retention is a kept fraction in [OMNISIFT_RETENTION_MIN, OMNISIFT_RETENTION_MAX]: 1 keeps a
+// group whole, 0 drops all of it that the counting rule below drops. omnisift_retention_range gives
+// the same bounds to bindings that cannot read macros.
+#define OMNISIFT_RETENTION_MIN 0.0
+#define OMNISIFT_RETENTION_MAX 1.0
+OMNISIFT_API void omnisift_retention_range(double * min, double * max);
+
 // A learned audio selector head, read from a GGUF written by pyomnisift convert-head. Its
 // weights live on the device of the engine it was loaded with, and it can only be used with that engine.
 typedef struct omnisift_head omnisift_head;
@@ -190,6 +202,14 @@ OMNISIFT_API int32_t omnisift_sift(omnisift_engine * engine, const float * embd,
 // anything is encoded. Returns the count (>= 0), or a negative status for a bad argument.
 OMNISIFT_API int64_t omnisift_sift_n_kept(const int32_t * modality, const int32_t * pos, int64_t n_tokens,
                                           const struct omnisift_sift_params * params);
+
+// The chunk of every token as omnisift_sift groups them (the grouping above): chunk[i] = c for the
+// tokens of video grids 2c and 2c + 1 and the audio of chunk c, -1 for tokens in no chunk (text,
+// images, audio before the first grid or in a sequence without video). Chunks are the units a caller
+// may compress one call at a time: the masks are those of one call over the whole sequence.
+// Returns the number of chunks (>= 0), or a negative status for a bad argument (chunk untouched).
+OMNISIFT_API int64_t omnisift_sift_chunks(const int32_t * modality, const int32_t * pos, int64_t n_tokens,
+                                          int64_t * chunk);
 
 //
 // Audio tower: the Qwen2.5-Omni audio encoder on 2-second windows

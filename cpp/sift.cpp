@@ -166,6 +166,27 @@ private:
     int64_t d_;
 };
 
+void validate_retentions(const omnisift_sift_params & p) {
+    for (auto [name, r] : {std::make_pair("video_retention", p.video_retention),
+                           std::make_pair("audio_retention", p.audio_retention),
+                           std::make_pair("image_retention", p.image_retention)}) {
+        require(r >= OMNISIFT_RETENTION_MIN && r <= OMNISIFT_RETENTION_MAX,
+                std::string(name) + " = " + std::to_string(r) + " is not in [0, 1]");
+    }
+}
+
+// n_kept's and chunks' arguments: a modality / pos layout without embeddings.
+void validate_layout(const int32_t * modality, const int32_t * pos, int64_t n_tokens) {
+    require(n_tokens >= 0, "n_tokens = " + std::to_string(n_tokens) + " is negative");
+    require(n_tokens == 0 || (modality && pos), "modality and pos must not be NULL");
+    for (int64_t i = 0; i < n_tokens; ++i) {
+        if (modality[i] < OMNISIFT_MODALITY_TEXT || modality[i] > OMNISIFT_MODALITY_IMAGE) {
+            fail(status::argument, "modality[" + std::to_string(i) + "] = " + std::to_string(modality[i]) +
+                                        " is not a modality");
+        }
+    }
+}
+
 void validate(const omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_t n_embd,
               const int32_t * modality, const int32_t * pos, const omnisift_sift_params * p, const uint8_t * keep) {
     require(engine, "engine is NULL");
@@ -173,12 +194,8 @@ void validate(const omnisift_engine * engine, const float * embd, int64_t n_toke
     require(n_tokens >= 0, "n_tokens = " + std::to_string(n_tokens) + " is negative");
     require(n_embd >= 1 && n_embd <= (1 << 20), "n_embd = " + std::to_string(n_embd) + " is out of range");
     require(n_tokens == 0 || (embd && modality && pos && keep), "embd, modality, pos and keep must not be NULL");
-    for (auto [name, r] : {std::make_pair("video_retention", p->video_retention),
-                           std::make_pair("audio_retention", p->audio_retention),
-                           std::make_pair("image_retention", p->image_retention)}) {
-        require(r >= 0.0 && r <= 1.0, std::string(name) + " = " + std::to_string(r) + " is not in [0, 1]");
-    }
-    require(p->audio_selector >= OMNISIFT_AUDIO_SELECTOR_NONE && p->audio_selector <= OMNISIFT_AUDIO_SELECTOR_RANDOM,
+    validate_retentions(*p);
+    require(omnisift_audio_selector_name(p->audio_selector) != nullptr,
             "unknown audio_selector " + std::to_string(p->audio_selector));
     if (p->audio_selector == OMNISIFT_AUDIO_SELECTOR_VGAS) {
         require(p->head, "the vgas audio selector needs a head (params.head is NULL)");
@@ -346,22 +363,46 @@ int64_t omnisift_sift_n_kept(const int32_t * modality, const int32_t * pos, int6
     int64_t out = -1;
     const int32_t status = omnisift::api_call([&] {
         omnisift::require(params, "params is NULL");
-        omnisift::require(n_tokens >= 0, "n_tokens = " + std::to_string(n_tokens) + " is negative");
-        omnisift::require(n_tokens == 0 || (modality && pos), "modality and pos must not be NULL");
-        for (auto [name, r] : {std::make_pair("video_retention", params->video_retention),
-                               std::make_pair("audio_retention", params->audio_retention),
-                               std::make_pair("image_retention", params->image_retention)}) {
-            omnisift::require(r >= 0.0 && r <= 1.0, std::string(name) + " = " + std::to_string(r) + " is not in [0, 1]");
-        }
-        for (int64_t i = 0; i < n_tokens; ++i) {
-            if (modality[i] < OMNISIFT_MODALITY_TEXT || modality[i] > OMNISIFT_MODALITY_IMAGE) {
-                omnisift::fail(omnisift::status::argument, "modality[" + std::to_string(i) + "] = " +
-                                                      std::to_string(modality[i]) + " is not a modality");
-            }
-        }
+        omnisift::validate_retentions(*params);
+        omnisift::validate_layout(modality, pos, n_tokens);
         out = n_tokens == 0 ? 0 : omnisift::n_kept(n_tokens, modality, pos, *params);
     });
     return status == OMNISIFT_OK ? out : (int64_t) status;
+}
+
+int64_t omnisift_sift_chunks(const int32_t * modality, const int32_t * pos, int64_t n_tokens, int64_t * chunk) {
+    int64_t out = -1;
+    const int32_t status = omnisift::api_call([&] {
+        omnisift::validate_layout(modality, pos, n_tokens);
+        omnisift::require(n_tokens == 0 || chunk, "chunk must not be NULL");
+        const omnisift::sift_plan plan = omnisift::make_plan(n_tokens, modality, pos);
+        std::vector<int64_t> of(n_tokens, -1);   // written to chunk only once nothing can fail
+        for (size_t c = 0; c < plan.chunks.size(); ++c) {
+            const auto & ch = plan.chunks[c];
+            for (int64_t g = ch.first_grid; g < ch.first_grid + ch.n_grids; ++g) {
+                for (int64_t row : plan.video[g].rows) of[row] = (int64_t) c;
+            }
+            for (int64_t row : ch.audio) of[row] = (int64_t) c;
+        }
+        std::copy(of.begin(), of.end(), chunk);
+        out = (int64_t) plan.chunks.size();
+    });
+    return status == OMNISIFT_OK ? out : (int64_t) status;
+}
+
+const char * omnisift_audio_selector_name(int32_t selector) {
+    switch (selector) {
+        case OMNISIFT_AUDIO_SELECTOR_NONE:   return "none";
+        case OMNISIFT_AUDIO_SELECTOR_ANCHOR: return "anchor";
+        case OMNISIFT_AUDIO_SELECTOR_VGAS:   return "vgas";
+        case OMNISIFT_AUDIO_SELECTOR_RANDOM: return "random";
+        default:                             return nullptr;
+    }
+}
+
+void omnisift_retention_range(double * min, double * max) {
+    if (min) *min = OMNISIFT_RETENTION_MIN;
+    if (max) *max = OMNISIFT_RETENTION_MAX;
 }
 
 } // extern "C"

@@ -18,6 +18,7 @@ from . import _mel, _mel_stream
 from . import omnisift_cpp as C
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError
+from ._internals import Handle
 from ._model_info import check_pair, read_mmproj_info
 
 SAMPLE_RATE = _mel.SAMPLE_RATE
@@ -64,13 +65,15 @@ def _check_pcm(pcm, sample_rate: int) -> np.ndarray:
     return pcm
 
 
-class AudioTower:
+class AudioTower(Handle):
     """The audio tower of a Qwen2.5-Omni mmproj (projector type ``qwen2.5o``).
 
     ``AudioTower(mmproj_path)`` computes on the thread's default engine (GPU if there is one);
     ``n_threads`` gives it its own engine with that many CPU threads, ``engine`` a given one.
     ``model_path`` (optional) checks that the tower's output width is the LLM's embedding width.
     """
+
+    _free = C.omnisift_audio_tower_free
 
     def __init__(self, mmproj_path, n_threads: Optional[int] = None, engine: Optional[Engine] = None,
                  model_path=None):
@@ -100,12 +103,6 @@ class AudioTower:
             self.close()
             raise ModelFileError(mmproj_path, f"audio tower takes {n_mel} mel bins, Qwen2.5-Omni uses "
                                               f"{_mel.N_MELS}")
-
-    @property
-    def ptr(self) -> int:
-        if not self._ptr:
-            raise ValueError("AudioTower is closed")
-        return self._ptr
 
     def encode(self, pcm, sample_rate: int = SAMPLE_RATE, return_windows: bool = False):
         """Rows [n_tokens, n_embd] float32 for float mono PCM; with return_windows, also the
@@ -144,17 +141,3 @@ class AudioTower:
         ``encode(whole clip)`` from row 50 first_window on; memory is one step, not the clip."""
         for first, features in _mel_stream.iter_window_features(blocks, plan, windows_per_step):
             yield first, self.encode_windows(features, first)
-
-    def close(self) -> None:
-        if getattr(self, "_ptr", None):
-            C.omnisift_audio_tower_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> "AudioTower":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()

@@ -28,6 +28,7 @@ import numpy as np
 from . import omnisift_cpp as C
 from ._pipeline import AudioFeed, Frames, units
 from ._plan import MediaSegment, Plan, TextSegment
+from ._internals import Handle
 from ._sift import c_params
 from ._stats import Stats, UnitRecord
 
@@ -84,7 +85,7 @@ class Context:
         """Makes the context hold the plan up to its last media item (the text after it is left to
         create_completion, which reuses its own prefix): what it holds already is kept, the rest
         trimmed and decoded."""
-        start = self.reusable_prefix(llama, plan)
+        start = stats.prefill_from = self.reusable_prefix(llama, plan)
         stats.media_reused = sum(1 for seg in plan.media if seg.end <= start)
         if start >= plan.media_end:
             return
@@ -116,6 +117,8 @@ class Context:
                 if seg.start < start:
                     raise RuntimeError("a media item cannot be decoded from its middle")
                 self._media(llama, oc, plan, seg, stats, sift_head, on_unit, progress, interrupted)
+                if progress is not None:
+                    progress("prefill", seg.end - start, len(plan.ids) - start)
         finally:
             st = oc.stats()
             stats.timings["encode_vision"] += st.t_vision_ms
@@ -191,24 +194,24 @@ class Context:
         return nxt
 
 
-class _Handle:
+class _Handle(Handle):
     """Owns one ``omnisift_context`` (C) for a request: one ctypes crossing per unit, a second only
     when the unit's rows are asked for."""
+
+    _free = C.omnisift_context_free
 
     def __init__(self, lctx, vision, audio, engine, batch_rows: int, reuse: bool):
         p = C.omnisift_context_default_params()
         p.max_rows = int(batch_rows)
         p.reuse_identical = int(bool(reuse))
-        mctx = vision._ctx if vision is not None else None
+        mctx = vision.ptr if vision is not None else None
         tower = audio.ptr if audio is not None and hasattr(audio, "ptr") else None
         self.engine = engine
         self._ptr = C.check_ptr(C.omnisift_context_init(lctx, mctx, engine.ptr if engine is not None else None,
                                                         tower, p), "context")
-        self._params = None
 
     def begin(self, params: Optional[C.omnisift_sift_params]) -> None:
-        self._params = params   # C copies it; kept for clarity of ownership
-        C.check(C.omnisift_context_begin(self._ptr, ctypes.byref(params) if params is not None else None), "context")
+        C.check(C.omnisift_context_begin(self.ptr, ctypes.byref(params) if params is not None else None), "context")
 
     def add(self, label: str, mod: np.ndarray, src: np.ndarray, pos: np.ndarray, renumber_from: int,
             frames: list, frames_per_grid: int, audio: Optional[np.ndarray], audio_is_mel: bool) -> np.ndarray:
@@ -226,25 +229,20 @@ class _Handle:
             else:
                 u.audio_rows, u.n_audio_rows = audio.ctypes.data, audio.shape[0]
         keep = np.ones(len(mod), np.uint8)
-        status = C.omnisift_context_add(self._ptr, ctypes.byref(u), keep.ctypes.data)
+        status = C.omnisift_context_add(self.ptr, ctypes.byref(u), keep.ctypes.data)
         C.check(status, label if status == C.OMNISIFT_ERR_FILE else "context")
         return keep.view(bool)
 
     def unit_rows(self) -> np.ndarray:
         n, d = ctypes.c_int64(), ctypes.c_int64()
-        ptr = C.omnisift_context_unit_rows(self._ptr, ctypes.byref(n), ctypes.byref(d))
+        ptr = C.omnisift_context_unit_rows(self.ptr, ctypes.byref(n), ctypes.byref(d))
         return np.ctypeslib.as_array(ptr, shape=(n.value, d.value)).copy()
 
     def end(self) -> None:
-        C.check(C.omnisift_context_end(self._ptr, 0), "context")
+        C.check(C.omnisift_context_end(self.ptr, 0), "context")
 
     def stats(self) -> C.omnisift_context_stats:
-        return C.omnisift_context_get_stats(self._ptr)
-
-    def close(self) -> None:
-        if self._ptr:
-            C.omnisift_context_free(self._ptr)
-            self._ptr = None
+        return C.omnisift_context_get_stats(self.ptr)
 
 
 @contextlib.contextmanager

@@ -6,10 +6,13 @@ import threading
 from typing import Optional
 
 from . import omnisift_cpp as C
+from ._internals import Handle
 
 
-class Engine:
+class Engine(Handle):
     """Owns an ``omnisift_engine``. Not thread-safe: use one per thread (``default_engine()`` does)."""
+
+    _free = C.omnisift_engine_free
 
     def __init__(self, n_threads: Optional[int] = None, device: Optional[str] = None):
         params = C.omnisift_engine_default_params()
@@ -18,28 +21,8 @@ class Engine:
         self._ptr = C.check_ptr(C.omnisift_engine_init(params), f"engine on device {device or 'auto'}")
 
     @property
-    def ptr(self) -> int:
-        if not self._ptr:
-            raise ValueError("Engine is closed")
-        return self._ptr
-
-    @property
     def device(self) -> str:
         return C.omnisift_engine_device(self.ptr).decode()
-
-    def close(self) -> None:
-        if getattr(self, "_ptr", None):
-            C.omnisift_engine_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> "Engine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 _local = threading.local()

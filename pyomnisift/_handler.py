@@ -28,7 +28,7 @@ from llama_cpp import llama_chat_format
 from ._engine import Engine
 from ._model_info import check_pair, read_llm_info
 from ._context import Context
-from ._plan import ContextOverflow, Planner, Plan, overflow_message
+from ._plan import Planner, Plan, overflow
 from ._prompt import build_prompt, tokenize_text
 from ._settings import Settings, validate
 from ._sift import SiftHead
@@ -169,9 +169,10 @@ class OmniSIFTChatHandler:
         if response_format is not None and response_format.get("type") == "json_object":
             grammar = llama_chat_format._grammar_for_response_format(response_format, verbose=llama.verbose)
         room = llama.n_ctx() - plan.n_cells
-        first = _FirstToken(t0)
+        budget = room if not max_tokens or max_tokens <= 0 else min(max_tokens, room)
+        first = _FirstToken(t0, progress, budget, len(plan.ids) - stats.prefill_from)
         result = llama.create_completion(
-            prompt=plan.ids, stream=stream, max_tokens=room if not max_tokens or max_tokens <= 0 else min(max_tokens, room),
+            prompt=plan.ids, stream=stream, max_tokens=budget,
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
             stopping_criteria=llama_cpp.StoppingCriteriaList(
                 [first] + list(formatted.stopping_criteria or [])
@@ -179,19 +180,24 @@ class OmniSIFTChatHandler:
             **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 
-        def usage(completion: Optional[dict]) -> dict:
+        def usage(n_generated: int) -> dict:
             out = stats.as_dict(plan)
             out["timings_ms"]["ttft"] = first.ms
-            u = {"prompt_tokens": plan.n_cells, "omnisift": out}
-            if completion is not None:
-                n = completion["usage"]["completion_tokens"]
-                u.update(completion_tokens=n, total_tokens=plan.n_cells + n)
-            return u
+            first.done(n_generated)
+            return {"prompt_tokens": plan.n_cells, "completion_tokens": n_generated,
+                    "total_tokens": plan.n_cells + n_generated, "omnisift": out}
 
         if not stream:
-            chat["usage"] = usage(chat)
+            chat["usage"] = usage(chat["usage"]["completion_tokens"])
             return chat
-        return _with_usage(chat, lambda: usage(None))
+
+        def streamed(finish_reason: str) -> int:
+            # llama-cpp-python's count, which its stream does not report: the tokens it decoded
+            # after the prompt, and the last one sampled when max_tokens ended the answer (an
+            # end-of-generation token is sampled, never decoded, and not counted)
+            return llama.n_tokens - len(plan.ids) + (finish_reason == "length")
+
+        return _with_usage(chat, lambda finish_reason: usage(streamed(finish_reason)))
 
     def _prefill(self, llama, messages, settings: Settings, max_tokens, on_unit, progress):
         """Plans the prompt and has the context decode what it does not hold yet."""
@@ -210,6 +216,8 @@ class OmniSIFTChatHandler:
             for item in prompt.media:
                 probes.append(self.planner.probe(item, settings))
                 stats.warnings.extend(probes[-1].warnings)
+                if progress is not None:
+                    progress("plan", len(probes), len(prompt.media))
         for w in stats.warnings:
             warnings.warn(w, stacklevel=4)
         add_bos = not result.added_special   # as llama-cpp-python's chat handlers tokenize
@@ -220,7 +228,7 @@ class OmniSIFTChatHandler:
         else:
             plan = self.planner.plan(prompt, settings, probes, add_bos)
         if plan.n_cells + reserve > n_ctx:
-            raise ContextOverflow(overflow_message(plan, n_ctx, reserve if settings.fit_context else 0))
+            raise overflow(plan, n_ctx, reserve if settings.fit_context else 0)
 
         self.context.prefill(llama, plan, stats, sift_head=self.sift_head, on_unit=on_unit, progress=progress)
         return plan, stats, result
@@ -242,15 +250,26 @@ class _MtmdAudio:
 
 
 class _FirstToken:
-    """A stopping criterion that never stops: it notes when the first token was sampled."""
+    """A stopping criterion that never stops: it notes when the first token was sampled (the
+    prompt's last `n_prefill` positions are then decoded) and reports the tokens as they come."""
 
-    def __init__(self, t0: float):
+    def __init__(self, t0: float, progress: Optional[Callable], budget: int, n_prefill: int):
         self.t0, self.ms = t0, None
+        self.progress, self.budget, self.n_prefill, self.n = progress, budget, n_prefill, 0
 
     def __call__(self, input_ids, logits) -> bool:
         if self.ms is None:
             self.ms = round((time.perf_counter() - self.t0) * 1000.0, 3)
+            if self.progress is not None and self.n_prefill > 0:
+                self.progress("prefill", self.n_prefill, self.n_prefill)
+        self.n += 1   # also called once after the last token: the last report is done()'s
+        if self.progress is not None and self.n < self.budget:
+            self.progress("generate", self.n, self.budget)
         return False
+
+    def done(self, n_generated: int) -> None:
+        if self.progress is not None:
+            self.progress("generate", n_generated, n_generated)
 
 
 def _stops(stop) -> list:
@@ -259,9 +278,9 @@ def _stops(stop) -> list:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def _with_usage(chunks: Iterator[dict], usage: Callable[[], dict]) -> Iterator[dict]:
+def _with_usage(chunks: Iterator[dict], usage: Callable[[str], dict]) -> Iterator[dict]:
     """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage."""
     for chunk in chunks:
         if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
-            chunk["usage"] = usage()
+            chunk["usage"] = usage(chunk["choices"][0]["finish_reason"])
         yield chunk

@@ -14,8 +14,6 @@ import inspect
 import os
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
-
 import llama_cpp
 
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
@@ -55,7 +53,8 @@ class Llama(llama_cpp.Llama):
                  video_fps: float = 2.0, fit_context: bool = False, sift_seed: int = 0,
                  use_extra_bufts: Optional[bool] = None, cpu_repack: Optional[bool] = None,
                  chat_template: Optional[str] = None,
-                 chat_handler: Optional[OmniSIFTChatHandler] = None, **kwargs: Any):
+                 chat_handler: Optional[OmniSIFTChatHandler] = None,
+                 progress: Optional[Callable[[str, int, int], None]] = None, **kwargs: Any):
         model_path = os.fspath(model_path)
         read_llm_info(model_path)  # a clear error for a missing / non-GGUF / mmproj-as-model file
         if chat_handler is not None and mmproj_path is not None:
@@ -72,10 +71,20 @@ class Llama(llama_cpp.Llama):
             cpu_repack = (use_extra_bufts is None and not self._extra_bufts
                           and (kwargs.get("n_gpu_layers", 0) == 0 or not llama_cpp.llama_supports_gpu_offload()))
         self._repack = _repack_overrides(model_path) if cpu_repack and not self._extra_bufts else None
-        super().__init__(model_path, n_ctx=n_ctx, n_batch=n_batch,
-                         n_ubatch=n_batch if n_ubatch is None else n_ubatch, verbose=verbose,
-                         chat_handler=handler, **kwargs)
+        # the LLM's weights are the first 90% of the load when encoders follow
+        self._load_progress = None if progress is None else _LoadProgress(
+            progress, 0.9 if handler.clip_model_path else 1.0)
+        try:
+            super().__init__(model_path, n_ctx=n_ctx, n_batch=n_batch,
+                             n_ubatch=n_batch if n_ubatch is None else n_ubatch, verbose=verbose,
+                             chat_handler=handler, **kwargs)
+        except Exception:
+            if self._load_progress is not None and self._load_progress.error is not None:
+                raise self._load_progress.error from None   # the callback's, not "failed to load"
+            raise
         handler.bind(self)   # load the encoders now: a bad mmproj fails here, not on the first request
+        if progress is not None:
+            progress("load", _LoadProgress.TOTAL, _LoadProgress.TOTAL)
 
     # llama_cpp.Llama.__init__ assigns `self.model_params = llama_model_default_params()` and passes
     # it to the model loader; this setter is where use_extra_bufts gets into it, before the load.
@@ -86,9 +95,34 @@ class Llama(llama_cpp.Llama):
     @model_params.setter
     def model_params(self, params) -> None:
         params.use_extra_bufts = self._extra_bufts
+        if self._load_progress is not None:
+            params.progress_callback = self._load_progress.c_callback
         if self._repack is not None:
             params.tensor_buft_overrides = ctypes.cast(self._repack, ctypes.c_void_p)
         self.__dict__["model_params"] = params
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, mmproj_filename: Optional[str] = None,
+                        additional_files: Optional[list] = None,
+                        local_dir: Optional[Union[str, os.PathLike]] = None,
+                        local_dir_use_symlinks: Union[bool, str] = "auto",
+                        cache_dir: Optional[Union[str, os.PathLike]] = None, **kwargs: Any) -> "Llama":
+        """The LLM GGUF ``filename`` and its mmproj ``mmproj_filename`` from one Hugging Face
+        repository, each a file name or a glob (``"*Q4_K_M.gguf"``, ``"mmproj-*f16.gguf"``), as
+        ``llama_cpp.Llama.from_pretrained`` takes the LLM and llama-cpp-python's multimodal chat
+        handlers' ``from_pretrained`` the mmproj. Files already in the Hub's cache (``cache_dir``)
+        or ``local_dir`` are not fetched again; with ``HF_HUB_OFFLINE=1`` nothing is. ``kwargs``
+        are the constructor's. Needs huggingface-hub."""
+        from ._hub import fetch
+
+        where = dict(cache_dir=cache_dir, local_dir=local_dir, local_dir_use_symlinks=local_dir_use_symlinks)
+        if mmproj_filename is not None:
+            if kwargs.get("mmproj_path") is not None or kwargs.get("chat_handler") is not None:
+                raise ValueError("give mmproj_filename, or mmproj_path / chat_handler, not both")
+            kwargs["mmproj_path"] = fetch(repo_id, mmproj_filename, **where)
+        for name in additional_files or []:   # the other shards of a split GGUF, beside the first
+            fetch(repo_id, name, **where)
+        return cls(fetch(repo_id, filename, **where), **kwargs)
 
     @property
     def settings(self) -> Settings:
@@ -106,7 +140,9 @@ class Llama(llama_cpp.Llama):
         the constructor's for this call; ``usage["omnisift"]`` (on the last chunk when streaming)
         holds the token counts, the retention used, timings and what was reused from the context.
         ``on_unit(pyomnisift.UnitRecord)`` is called per compression unit decoded (not for media
-        reused from the context); ``progress(stage, done, total)`` while media is encoded;
+        reused from the context); ``progress(stage, done, total)`` through the stages "plan" (media
+        items probed), "encode" (compression units), "prefill" (positions decoded), "generate"
+        (tokens; the last call has done == total);
         ``should_stop()`` is polled after every generated token and ends the generation when true
         (the server's way to stop a stream whose client left: llama-cpp-python may generate many
         tokens before it yields the next chunk)."""
@@ -127,19 +163,6 @@ class Llama(llama_cpp.Llama):
         return self.chat_handler(llama=self, messages=messages, settings=settings, on_unit=on_unit,
                                  progress=progress, should_stop=should_stop, **{**defaults, **call})
 
-    def prefill(self, messages: list, **settings: Any) -> dict:
-        """Decodes the prompt of `messages` (reusing what the context holds) and leaves the logits of
-        its last token ready (``logits()``). Returns {"prompt_tokens": KV cells, "omnisift": stats}."""
-        out = self.create_chat_completion(messages, max_tokens=1, temperature=0.0, **settings)
-        # Generation decoded nothing after the prompt (one token sampled, not evaluated): drop the
-        # sampled token's bookkeeping only, the logits stay those of the prompt's last token.
-        return {"prompt_tokens": out["usage"]["prompt_tokens"], "omnisift": out["usage"]["omnisift"]}
-
-    def logits(self) -> np.ndarray:
-        """The last decoded position's logits (float32 [n_vocab])."""
-        ptr = llama_cpp.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab(),)).copy()
-
     def close(self) -> None:
         if "_stack" in self.__dict__:   # not when the constructor failed before llama_cpp.Llama's ran
             super().close()
@@ -149,3 +172,23 @@ class Llama(llama_cpp.Llama):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _LoadProgress:
+    """llama.cpp's load progress callback, reporting ``progress("load", done, TOTAL)``. An exception
+    in ``progress`` (Ctrl-C included) cannot cross the C callback: it is kept, the load is
+    cancelled (the callback returns false) and the constructor raises it."""
+
+    TOTAL = 100
+
+    def __init__(self, progress: Callable[[str, int, int], None], share: float):
+        self.progress, self.share, self.error = progress, share, None
+        self.c_callback = llama_cpp.llama_progress_callback(self._call)   # referenced while C may call it
+
+    def _call(self, fraction: float, user_data) -> bool:
+        try:
+            self.progress("load", int(fraction * self.share * self.TOTAL), self.TOTAL)
+            return True
+        except BaseException as e:   # noqa: B036 - handed to the constructor, which raises it
+            self.error = e
+            return False

@@ -22,6 +22,7 @@ mtmd.mtmd_log_set(llama_log_callback, None)
 mtmd.mtmd_helper_log_set(llama_log_callback, None)
 
 from ._errors import ModelFileError
+from ._internals import Handle
 
 
 def vision_only(mmproj_path) -> str:
@@ -47,8 +48,10 @@ def vision_only(mmproj_path) -> str:
     return str(out)
 
 
-class MtmdEncoder:
+class MtmdEncoder(Handle):
     """An mtmd context bound to a loaded llama model."""
+
+    _free = mtmd.mtmd_free
 
     def __init__(self, mmproj_path, llama_model, n_embd: int, n_threads: int = 0, use_gpu: bool = True,
                  image_min_tokens: int = -1, image_max_tokens: int = -1, verbose: bool = True):
@@ -62,22 +65,13 @@ class MtmdEncoder:
         # clip.cpp prints its load-time warnings itself, past the log callback: silence the process's
         # stdout/stderr while it loads, as llama-cpp-python's MTMDChatHandler does.
         with suppress_stdout_stderr(disable=verbose):
-            self._ctx = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), llama_model, params)
-        if not self._ctx:
+            self._ptr = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), llama_model, params)
+        if not self._ptr:
             raise ModelFileError(mmproj_path, "libmtmd could not load this mmproj (its log says why)")
         self.n_embd = n_embd
-        self.supports_vision = bool(mtmd.mtmd_support_vision(self._ctx))
-        self.supports_audio = bool(mtmd.mtmd_support_audio(self._ctx))
-        self.uses_mrope = bool(mtmd.mtmd_decode_use_mrope(self._ctx))
+        self.supports_vision = bool(mtmd.mtmd_support_vision(self.ptr))
+        self.supports_audio = bool(mtmd.mtmd_support_audio(self.ptr))
         self._marker = mtmd.mtmd_default_marker()
-
-    def close(self) -> None:
-        if getattr(self, "_ctx", None):
-            mtmd.mtmd_free(self._ctx)
-            self._ctx = None
-
-    def __del__(self) -> None:
-        self.close()
 
     def encode_audio(self, pcm: np.ndarray) -> np.ndarray:
         """Rows [n, n_embd] of 16 kHz mono float32 PCM as libmtmd encodes it: every 30-s window."""
@@ -116,7 +110,7 @@ class MtmdEncoder:
             text = self._marker * len(bitmaps)
             inp = mtmd.mtmd_input_text(text=text, text_len=len(text), add_special=False, parse_special=False)
             arr = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
-            if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(inp), arr, len(bitmaps)) != 0:
+            if mtmd.mtmd_tokenize(self.ptr, chunks, ctypes.byref(inp), arr, len(bitmaps)) != 0:
                 raise ValueError("libmtmd could not tokenize the media")
             out = []
             for i in range(mtmd.mtmd_input_chunks_size(chunks)):
@@ -128,9 +122,9 @@ class MtmdEncoder:
                 if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                     image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
                     grid = (mtmd.mtmd_image_tokens_get_nx(image), mtmd.mtmd_image_tokens_get_ny(image))
-                if mtmd.mtmd_encode_chunk(self._ctx, chunk) != 0:
+                if mtmd.mtmd_encode_chunk(self.ptr, chunk) != 0:
                     raise RuntimeError("libmtmd failed to encode the media")
-                rows = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self._ctx), shape=(n * self.n_embd,))
+                rows = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self.ptr), shape=(n * self.n_embd,))
                 out.append((rows.reshape(n, self.n_embd).copy(), grid))
             return out
         finally:

@@ -19,6 +19,7 @@ from . import _media, _mel_stream, _sequence as S
 from . import omnisift_cpp as C
 from ._errors import ModelFileError
 from ._plan import AUDIO_BLOCK, MediaSegment
+from ._sift import chunks as sift_chunks
 
 AUDIO_ROWS_PER_UNIT = 800   # audio without video is kept whole; decode it in 32-s stretches
 
@@ -30,15 +31,9 @@ def units(seg: MediaSegment) -> list:
         return [np.arange(lay.n_rows)]
     if seg.probe.kind == "audio":
         return [np.arange(a, min(a + AUDIO_ROWS_PER_UNIT, lay.n_rows)) for a in range(0, lay.n_rows, AUDIO_ROWS_PER_UNIT)]
-    video = lay.modality == S.MODALITY_VIDEO
-    unit = np.empty(lay.n_rows, np.int64)
-    unit[video] = lay.source[video] // 2
-    # Audio belongs to the pair whose first grid's t it follows (omnisift.h's chunks).
-    n_grids = int(lay.source[video].max()) + 1
-    first_t = np.array([lay.positions[0, np.flatnonzero(video & (lay.source == 2 * u))[0]]
-                        for u in range((n_grids + 1) // 2)])
-    audio = ~video
-    unit[audio] = np.maximum(np.searchsorted(first_t, lay.positions[0, audio], side="right") - 1, 0)
+    # omnisift.h's chunks (C: omnisift_sift_chunks); rows in no chunk (audio before the first grid,
+    # which a video's layout never has) would go with the first, where they are kept all the same
+    unit = np.maximum(sift_chunks(lay.modality, lay.positions), 0)
     order = np.argsort(unit, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(unit[order])) + 1)
 

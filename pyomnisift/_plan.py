@@ -118,6 +118,17 @@ class Plan:
         media = self.media
         return media[-1].end if media else 0
 
+    def retention_used(self) -> dict:
+        """The retentions as they applied. Audio is selected by what is seen (each chunk's audio
+        against the video tokens that survived beside it), so audio without a video (an audio file)
+        is kept whole: a prompt whose audio is all outside videos used audio retention 1.0."""
+        s = self.settings
+        out = {k: getattr(s, k) for k in ("video_retention", "audio_retention", "image_retention")}
+        audio_kinds = {seg.probe.kind for seg in self.media if seg.probe.n_audio}
+        if audio_kinds and "video" not in audio_kinds:
+            out["audio_retention"] = 1.0
+        return out
+
     def counts(self) -> dict:
         out = {m: {"tokens_in": 0, "tokens_kept": 0} for m in ("video", "audio", "image")}
         out["audio"]["padding_avoided"] = 0   # rows llama.cpp's 30-s windows would have added
@@ -140,7 +151,31 @@ class Plan:
 
 
 class ContextOverflow(ValueError):
-    """The prompt needs more KV cells than the context has."""
+    """The prompt needs more KV cells than the context has. Its fields let a front end word the
+    advice in its own terms (``advice(...)``: the command line names its flags); ``str()`` names
+    the Python arguments."""
+
+    def __init__(self, *, n_cells: int, n_text: int, media_kept: int, media_in: int, reserve: int, n_ctx: int,
+                 prunable_in: int, prunable_kept: int):
+        self.n_cells, self.n_text, self.media_kept, self.media_in = n_cells, n_text, media_kept, media_in
+        self.reserve, self.n_ctx = reserve, n_ctx
+        # what video / audio retention would fit: only video and a video's own audio shrink with
+        # them (audio outside a video is kept whole, images follow image_retention); 5% below the
+        # exact ratio for the rounding per group
+        room = n_ctx - reserve - n_text - (media_kept - prunable_kept)
+        self.fitting_retention = 0.95 * room / prunable_in if prunable_in and room > 0 else None
+        super().__init__(self.advice())
+
+    def advice(self, n_ctx: str = "n_ctx", fit_context: str = "fit_context=True",
+               retention: str = "video/audio retention") -> str:
+        msg = (f"the prompt needs {self.n_cells} tokens after compression ({self.n_text} text + "
+               f"{self.media_kept} of {self.media_in} media tokens)"
+               + (f" plus {self.reserve} to generate" if self.reserve else "") + f" but {n_ctx} is {self.n_ctx}")
+        if self.fitting_retention is None:
+            what = "the text alone does" if not self.media_in else "what no retention shrinks does"
+            return msg + f"; {what} not fit: raise {n_ctx}"
+        return msg + (f"; a {retention} of about {self.fitting_retention:.2f} would fit, "
+                      f"or pass {fit_context}, or raise {n_ctx}")
 
 
 def placeholders(key: bytes, n: int) -> np.ndarray:
@@ -333,20 +368,14 @@ class Planner:
         return plan
 
 
-def overflow_message(plan: Plan, n_ctx: int, reserve: int) -> str:
+def overflow(plan: Plan, n_ctx: int, reserve: int) -> ContextOverflow:
     counts = plan.counts()
     media_in = sum(c["tokens_in"] for c in counts.values())
     media_kept = sum(c["tokens_kept"] for c in counts.values())
-    n_text = plan.n_cells - media_kept
-    room = n_ctx - reserve - n_text
-    msg = (f"the prompt needs {plan.n_cells} tokens after compression ({n_text} text + {media_kept} of "
-           f"{media_in} media tokens)" + (f" plus {reserve} to generate" if reserve else "") +
-           f" but n_ctx is {n_ctx}")
-    if media_in and room > 0:
-        msg += (f"; a video/audio retention of about {0.95 * room / media_in:.2f} would fit, "
-                "or pass fit_context=True, or raise n_ctx")
-    else:
-        msg += "; the text alone does not fit: raise n_ctx"
-    return msg
+    videos = [seg for seg in plan.media if seg.probe.kind == "video"]
+    return ContextOverflow(n_cells=plan.n_cells, n_text=plan.n_cells - media_kept, media_kept=media_kept,
+                           media_in=media_in, reserve=reserve, n_ctx=n_ctx,
+                           prunable_in=sum(seg.layout.n_rows for seg in videos),
+                           prunable_kept=sum(seg.n_kept for seg in videos))
 
 

@@ -31,10 +31,6 @@ class Block:
     modality: int
     source_index: int
     positions: np.ndarray
-    # The compression unit the block belongs to: a pair of grids (STVP's chunk), with the audio of
-    # the same 2 seconds when the video has sound. At the default 2 fps (1 s per grid) the pair and the
-    # reference's 2-second chunk coincide.
-    chunk: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -65,7 +61,7 @@ def image_blocks(grid_h: int, grid_w: int, start: int) -> list[Block]:
 def video_blocks(n_grids: int, grid_h: int, grid_w: int, start: int,
                  seconds_per_grid: float = 1.0) -> list[Block]:
     """A video without its sound: the grids one after another."""
-    return [Block(MODALITY_VIDEO, k, grid_positions(grid_h, grid_w, int(t), start), k // 2)
+    return [Block(MODALITY_VIDEO, k, grid_positions(grid_h, grid_w, int(t), start))
             for k, t in enumerate(video_t(n_grids, seconds_per_grid))]
 
 
@@ -93,11 +89,10 @@ def video_with_audio_blocks(n_grids: int, grid_h: int, grid_w: int, n_audio: int
     blocks = []
     for c in range(n_chunks):
         for k in np.flatnonzero(v_chunk == c):
-            blocks.append(Block(MODALITY_VIDEO, int(k), grid_positions(grid_h, grid_w, int(vt[k]), start), c))
+            blocks.append(Block(MODALITY_VIDEO, int(k), grid_positions(grid_h, grid_w, int(vt[k]), start)))
         rows = np.flatnonzero(a_chunk == c)
         if len(rows):
-            blocks.append(Block(MODALITY_AUDIO, int(rows[0]),
-                                audio_positions(len(rows), start + int(rows[0])), c))
+            blocks.append(Block(MODALITY_AUDIO, int(rows[0]), audio_positions(len(rows), start + int(rows[0]))))
     return blocks
 
 

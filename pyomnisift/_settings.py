@@ -3,15 +3,56 @@
 Defaults are the paper's 35% setting (video 0.33, audio 0.6, the training-free ``anchor`` selector):
 a user installs this library to compress; 1.0 everywhere turns compression off and gives the model's
 exact sequence.
+
+The rules a setting must follow (the audio selectors' names, the retention range) are defined by
+cpp/omnisift.h and read from libomnisift here; the library, the command line and the server import
+them from this module.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import numbers
 from typing import Any, Mapping
 
-from ._sift import AUDIO_SELECTORS, _retention
+from . import omnisift_cpp as C
+
+
+def _read_selectors() -> dict:
+    out = {}
+    while (name := C.omnisift_audio_selector_name(len(out))) is not None:
+        out[name.decode()] = len(out)
+    return out
+
+
+def _read_retention_range() -> tuple:
+    lo, hi = ctypes.c_double(), ctypes.c_double()
+    C.omnisift_retention_range(ctypes.byref(lo), ctypes.byref(hi))
+    return lo.value, hi.value
+
+
+AUDIO_SELECTORS = _read_selectors()          # name -> enum omnisift_audio_selector value
+RETENTION_MIN, RETENTION_MAX = _read_retention_range()
+
+
+def check_retention(name: str, value) -> float:
+    """`value` as a float; TypeError / ValueError naming `name` when it is no retention."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [{RETENTION_MIN:g}, {RETENTION_MAX:g}], "
+                        f"got {type(value).__name__}")
+    value = float(value)
+    if not RETENTION_MIN <= value <= RETENTION_MAX:
+        raise ValueError(f"{name} = {value} is not in [{RETENTION_MIN:g}, {RETENTION_MAX:g}]")
+    return value
+
+
+def check_audio_selector(value, name: str = "audio_selector") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if value not in AUDIO_SELECTORS:
+        raise ValueError(f"unknown {name} {value!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    return value
 
 DEFAULT_VIDEO_RETENTION = 0.33
 DEFAULT_AUDIO_RETENTION = 0.6
@@ -39,15 +80,11 @@ class Settings:
         values = {k: v for k, v in overrides.items() if v is not None}
         return validate(dataclasses.replace(self, **values)) if values else self
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def validate(s: Settings) -> Settings:
     """The settings with retentions as floats; raises TypeError / ValueError naming the bad one."""
-    retentions = {k: _retention(k, getattr(s, k)) for k in ("video_retention", "audio_retention", "image_retention")}
-    if not isinstance(s.audio_selector, str) or s.audio_selector not in AUDIO_SELECTORS:
-        raise ValueError(f"unknown audio_selector {s.audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    retentions = {k: check_retention(k, getattr(s, k)) for k in ("video_retention", "audio_retention", "image_retention")}
+    check_audio_selector(s.audio_selector)
     if isinstance(s.seed, bool) or not isinstance(s.seed, numbers.Integral) or not 0 <= int(s.seed) < 2**64:
         raise ValueError(f"seed must be an int in [0, 2**64), got {s.seed!r}")
     if isinstance(s.video_fps, bool) or not isinstance(s.video_fps, numbers.Real) or not 0 < float(s.video_fps) <= 60:

@@ -12,20 +12,17 @@ import numpy as np
 from . import omnisift_cpp as C
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError
-
-AUDIO_SELECTORS = {
-    "none": C.OMNISIFT_AUDIO_SELECTOR_NONE,
-    "anchor": C.OMNISIFT_AUDIO_SELECTOR_ANCHOR,
-    "vgas": C.OMNISIFT_AUDIO_SELECTOR_VGAS,
-    "random": C.OMNISIFT_AUDIO_SELECTOR_RANDOM,
-}
+from ._internals import Handle
+from ._settings import AUDIO_SELECTORS, check_audio_selector, check_retention as _retention
 
 
-class SiftHead:
+class SiftHead(Handle):
     """The learned audio selector (VGAS) loaded from a GGUF written by ``pyomnisift convert-head``.
 
     Its weights live on ``engine``'s device; it can only be used with that engine.
     """
+
+    _free = C.omnisift_head_free
 
     def __init__(self, path: Union[str, os.PathLike], engine: Optional[Engine] = None):
         self.path = os.fspath(path)
@@ -39,12 +36,6 @@ class SiftHead:
         self._ptr = ptr
 
     @property
-    def ptr(self) -> int:
-        if not getattr(self, "_ptr", None):
-            raise ValueError("SiftHead is closed")
-        return self._ptr
-
-    @property
     def n_embd(self) -> int:
         """Embedding width D the head expects (the LLM's n_embd)."""
         return C.omnisift_head_n_embd(self.ptr)
@@ -53,20 +44,6 @@ class SiftHead:
     def n_hidden(self) -> int:
         """Attention width of the head (512 in OmniSIFT-7B)."""
         return C.omnisift_head_n_hidden(self.ptr)
-
-    def close(self) -> None:
-        if getattr(self, "_ptr", None):
-            C.omnisift_head_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> "SiftHead":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def c_params(video_retention: float, audio_retention: float, image_retention: float, audio_selector: str,
@@ -80,15 +57,6 @@ def c_params(video_retention: float, audio_retention: float, image_retention: fl
     p.head = head.ptr if head is not None and audio_selector == "vgas" else None
     p.seed = int(seed)
     return p
-
-
-def _retention(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number in [0, 1], got {type(value).__name__}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} = {value} is not in [0, 1]")
-    return value
 
 
 def _int_array(name: str, value) -> np.ndarray:
@@ -149,10 +117,7 @@ def sift(embeddings, modality, positions, *, video_retention: float = 1.0, audio
     video_retention = _retention("video_retention", video_retention)
     audio_retention = _retention("audio_retention", audio_retention)
     image_retention = _retention("image_retention", image_retention)
-    if not isinstance(audio_selector, str):
-        raise TypeError(f"audio_selector must be a str, got {type(audio_selector).__name__}")
-    if audio_selector not in AUDIO_SELECTORS:
-        raise ValueError(f"unknown audio_selector {audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    check_audio_selector(audio_selector)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**64:
@@ -196,11 +161,25 @@ def n_kept(modality, positions, *, video_retention: float = 1.0, audio_retention
     pos = np.ascontiguousarray(_int_array("positions", positions), dtype=np.int32)
     if mod.ndim != 1 or pos.shape != (3, mod.shape[0]):
         raise ValueError(f"modality [N] and positions [3, N] disagree: {mod.shape} vs {pos.shape}")
-    if audio_selector not in AUDIO_SELECTORS:
-        raise ValueError(f"unknown audio_selector {audio_selector!r} (expected one of {', '.join(AUDIO_SELECTORS)})")
+    check_audio_selector(audio_selector)
     params = c_params(_retention("video_retention", video_retention), _retention("audio_retention", audio_retention),
                       _retention("image_retention", image_retention), audio_selector)
     out = C.omnisift_sift_n_kept(mod.ctypes.data, pos.ctypes.data, mod.shape[0], ctypes.byref(params))
     if out < 0:
         C.check(int(out), "sift_n_kept")
     return int(out)
+
+
+def chunks(modality, positions) -> np.ndarray:
+    """The chunk of every token as ``sift`` groups them (C: omnisift_sift_chunks): int64 [N], c for
+    the tokens of video grids 2c and 2c + 1 and the audio of their seconds, -1 for tokens in no chunk
+    (text, images, audio without video before it). Compressing chunk by chunk gives ``sift``'s mask."""
+    mod = np.ascontiguousarray(_int_array("modality", modality), dtype=np.int32)
+    pos = np.ascontiguousarray(_int_array("positions", positions), dtype=np.int32)
+    if mod.ndim != 1 or pos.shape != (3, mod.shape[0]):
+        raise ValueError(f"modality [N] and positions [3, N] disagree: {mod.shape} vs {pos.shape}")
+    out = np.empty(mod.shape[0], np.int64)
+    n = C.omnisift_sift_chunks(mod.ctypes.data, pos.ctypes.data, mod.shape[0], out.ctypes.data)
+    if n < 0:
+        C.check(int(n), "sift_chunks")
+    return out

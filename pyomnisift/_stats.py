@@ -17,6 +17,7 @@ class Stats:
         self.encoder_calls = {"vision": 0, "audio": 0}
         self.pairs_reused = 0        # frame pairs identical to the one before: rows reused, not encoded
         self.media_batches = 0       # llama_decode calls that decoded media rows
+        self.prefill_from = 0        # the first position this request decodes (before: reused)
 
     def timer(self, key: str):
         stats = self
@@ -35,8 +36,7 @@ class Stats:
         t = dict(self.timings)
         t["encode"] = t["encode_vision"] + t["encode_audio"]
         out["timings_ms"] = {k: round(v, 3) for k, v in t.items()}
-        out["retention"] = {k: getattr(plan.settings, k) for k in
-                            ("video_retention", "audio_retention", "image_retention")}
+        out["retention"] = plan.retention_used()
         out["audio_selector"] = plan.settings.audio_selector
         out["prompt_cells"] = plan.n_cells
         out["media_reused"] = self.media_reused

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Optional
+
+from ._settings import AUDIO_SELECTORS, RETENTION_MAX, RETENTION_MIN
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -55,8 +58,10 @@ def _add_model_args(ap: argparse.ArgumentParser, media: bool = True) -> None:
                     help="fraction of each 2-s chunk's audio tokens kept (default: the library's, 0.6)")
     ap.add_argument("--image-retention", type=float, default=None,
                     help="fraction of an image's tokens kept (default 1.0)")
-    ap.add_argument("--audio-selector", choices=["anchor", "vgas", "random", "none"], default=None,
+    ap.add_argument("--audio-selector", choices=list(AUDIO_SELECTORS), default=None,
                     help="how audio tokens are chosen (default anchor; vgas needs --sift-head)")
+    ap.add_argument("--fit-context", action="store_true",
+                    help="lower the video, then the audio retention just enough for the prompt to fit -c")
     ap.add_argument("--sift-head", metavar="HEAD.gguf", help="the learned selector head (pyomnisift convert-head)")
     ap.add_argument("--verbose", action="store_true", help="llama.cpp's own log on stderr")
 
@@ -79,8 +84,14 @@ def _check_inputs(args, media: bool = True) -> None:
         _probe_media(args)
     for name in ("video_retention", "audio_retention", "image_retention"):
         value = getattr(args, name)
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise CliError(f"--{name.replace('_', '-')} {value} is not in [0, 1]")
+        if value is not None and not RETENTION_MIN <= value <= RETENTION_MAX:
+            raise CliError(f"--{name.replace('_', '-')} {value} is not in [{RETENTION_MIN:g}, {RETENTION_MAX:g}]")
+    if not 0 < args.video_fps <= 60:
+        raise CliError(f"--video-fps {args.video_fps} is not in (0, 60]")
+    if args.ctx_size < 0:
+        raise CliError(f"-c/--ctx-size {args.ctx_size} is negative")
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"-t/--threads {args.threads} is not a thread count (at least 1)")
     if args.audio_selector == "vgas" and not args.sift_head:
         raise CliError("--audio-selector vgas needs --sift-head HEAD.gguf")
 
@@ -90,6 +101,14 @@ def _probe_media(args) -> None:
     from . import _media
 
     for path in args.video:
+        import av
+
+        try:
+            with av.open(path) as c:
+                if not c.streams.video:
+                    raise CliError(f"{path}: has no video stream" + ("; pass it with --audio" if c.streams.audio else ""))
+        except av.error.FFmpegError:
+            pass    # probe_video says what is wrong with it
         _media.probe_video(path, args.video_fps)
     for path in args.image:
         from PIL import Image, UnidentifiedImageError
@@ -116,17 +135,44 @@ def _compression_kwargs(args) -> dict:
         value = getattr(args, name)
         if value is not None:
             out[name] = value
+    if args.fit_context:
+        out["fit_context"] = True
     return out
 
 
-def load_model(args):
+def load_model(args, progress=None):
     import pyomnisift
 
     kwargs = dict(n_ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
-                  verbose=args.verbose, video_fps=args.video_fps, **_compression_kwargs(args))
+                  verbose=args.verbose, video_fps=args.video_fps, progress=progress, **_compression_kwargs(args))
     if args.sift_head:
         kwargs["sift_head"] = args.sift_head
     return pyomnisift.Llama(args.model, args.mmproj, **kwargs)
+
+
+# The library's messages name its Python arguments; the command line names the flags that set them.
+_FLAGS = {"video_retention": "--video-retention", "audio_retention": "--audio-retention",
+          "image_retention": "--image-retention", "audio_selector": "--audio-selector", "sift_head": "--sift-head",
+          "video_fps": "--video-fps", "fit_context=True": "--fit-context", "fit_context": "--fit-context",
+          "n_ctx": "-c/--ctx-size", "max_tokens": "-n/--n-predict", "n_threads": "-t/--threads",
+          "n_gpu_layers": "-ngl/--n-gpu-layers", "as input_audio": "with --audio", "input_audio": "--audio",
+          "video_url": "--video", "image_url": "--image"}
+_FLAG_WORDS = re.compile("|".join(rf"(?<![\w-]){re.escape(k)}(?![\w])" for k in sorted(_FLAGS, key=len, reverse=True)))
+
+
+def in_flags(message: str) -> str:
+    """A library message with its Python argument names replaced by the flags that set them."""
+    return _FLAG_WORDS.sub(lambda m: _FLAGS[m.group(0)], message)
+
+
+def error_message(e: BaseException) -> str:
+    from ._plan import ContextOverflow
+
+    if isinstance(e, ContextOverflow):
+        return e.advice(n_ctx="-c/--ctx-size", fit_context="--fit-context",
+                        retention="--video-retention / --audio-retention")
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg if isinstance(e, CliError) else in_flags(msg)
 
 
 def media_parts(args) -> list:
@@ -142,21 +188,25 @@ def media_parts(args) -> list:
 # --- progress bars (a TTY only)
 
 class TqdmProgress:
-    """`progress(stage, done, total)` for Llama.create_chat_completion: one tqdm bar per stage."""
+    """`progress(stage, done, total)` for pyomnisift.Llama and create_chat_completion: one tqdm bar
+    per stage (load, plan, encode, prefill, generate); `skip` names stages not drawn."""
 
-    UNITS = {"read": "frame pairs", "encode": "chunks", "prefill": "chunks"}
+    UNITS = {"load": "%", "plan": "media", "encode": "chunks", "prefill": "positions", "generate": "tokens"}
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, skip=()):
         self.stream = stream or sys.stderr
+        self.skip = set(skip)
         self.bars = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        if stage in self.skip:
+            return
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=" " + self.UNITS.get(stage, "units"),
-                                          file=self.stream, leave=False, dynamic_ncols=True)
+                                          file=self.stream, leave=False)
         if total and bar.total != total:
             bar.total = total
         bar.update(max(0, done - bar.n))
@@ -164,16 +214,21 @@ class TqdmProgress:
             bar.close()
             del self.bars[stage]
 
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
+    def close(self, keep=()) -> None:
+        for stage in [s for s in self.bars if s not in keep]:
+            self.bars.pop(stage).close()
 
 
-def progress_for(stream) -> Optional[TqdmProgress]:
+def progress_for(out) -> Optional[TqdmProgress]:
+    """Bars on stderr when it is a terminal, else None. They write to a copy of stderr's descriptor:
+    llama.cpp's loaders point descriptor 2 at /dev/null while they run (verbose off). The answer
+    streamed to a terminal is the progress of "generate": that bar is drawn only when `out` is not one."""
     try:
-        return TqdmProgress() if stream.isatty() and sys.stderr.isatty() else None
-    except (AttributeError, ValueError):
+        if not sys.stderr.isatty():
+            return None
+        stream = open(os.dup(sys.stderr.fileno()), "w", buffering=1, closefd=True)
+        return TqdmProgress(stream, skip=("generate",) if out.isatty() else ())
+    except (AttributeError, ValueError, OSError):
         return None
 
 
@@ -197,18 +252,17 @@ def _stream_answer(llm, messages, args, out, progress) -> str:
                   temperature=args.temp, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p, seed=args.seed)
     if progress is not None:
         kwargs["progress"] = progress
-    text, usage, n_pieces = [], None, 0
+    text, usage = [], None
     try:
         for chunk in llm.create_chat_completion(messages, **kwargs):
-            if progress is not None:
-                progress.close()   # the first chunk: reading, encoding and prefill are over
             delta = chunk["choices"][0].get("delta", {}) if chunk.get("choices") else {}
             piece = delta.get("content")
             if piece:
-                n_pieces += 1
                 text.append(piece)
                 out.write(piece)
                 out.flush()
+            if progress is not None:
+                progress.close(keep=("generate",))   # a chunk: planning, encoding and prefill are over
             usage = chunk.get("usage") or usage
     finally:
         if progress is not None:
@@ -216,8 +270,6 @@ def _stream_answer(llm, messages, args, out, progress) -> str:
     out.write("\n")
     out.flush()
     if args.stats and usage:
-        if usage.get("completion_tokens") is None:
-            usage = dict(usage, completion_tokens=n_pieces)   # deltas carry one token each
         print(format_usage(usage), file=sys.stderr)
     return "".join(text)
 
@@ -238,10 +290,10 @@ def format_usage(usage: dict) -> str:
 def cmd_chat(args) -> int:
     _check_inputs(args)
     out = sys.stdout
-    llm = load_model(args)
+    progress = progress_for(out)
+    llm = load_model(args, progress)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     media = media_parts(args)
-    progress = progress_for(out)
 
     def user_turn(text: str) -> dict:
         nonlocal media
@@ -297,12 +349,19 @@ def cmd_viz(args) -> int:
     n_media = len(args.video) + len(args.audio) + len(args.image)
     if n_media != 1:
         raise CliError("viz takes exactly one of --video, --audio or --image")
+    if args.max_pairs < 1:
+        raise CliError(f"--max-pairs {args.max_pairs} is not a count (at least 1)")
     from . import viz
 
-    llm = load_model(args)
+    progress = progress_for(sys.stdout)
+    llm = load_model(args, progress)
     kind, path = next((k, getattr(args, k)[0]) for k in ("video", "audio", "image") if getattr(args, k))
-    result = viz.visualize(llm, path, kind=kind, output=args.output, prompt=args.prompt,
-                           video_fps=args.video_fps, max_pairs=args.max_pairs, **_compression_kwargs(args))
+    try:
+        result = viz.visualize(llm, path, kind=kind, output=args.output, prompt=args.prompt, video_fps=args.video_fps,
+                               max_pairs=args.max_pairs, progress=progress, **_compression_kwargs(args))
+    finally:
+        if progress is not None:
+            progress.close()
     print(f"wrote {args.output} ({result.image.width}x{result.image.height}): {result.summary()}")
     return 0
 
@@ -349,8 +408,7 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (CliError, OmniSiftError, ValueError, TypeError, OSError, NotImplementedError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"pyomnisift {args.command}: error: {msg}", file=sys.stderr)
+        print(f"pyomnisift {args.command}: error: {error_message(e)}", file=sys.stderr)
         return EXIT_ERROR
 
 

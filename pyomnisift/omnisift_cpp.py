@@ -99,6 +99,16 @@ OMNISIFT_AUDIO_SELECTOR_ANCHOR = 1
 OMNISIFT_AUDIO_SELECTOR_VGAS = 2
 OMNISIFT_AUDIO_SELECTOR_RANDOM = 3
 
+
+
+@_fn("omnisift_audio_selector_name", [ctypes.c_int32], ctypes.c_char_p)
+def omnisift_audio_selector_name(selector: int) -> bytes | None: ...
+
+
+@_fn("omnisift_retention_range", [ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double)], None)
+def omnisift_retention_range(lo, hi) -> None: ...
+
+
 omnisift_head_p = ctypes.c_void_p
 
 
@@ -142,6 +152,10 @@ def omnisift_sift(engine: int, embd: int, n_tokens: int, n_embd: int, modality: 
 @_fn("omnisift_sift_n_kept", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(omnisift_sift_params)],
      ctypes.c_int64)
 def omnisift_sift_n_kept(modality: int, pos: int, n_tokens: int, params) -> int: ...
+
+
+@_fn("omnisift_sift_chunks", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p], ctypes.c_int64)
+def omnisift_sift_chunks(modality: int, pos: int, n_tokens: int, chunk: int) -> int: ...
 
 
 # --- audio tower

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -29,6 +29,8 @@ PATCH = 28                      # pixels of a merged patch (vision patch 14 x sp
 AUDIO_TOKENS_PER_S = 25
 VIDEO, AUDIO, IMAGE = 1, 2, 3
 DIM = 0.22                      # brightness of a pruned patch
+HATCH = (235, 64, 64)           # its diagonal lines: a pruned patch of a dark frame stays visible
+HATCH_PERIOD = 5                # pixels between two lines
 KEPT_AUDIO = (46, 160, 67)
 PRUNED_AUDIO = (70, 70, 70)
 BG, FG, MUTED = (255, 255, 255), (20, 20, 20), (110, 110, 110)
@@ -45,6 +47,7 @@ class VizResult:
     cells: dict                                 # grid index -> (x, y) of its first frame's thumbnail
     thumb: tuple                                # (width, height) of one frame's thumbnail
     gap: int                                    # pixels between the two frames of a pair
+    title: str = ""                             # the line drawn at the top
 
     def patch_center(self, grid: int, row: int, col: int, frame: int = 0) -> tuple:
         """Pixel (x, y) at the centre of patch (row, col) of `grid` in frame 0 or 1 of its pair."""
@@ -112,14 +115,40 @@ def _collect(records: Sequence, item: int = 0):
     return masks, audio_keep, chunks
 
 
+def _pruned_look(pixels: np.ndarray) -> np.ndarray:
+    """Pixels [h, w, 3] as a pruned patch shows them: darkened and hatched. Darkening alone would
+    leave a dark frame's pruned patches as dark as its kept ones."""
+    yy, xx = np.mgrid[0:pixels.shape[0], 0:pixels.shape[1]]
+    lines = ((xx + yy) % HATCH_PERIOD == 0)[..., None]
+    return np.where(lines, np.asarray(HATCH, np.float32), pixels * DIM)
+
+
 def _dimmed(frame: np.ndarray, mask: np.ndarray, size: tuple):
-    """The frame as a (w, h) thumbnail with the pruned patches of `mask` darkened."""
+    """The frame as a (w, h) thumbnail with the pruned patches of `mask` darkened and hatched."""
     from PIL import Image
 
     thumb = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR), dtype=np.float32)
     m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
-    out = np.where(m[..., None], thumb, thumb * DIM)
+    out = np.where(m[..., None], thumb, _pruned_look(thumb))
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def _legend(image, draw, x: int, y: int, with_video: bool, with_audio: bool) -> None:
+    """Swatches: a kept and a pruned patch (of a mid-grey frame), a kept and a pruned audio token."""
+    from PIL import Image
+
+    items = []
+    if with_video:
+        grey = np.full((12, 18, 3), 150.0, np.float32)
+        items += [(grey, "kept patch"), (_pruned_look(grey), "pruned patch")]
+    if with_audio:
+        items += [(np.broadcast_to(np.float32(KEPT_AUDIO), (12, 18, 3)), "kept audio token"),
+                  (np.broadcast_to(np.float32(PRUNED_AUDIO), (12, 18, 3)), "pruned audio token")]
+    for swatch, label in items:
+        image.paste(Image.fromarray(swatch.astype(np.uint8)), (x, y))
+        draw.rectangle((x, y, x + 17, y + 11), outline=MUTED)
+        draw.text((x + 22, y), label, fill=MUTED)
+        x += 22 + int(draw.textlength(label)) + 14
 
 
 def _waveform(draw, pcm: Optional[np.ndarray], keep: Optional[np.ndarray], box: tuple, duration: float) -> None:
@@ -194,7 +223,7 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
     else:
         order, th = [], 0
 
-    margin, gap, caption, header = 10, 4, 16, 22
+    margin, gap, caption, header = 10, 4, 16, 40   # header: the title, then the legend
     cell_w = (2 * tw + gap) if kind == "video" else tw
     cols = max(1, min(pairs_per_row, len(order))) if order else 1
     rows = (len(order) + cols - 1) // cols if order else 0
@@ -207,7 +236,11 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
     draw = ImageDraw.Draw(image)
     name = os.path.basename(str(path))
     summary = VizResult(image, kind, masks, audio_keep, chunks, order, {}, (tw, th), gap).summary()
-    draw.text((margin, margin), title or f"OmniSIFT kept: {name}: {summary}", fill=FG)
+    if kind == "video" and len(order) < len(masks):
+        summary += f"; {len(order)} of {len(masks)} pairs shown"
+    title = title or f"OmniSIFT kept: {name}: {summary}"
+    draw.text((margin, margin), title, fill=FG)
+    _legend(image, draw, margin, margin + 18, bool(order), bool(audio_h))
 
     cells = {}
     y = margin + header
@@ -247,17 +280,19 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
                 label = "  ".join(f"{k} {v[0]}/{v[1]}" for k, v in counts.items())
                 if span >= 7 * len(label):
                     draw.text((cx + 3, box[3] + 3), label, fill=MUTED)
-    return VizResult(image, kind, masks, audio_keep, chunks, order, cells, (tw, th), gap)
+    return VizResult(image, kind, masks, audio_keep, chunks, order, cells, (tw, th), gap, title)
 
 
 def visualize(llm, path, kind: str = "video", output=None, prompt: str = "Describe this.",
               video_fps: Optional[float] = None, max_pairs: int = 16, records: Optional[Sequence] = None,
-              thumb_width: int = 160, **compression) -> VizResult:
+              thumb_width: int = 160, progress: Optional[Callable[[str, int, int], None]] = None,
+              **compression) -> VizResult:
     """Runs `llm` (a pyomnisift.Llama) on one media file, recording what OmniSIFT keeps through
     `on_unit`, and draws it (saved to `output` if given). `compression`: video_retention,
-    audio_retention, image_retention, audio_selector for this run. video_fps must be the model's
-    (default: its settings' video_fps). The model's context is reset first, so that every unit is
-    decoded (and reported) anew."""
+    audio_retention, image_retention, audio_selector, fit_context for this run. video_fps must be
+    the model's (default: its settings' video_fps). `progress(stage, done, total)` as in
+    create_chat_completion. The model's context is reset first, so that every unit is decoded (and
+    reported) anew."""
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"{kind} file not found: {path}")
     if video_fps is None:
@@ -273,6 +308,8 @@ def visualize(llm, path, kind: str = "video", output=None, prompt: str = "Descri
         messages = [{"role": "user", "content": [part[kind], {"type": "text", "text": prompt}]}]
         if hasattr(llm, "reset"):
             llm.reset()     # on_unit reports what is decoded: media the context still held would not be
+        if progress is not None:
+            compression["progress"] = progress
         llm.create_chat_completion(messages, max_tokens=1, temperature=0, on_unit=records.append, **compression)
         if not records:
             raise RuntimeError("the model reported no compression units (on_unit was never called)")

@@ -276,6 +276,12 @@ def child_mtmd(spec: dict) -> dict:
     return out
 
 
+def prefill(llm, messages: list, **settings) -> dict:
+    """The prompt decoded through the public API, its last logits left in the context: one token is
+    sampled (that is TTFT) and not decoded."""
+    return llm.create_chat_completion(messages, max_tokens=1, temperature=0.0, **settings)["usage"]
+
+
 def child_omni(spec: dict) -> dict:
     import pyomnisift
 
@@ -287,15 +293,15 @@ def child_omni(spec: dict) -> dict:
     pipeline.batch_rows = cfg.get("batch_rows", 0)
     pipeline.reuse_identical_pairs = cfg.get("reuse_identical_pairs", True)
     stages = {"loaded": _status_kb("VmRSS")}
-    llm.prefill([{"role": "user", "content": "Hello, warm-up."}])
+    prefill(llm, [{"role": "user", "content": "Hello, warm-up."}])
     gc.collect()
     rss_loaded = stages["warm"] = _status_kb("VmRSS")
     reset_ok = _reset_peak()
     messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": spec["clip"]}},
                                              {"type": "text", "text": QUESTION}]}]
     t0 = time.perf_counter()
-    r = llm.prefill(messages, video_retention=cfg["video_retention"], audio_retention=cfg["audio_retention"],
-                    audio_selector=cfg["audio_selector"])
+    r = prefill(llm, messages, video_retention=cfg["video_retention"], audio_retention=cfg["audio_retention"],
+                audio_selector=cfg["audio_selector"])
     tok, first, digest = _argmax_last(llm.ctx, llm.n_vocab())
     ttft = (time.perf_counter() - t0) * 1e3
     peak = _status_kb("VmHWM")

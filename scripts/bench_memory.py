@@ -91,8 +91,9 @@ def child(clip: str, video_retention: float, audio_retention: float, n_ubatch: i
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")   # resets VmHWM to the current RSS
     tracemalloc.start()
-    out = llm.prefill([{"role": "user", "content": [{"type": "video_url", "video_url": {"url": clip}},
-                                                    {"type": "text", "text": "What happens?"}]}])
+    out = llm.create_chat_completion([{"role": "user", "content": [{"type": "video_url", "video_url": {"url": clip}},
+                                                                   {"type": "text", "text": "What happens?"}]}],
+                                     max_tokens=1, temperature=0.0)["usage"]
     peak = _kb("VmHWM")
     py_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

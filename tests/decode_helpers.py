@@ -1,11 +1,27 @@
 """Direct access to a pyomnisift.Llama's llama.cpp context for tests that drive decoding by hand:
-the two libomnisift decode calls and a clear that leaves no trace."""
+the two libomnisift decode calls, a clear that leaves no trace, and a prompt prefilled through the
+public API with the logits of its last position."""
 
 from __future__ import annotations
 
+import llama_cpp
 import numpy as np
 
 from pyomnisift import omnisift_cpp as C
+
+
+def prefill(llm, messages: list, **settings) -> dict:
+    """Decodes the prompt of `messages` through create_chat_completion (reusing what the context
+    holds), leaving the logits of its last position for `logits_of(llm)`: one token is sampled and not
+    decoded. Returns {"prompt_tokens": KV cells, "omnisift": usage["omnisift"]}."""
+    out = llm.create_chat_completion(messages, max_tokens=1, temperature=0.0, **settings)
+    return {"prompt_tokens": out["usage"]["prompt_tokens"], "omnisift": out["usage"]["omnisift"]}
+
+
+def logits_of(llm) -> np.ndarray:
+    """The last decoded position's logits (float32 [n_vocab])."""
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
 
 
 def clear(llm) -> None:

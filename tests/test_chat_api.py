@@ -16,7 +16,7 @@ import pytest
 
 import pyomnisift
 
-from decode_helpers import clear
+from decode_helpers import clear, logits_of
 
 MAX = 12
 
@@ -256,7 +256,7 @@ def test_cpu_repack_gives_llama_cpp_s_own_logits(tiny_q4_0):
     def logits(**kw):
         with pyomnisift.Llama(str(tiny_q4_0), n_ctx=256, n_threads=2, **kw) as m:
             m.eval(prompt)
-            return m.logits()
+            return logits_of(m)
 
     own = logits(use_extra_bufts=True)
     np.testing.assert_array_equal(logits(use_extra_bufts=False, cpu_repack=True), own)

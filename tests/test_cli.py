@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tool_clips import write_clip
+from tool_clips import write_clip, write_wav
 
 
 
@@ -127,7 +127,7 @@ def test_repl_logic_with_a_fake_model(tiny_model, clip, monkeypatch, capsys):
 
     llm, mmproj = tiny_model
     fake = FakeLlama()
-    monkeypatch.setattr(cli, "load_model", lambda args: fake)
+    monkeypatch.setattr(cli, "load_model", lambda args, progress=None: fake)
     monkeypatch.setattr(sys, "stdin", io.StringIO("first?\nsecond?\n/reset\nthird?\n"))
     rc = cli.main(["chat", "-m", str(llm), "--mmproj", str(mmproj), "--video", str(clip), "-n", "4",
                    "--temp", "0", "--seed", "7", "--stats"])
@@ -143,3 +143,90 @@ def test_repl_logic_with_a_fake_model(tiny_model, clip, monkeypatch, capsys):
     assert m2[0] == m1[0] and m2[1]["content"] == "Hello" and m2[2]["content"] == "second?"
     m3, _ = fake.calls[2]
     assert len(m3) == 1 and m3[0]["content"][0]["type"] == "video_url"     # /reset: media again
+
+
+@pytest.fixture(scope="module")
+def big_clip(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("cli") / "big.mp4", seconds=4.0, size=(448, 336))
+
+
+def test_errors_name_flags(tiny_model, big_clip, tmp_path):
+    """The command line's errors name its flags, never the Python arguments behind them."""
+    llm, mmproj = tiny_model
+    p = run("chat", "-m", llm, "--mmproj", mmproj, "--video", big_clip, "-c", "256", "-p", "hi", "-n", "2", "-t", "2")
+    one_line_error(p, "-c/--ctx-size is 256", "--fit-context", "--video-retention / --audio-retention")
+    assert "fit_context" not in p.stderr and "n_ctx" not in p.stderr
+    p = run("chat", "-m", llm, "--mmproj", mmproj, "--video", big_clip, "-c", "256", "-p", "hi", "-n", "2", "-t", "2",
+            "--fit-context", "--stats", "--temp", "0")
+    assert p.returncode == 0, p.stderr
+    prompt = int(p.stderr.split("[prompt ")[1].split()[0])
+    assert prompt + 2 <= 256
+    sound = write_wav(tmp_path / "talk.wav")
+    one_line_error(run("chat", "-m", llm, "--mmproj", mmproj, "--video", sound, "-p", "hi"),
+                   "has no video stream; pass it with --audio")
+    one_line_error(run("chat", "-m", llm, "--mmproj", mmproj, "--video-fps", "0", "-p", "hi"), "--video-fps")
+    from pyomnisift import cli
+
+    assert cli.in_flags('audio_selector="vgas" needs sift_head; video_fps must be in (0, 60]') == \
+        '--audio-selector="vgas" needs --sift-head; --video-fps must be in (0, 60]'
+    assert cli.in_flags("a --video-retention and my_video_retention") == "a --video-retention and my_video_retention"
+
+
+def test_stats_counts_tokens(tiny_model, tiny_omni, clip):
+    """--stats reports the answer's tokens, as the library counts them for the same greedy answer."""
+    llm, mmproj = tiny_model
+    p = run("chat", "-m", llm, "--mmproj", mmproj, "--video", clip, "-p", "What happens?", "-n", "7",
+            "--temp", "0", "-t", "2", "--stats")
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stderr.splitlines() if x.startswith("[prompt"))
+    n_cli = int(line.split("completion ")[1].split(",")[0])
+    tiny_omni.reset()
+    ref = tiny_omni.create_chat_completion(
+        [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": os.path.abspath(clip)}},
+                                      {"type": "text", "text": "What happens?"}]}], max_tokens=7, temperature=0.0)
+    assert n_cli == ref["usage"]["completion_tokens"]
+    assert p.stdout.rstrip("\n") == ref["choices"][0]["message"]["content"]
+
+
+def run_on_terminal(*args, timeout=300):
+    """Runs the command with stderr on a pseudo-terminal (stdout a pipe); returns (process, what
+    the terminal received)."""
+    import pty
+    import threading
+
+    exe = shutil.which("pyomnisift", path=os.path.dirname(sys.executable))
+    cmd = [exe] if exe else [sys.executable, "-m", "pyomnisift"]
+    master, slave = pty.openpty()
+    received = bytearray()
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        p = subprocess.run([*cmd, *map(str, args)], stdout=subprocess.PIPE, stderr=slave, text=True, timeout=timeout)
+    finally:
+        os.close(slave)
+        reader.join(timeout=5)
+        os.close(master)
+    return p, received.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", ["chat", "viz"])
+def test_progress_bars_for_every_stage_on_a_terminal(tiny_model, clip, tmp_path, command):
+    import re
+
+    llm, mmproj = tiny_model
+    extra = ["-p", "What happens?", "-n", "3", "--temp", "0"] if command == "chat" else ["-o", tmp_path / "k.png"]
+    p, terminal = run_on_terminal(command, "-m", llm, "--mmproj", mmproj, "--video", clip, "-t", "2", *extra)
+    assert p.returncode == 0, terminal
+    for stage in ("load", "plan", "encode", "prefill", "generate"):
+        assert re.search(rf"{stage}:\s+\d+%", terminal), (stage, terminal[-2000:])

@@ -13,7 +13,7 @@ import pytest
 from pyomnisift import _context, omnisift_cpp as C
 from pyomnisift._settings import Settings
 
-from decode_helpers import clear, decode_rows, decode_tokens
+from decode_helpers import clear, decode_rows, decode_tokens, logits_of, prefill
 
 
 class _Rows:
@@ -66,7 +66,7 @@ def _logits_after(tiny_omni, decode):
     decode_tokens(tiny_omni, [tiny_omni.token_bos() if tiny_omni.token_bos() >= 0 else 0], [0])
     decode()
     decode_tokens(tiny_omni, [42], [200], logits_last=True)
-    return tiny_omni.logits()
+    return logits_of(tiny_omni)
 
 
 def test_queue_keeps_units_whole_and_decodes_what_llama_cpp_decodes(tiny_omni):
@@ -97,13 +97,13 @@ def test_batches_span_units_and_give_the_per_unit_answer(tiny_omni, assets):
     try:
         context.batch_rows = 1          # every unit decoded on its own
         clear(tiny_omni)
-        alone = tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
-        logits_alone = tiny_omni.logits()
+        alone = prefill(tiny_omni, msgs, video_retention=0.25, audio_retention=0.5)
+        logits_alone = logits_of(tiny_omni)
     finally:
         context.batch_rows = 0
     clear(tiny_omni)
-    batched = tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
-    logits = tiny_omni.logits()
+    batched = prefill(tiny_omni, msgs, video_retention=0.25, audio_retention=0.5)
+    logits = logits_of(tiny_omni)
     a, b = alone["omnisift"], batched["omnisift"]
     n_units = 5                           # 10 s: 10 grids, two per unit
     assert a["media_batches"] >= n_units and b["media_batches"] < n_units
@@ -140,7 +140,7 @@ def test_one_crossing_per_unit_and_one_more_for_its_rows(tiny_omni, assets, monk
                                          {"type": "text", "text": "What happens?"}]}]
     seen = []
     clear(tiny_omni)
-    tiny_omni.prefill(msgs, video_retention=0.25, audio_retention=0.5, on_unit=seen.append if ask_rows else None)
+    prefill(tiny_omni, msgs, video_retention=0.25, audio_retention=0.5, on_unit=seen.append if ask_rows else None)
     n_units = 5
     calls = counting.calls
     assert calls["omnisift_context_add"] == n_units

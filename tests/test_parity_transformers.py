@@ -3,7 +3,7 @@ scripts/make_hf_tiny_omni.py, converted by llama.cpp's own converter (f32 files,
 flash attention) against the same thinker in transformers, float32, eager attention.
 
 For text, an image, audio alone, video without sound and video with its sound, the prompt goes
-through pyomnisift.Llama.prefill (chat template, our media decoding, encoders, layout, positions,
+through create_chat_completion (chat template, our media decoding, encoders, layout, positions,
 decoding) and through transformers' own processor (chat template, placeholder expansion, image
 processor, Whisper features) and get_rope_index. Checked: the same token ids, our decode positions
 equal to get_rope_index's exactly, and the last-token logits within parity.md's tolerance.
@@ -34,7 +34,7 @@ import pyomnisift  # noqa: E402
 from pyomnisift import _media, _sequence as S  # noqa: E402
 
 import hf_reference as H  # noqa: E402  (tests/ is on the path: pytest's rootdir conftest)
-from decode_helpers import clear, decode_rows, decode_tokens  # noqa: E402
+from decode_helpers import clear, decode_rows, decode_tokens, logits_of, prefill  # noqa: E402
 
 # parity.md, f32 files: max abs diff about 1e-3, cosine > 0.99999 (2e-3 as in test_audio_tower.py).
 # The floor is llama.cpp's CPU arithmetic, not the pipeline: on this model a one-token prompt through
@@ -227,12 +227,12 @@ def run_case(ours, processor, media, case: str, video_fps: float = 2.0):
     rec = Recorder(ours, processor.tokenizer)
     clear(ours)   # every case decoded whole, as on a fresh model
     try:
-        ours.prefill([{"role": "user", "content": parts}], video_fps=video_fps, on_unit=rec.on_unit)
+        prefill(ours, [{"role": "user", "content": parts}], video_fps=video_fps, on_unit=rec.on_unit)
     finally:
         rec.close()
     inputs = H.build_inputs(processor, [{"role": "user", "content": hf_parts}], **kw)
     inputs["our_calls"] = rec.calls
-    return np.array(rec.ids), rec.positions, ours.logits(), inputs
+    return np.array(rec.ids), rec.positions, logits_of(ours), inputs
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -434,7 +434,7 @@ def replay(ours, calls, split: bool) -> np.ndarray:
                 continue
             for idx in _lex_pieces(pos) if split else [np.arange(pos.shape[1])]:
                 decode_rows(ours, data[idx], pos[:, idx])
-        return ours.logits()
+        return logits_of(ours)
     finally:
         clear(ours)
 
@@ -483,12 +483,12 @@ def test_compressed_decode_matches_reference_on_kept_rows(ours, processor, media
     rec = Recorder(ours, processor.tokenizer)
     clear(ours)
     try:
-        out = ours.prefill([{"role": "user", "content": [_openai_part("video", media["video"]),
+        out = prefill(ours, [{"role": "user", "content": [_openai_part("video", media["video"]),
                                                          {"type": "text", "text": QUESTION}]}],
                            video_retention=video_retention, on_unit=rec.on_unit)
     finally:
         rec.close()
-    ours_logits = ours.logits()
+    ours_logits = logits_of(ours)
     st = out["omnisift"]["video"]
     assert st["tokens_kept"] < 0.4 * st["tokens_in"]
     positions = rec.positions

@@ -4,6 +4,7 @@ pyomnisift.sift on the whole sequence, and on bad input."""
 from __future__ import annotations
 
 import base64
+import functools
 import ctypes
 import fractions
 
@@ -16,7 +17,7 @@ import pyomnisift
 from pyomnisift import _media, _sequence as S
 from pyomnisift._errors import ModelFileError
 
-from decode_helpers import clear, collect_units, decode_rows, decode_tokens
+from decode_helpers import clear, collect_units, decode_rows, decode_tokens, logits_of, prefill
 
 OFF = dict(video_retention=1.0, audio_retention=1.0, image_retention=1.0)
 
@@ -99,12 +100,12 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
     arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bm)
     try:
-        assert mtmd.mtmd_tokenize(omni.chat_handler.vision._ctx, chunks, ctypes.byref(inp), arr, 1) == 0
+        assert mtmd.mtmd_tokenize(omni.chat_handler.vision.ptr, chunks, ctypes.byref(inp), arr, 1) == 0
         clear(omni)
         new_n_past = llama_cpp.llama_pos(0)
-        assert mtmd.mtmd_helper_eval_chunks(omni.chat_handler.vision._ctx, lctx, chunks, 0, 0, 1024, True,
+        assert mtmd.mtmd_helper_eval_chunks(omni.chat_handler.vision.ptr, lctx, chunks, 0, 0, 1024, True,
                                             ctypes.byref(new_n_past)) == 0
-        ref = omni.logits()
+        ref = logits_of(omni)
 
         # Ours: the same chunks, text through omnisift_decode_tokens, the image through our encoder
         # at the positions of our sequence layout.
@@ -125,7 +126,7 @@ def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
                 decode_rows(omni, rows, block.positions)
                 pos = S.end_position([block], pos)
         assert pos == new_n_past.value  # the same position bookkeeping as mtmd
-        ours = omni.logits()
+        ours = logits_of(omni)
     finally:
         mtmd.mtmd_input_chunks_free(chunks)
         mtmd.mtmd_bitmap_free(bm)
@@ -140,8 +141,8 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
     audio, positions are contiguous, and the result is llama.cpp's own path, logit for logit."""
     llm_path, mmproj = tiny_audio_model
     with pyomnisift.Llama(str(llm_path), str(mmproj), n_ctx=2048, n_threads=2, **OFF) as m:
-        out = m.prefill(user(audio_part(assets["test-2.mp3"]), text("Transcribe.")))
-        ours = m.logits()
+        out = prefill(m, user(audio_part(assets["test-2.mp3"]), text("Transcribe.")))
+        ours = logits_of(m)
         assert out["omnisift"]["audio"]["tokens_in"] == 750  # one padded 30-s window, as mtmd makes it
         assert out["omnisift"]["audio"]["padding_avoided"] == 0
         assert m.n_tokens == out["prompt_tokens"]  # contiguous positions: one per KV cell
@@ -152,13 +153,13 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
         chunks = mtmd.mtmd_input_chunks_init()
         try:
             inp = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
-            assert mtmd.mtmd_tokenize(m.chat_handler.vision._ctx, chunks, ctypes.byref(inp),
+            assert mtmd.mtmd_tokenize(m.chat_handler.vision.ptr, chunks, ctypes.byref(inp),
                                       (mtmd.mtmd_bitmap_p_ctypes * 1)(bm), 1) == 0
             clear(m)
             n_past = llama_cpp.llama_pos(0)
-            assert mtmd.mtmd_helper_eval_chunks(m.chat_handler.vision._ctx, m.ctx, chunks, 0, 0, 1024, True,
+            assert mtmd.mtmd_helper_eval_chunks(m.chat_handler.vision.ptr, m.ctx, chunks, 0, 0, 1024, True,
                                                 ctypes.byref(n_past)) == 0
-            ref = m.logits()
+            ref = logits_of(m)
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bm)
@@ -176,7 +177,7 @@ def test_decoded_rows_are_what_sift_keeps(omni, assets, video_ret, audio_ret, se
     sequence at once, and the counts follow the drop rule."""
     clear(omni)
     out, (rows, modality, positions, keep) = collect_units(
-        omni.prefill, user(video(assets["test-3.mp4"]), text("What happens?")),
+        functools.partial(prefill, omni), user(video(assets["test-3.mp4"]), text("What happens?")),
         video_retention=video_ret, audio_retention=audio_ret, audio_selector=selector)
     mask = pyomnisift.sift(rows, modality, positions, video_retention=video_ret, audio_retention=audio_ret,
                            audio_selector=selector, engine=omni.chat_handler.engine)
@@ -188,7 +189,7 @@ def test_decoded_rows_are_what_sift_keeps(omni, assets, video_ret, audio_ret, se
     assert st["video"]["tokens_kept"] == 10 * (338 - int(338 * (1 - video_ret) + 1e-9))
     assert st["audio"]["tokens_kept"] == int((modality[mask] == S.MODALITY_AUDIO).sum())
     assert st["media_cells_decoded"] == mask.sum() + 4   # + vision/audio bos and eos
-    n_text = omni.prefill(user(text("What happens?")))["prompt_tokens"]
+    n_text = prefill(omni, user(text("What happens?")))["prompt_tokens"]
     assert out["prompt_tokens"] == mask.sum() + n_text + 4
     assert st["audio"]["padding_avoided"] == 750 - 251
 
@@ -200,7 +201,7 @@ def test_units_pair_grids_as_sift_does_at_any_fps(omni, assets, fps):
     compression equals sift on the whole sequence."""
     clear(omni)
     out, (rows, modality, positions, keep) = collect_units(
-        omni.prefill, user(video(assets["test-3.mp4"]), text("What happens?")),
+        functools.partial(prefill, omni), user(video(assets["test-3.mp4"]), text("What happens?")),
         video_retention=0.3, audio_retention=0.5, video_fps=fps)
     n_grids = len(np.unique(positions[0, modality == S.MODALITY_VIDEO]))
     assert n_grids == int(10 * fps) // 2
@@ -214,14 +215,14 @@ def test_units_pair_grids_as_sift_does_at_any_fps(omni, assets, fps):
 def test_compression_shrinks_the_prompt_and_changes_logits(omni, assets):
     msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
     clear(omni)
-    full = omni.prefill(msgs)
-    full_logits = omni.logits()
-    small = omni.prefill(msgs, video_retention=0.25, audio_retention=0.5)
+    full = prefill(omni, msgs)
+    full_logits = logits_of(omni)
+    small = prefill(omni, msgs, video_retention=0.25, audio_retention=0.5)
     assert small["prompt_tokens"] < 0.3 * full["prompt_tokens"]
     assert small["omnisift"]["media_reused"] == 0    # other settings, other rows: encoded again
-    assert not np.allclose(omni.logits(), full_logits)
-    again = omni.prefill(msgs)  # and back: nothing of the previous request leaks
-    np.testing.assert_array_equal(omni.logits(), full_logits)
+    assert not np.allclose(logits_of(omni), full_logits)
+    again = prefill(omni, msgs)  # and back: nothing of the previous request leaks
+    np.testing.assert_array_equal(logits_of(omni), full_logits)
     assert again["prompt_tokens"] == full["prompt_tokens"]
     assert {k: again["omnisift"][k] for k in ("video", "audio")} == {k: full["omnisift"][k] for k in ("video", "audio")}
 
@@ -247,8 +248,8 @@ def test_chat_completion_shape(omni, assets):
 
 def reference_logits(omni):
     clear(omni)   # as on a fresh model
-    omni.prefill(user(text("Hello")))
-    return omni.logits()
+    prefill(omni, user(text("Hello")))
+    return logits_of(omni)
 
 
 def test_not_media_file(omni, tmp_path):
@@ -256,22 +257,22 @@ def test_not_media_file(omni, tmp_path):
     bogus = tmp_path / "clip.mp4"
     bogus.write_bytes(b"this is not a video" * 100)
     with pytest.raises(ModelFileError, match="clip.mp4"):
-        omni.prefill(user(video(bogus), text("?")))
+        prefill(omni, user(video(bogus), text("?")))
     np.testing.assert_array_equal(reference_logits(omni), before)
 
 
 def test_missing_file_and_remote_url(omni, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
-        omni.prefill(user(image(tmp_path / "nope.png"), text("?")))
+        prefill(omni, user(image(tmp_path / "nope.png"), text("?")))
     with pytest.raises(ValueError, match="network"):
-        omni.prefill(user(image("https://example.com/a.png"), text("?")))
+        prefill(omni, user(image("https://example.com/a.png"), text("?")))
     with pytest.raises(ValueError, match="unsupported content part"):
-        omni.prefill(user({"type": "file", "file": {}}, text("?")))
+        prefill(omni, user({"type": "file", "file": {}}, text("?")))
 
 
 def test_video_without_audio_track(omni, tmp_path):
     clip = write_video(tmp_path / "silent.mp4", 4.0, with_audio=False)
-    st = omni.prefill(user(video(clip), text("?")))["omnisift"]
+    st = prefill(omni, user(video(clip), text("?")))["omnisift"]
     assert st["audio"]["tokens_in"] == 0
     # 4 s -> 8 frames -> 4 grids; 112x84 is upscaled to the processor's minimum of 128 * 28 * 28
     # pixels: 392x280, a grid of 14 x 10 merged tokens
@@ -280,7 +281,7 @@ def test_video_without_audio_track(omni, tmp_path):
 
 def test_video_with_audio_track(omni, tmp_path):
     clip = write_video(tmp_path / "tone.mp4", 4.0)
-    st = omni.prefill(user(video(clip), text("?")))["omnisift"]
+    st = prefill(omni, user(video(clip), text("?")))["omnisift"]
     assert st["video"]["tokens_in"] == 4 * 14 * 10 and 98 <= st["audio"]["tokens_in"] <= 102
 
 
@@ -288,7 +289,7 @@ def test_low_fps_prunes_all_the_audio(omni, tmp_path):
     """Regression: at video_fps=1 grids were timed as if sampled at 2 fps, so the audio of the later
     seconds fell into chunks without video and was never pruned (101 of 151 kept at 0.5)."""
     clip = write_video(tmp_path / "six.mp4", 6.0)
-    st = omni.prefill(user(video(clip), text("?")), video_fps=1.0, video_retention=0.5, audio_retention=0.5)["omnisift"]
+    st = prefill(omni, user(video(clip), text("?")), video_fps=1.0, video_retention=0.5, audio_retention=0.5)["omnisift"]
     n = st["audio"]["tokens_in"]
     assert 148 <= n <= 152
     # two units: grids 0-1 with the audio of seconds 0-4, grid 2 with the rest; each keeps half
@@ -312,7 +313,7 @@ def test_static_frames_are_encoded_once(omni, tmp_path):
             c.mux(p)
     msgs = user(video(path), text("?"))
     clear(omni)
-    st = omni.prefill(msgs, video_retention=0.5)["omnisift"]
+    st = prefill(omni, msgs, video_retention=0.5)["omnisift"]
     assert st["encoder_calls"]["vision"] == 1 and st["frame_pairs_reused"] == 5   # 6 s at 2 fps: 6 pairs, 1 encoded
     # what encoding any of the six pairs gives, through libmtmd from Python (not the C context)
     from pyomnisift import _media
@@ -320,7 +321,7 @@ def test_static_frames_are_encoded_once(omni, tmp_path):
     frames = list(_media.iter_video_frames(str(path), info=_media.probe_video(str(path), 2.0)))
     expected = omni.chat_handler.vision.encode(frames[:2])[0]
     clear(omni)
-    _, (rows, modality, _, _) = collect_units(omni.prefill, msgs, video_retention=0.5)
+    _, (rows, modality, _, _) = collect_units(functools.partial(prefill, omni), msgs, video_retention=0.5)
     for g in range(6):
         np.testing.assert_array_equal(rows[modality == S.MODALITY_VIDEO][g * len(expected):(g + 1) * len(expected)], expected)
 
@@ -333,13 +334,13 @@ def test_audio_shorter_than_a_token(omni, tmp_path):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes(np.zeros(320, np.int16).tobytes())  # 20 ms
     with pytest.raises(ValueError, match="shorter than one audio token"):
-        omni.prefill(user(audio_part(path), text("?")))
+        prefill(omni, user(audio_part(path), text("?")))
 
 
 def test_too_short_video(omni, tmp_path):
     clip = write_video(tmp_path / "one-frame.mp4", 0.1, with_audio=False)
     with pytest.raises(ModelFileError, match="one-frame.mp4"):
-        omni.prefill(user(video(clip), text("?")))
+        prefill(omni, user(video(clip), text("?")))
 
 
 def test_prompt_longer_than_context(tiny_model, assets):
@@ -347,9 +348,9 @@ def test_prompt_longer_than_context(tiny_model, assets):
     with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2, **OFF) as small:
         msgs = user(video(assets["test-3.mp4"]), text("?"))
         with pytest.raises(ValueError, match=r"needs \d+ tokens.*n_ctx is 1024.*retention of about 0\.\d\d"):
-            small.prefill(msgs)
+            prefill(small, msgs)
         # the suggested retention does fit, and the context was left usable
-        out = small.prefill(msgs, video_retention=0.2, audio_retention=0.2)
+        out = prefill(small, msgs, video_retention=0.2, audio_retention=0.2)
         assert out["prompt_tokens"] < 1024
 
 
@@ -379,8 +380,8 @@ def test_mmproj_without_audio(tiny_model, assets, tmp_path):
     writer.close()
     with pyomnisift.Llama(str(llm), str(out), n_ctx=2048, n_threads=2) as vision_only:
         with pytest.raises(ValueError, match="no audio tower"):
-            vision_only.prefill(user(audio_part(assets["test-2.mp3"]), text("?")))
-        vision_only.prefill(user(image(assets["test-1.jpeg"]), text("?")))  # still usable
+            prefill(vision_only, user(audio_part(assets["test-2.mp3"]), text("?")))
+        prefill(vision_only, user(image(assets["test-1.jpeg"]), text("?")))  # still usable
 
 
 def test_learned_head_end_to_end(tiny_model, assets, tmp_path):
@@ -396,7 +397,7 @@ def test_learned_head_end_to_end(tiny_model, assets, tmp_path):
     convert_sift_head.convert(head_pt, tmp_path / "head.gguf")
     with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, audio_selector="vgas",
                           sift_head=str(tmp_path / "head.gguf"), video_retention=0.3, audio_retention=0.4) as m:
-        out, (rows, modality, positions, keep) = collect_units(m.prefill, user(video(assets["test-3.mp4"]), text("?")))
+        out, (rows, modality, positions, keep) = collect_units(functools.partial(prefill, m), user(video(assets["test-3.mp4"]), text("?")))
         st = out["omnisift"]
         assert st["audio"]["tokens_kept"] < st["audio"]["tokens_in"] == 251
         mask = pyomnisift.sift(rows, modality, positions, video_retention=0.3, audio_retention=0.4,

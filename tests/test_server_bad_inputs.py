@@ -76,12 +76,16 @@ class _SilentLlama:
 
     def _stream(self, should_stop):
         base = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
-        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
         start = time.time()
-        while not should_stop() and time.time() - start < 60:     # tokens that yield nothing
-            time.sleep(0.005)
-            self.tokens += 1
-        self.stopped.append(time.time() - start)
+        try:
+            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            while not should_stop() and time.time() - start < 60:     # tokens that yield nothing
+                time.sleep(0.005)
+                self.tokens += 1
+        finally:
+            # The server may also stop it by closing the generator while it is suspended at the
+            # first chunk (the waiting request seen right after that chunk was sent): stopped too.
+            self.stopped.append(time.time() - start)
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
 
     def close(self):

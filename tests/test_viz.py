@@ -50,16 +50,26 @@ def synthetic_records(info, n_grids, seed=0):
     return recs
 
 
-def check_dimming(result, frame_ok=lambda v: v > 200, dim_ok=lambda v: v < 90):
-    px = np.asarray(result.image.convert("L"))
+def patch_pixels(result, g, r, c, f, px):
+    """The pixels of patch (r, c) of grid g in frame f, less a 3-pixel border (bilinear edges)."""
+    gh, gw = result.grids[g].shape
+    x0, y0 = result.cells[g]
+    tw, th = result.thumb
+    x0 += f * (tw + result.gap)
+    xa, xb = int(x0 + c * tw / gw) + 3, int(x0 + (c + 1) * tw / gw) - 3
+    ya, yb = int(y0 + r * th / gh) + 3, int(y0 + (r + 1) * th / gh) - 3
+    return px[ya:yb, xa:xb].reshape(-1, 3).astype(int)
+
+
+def check_dimming(result, frame_ok=lambda p: p.mean() > 200, dim_ok=lambda p: p.mean() < 100):
+    px = np.asarray(result.image.convert("RGB"))
     for g in result.shown:
         mask = result.grids[g]
         for r in range(mask.shape[0]):
             for c in range(mask.shape[1]):
                 for f in (0, 1):
-                    x, y = result.patch_center(g, r, c, f)
-                    v = px[y, x]
-                    assert (frame_ok(v) if mask[r, c] else dim_ok(v)), (g, r, c, f, v, mask[r, c])
+                    p = patch_pixels(result, g, r, c, f, px)
+                    assert (frame_ok(p) if mask[r, c] else dim_ok(p)), (g, r, c, f, p.mean(), mask[r, c])
 
 
 def test_render_size_and_dimmed_patches_match_the_mask(white_clip):
@@ -75,7 +85,7 @@ def test_render_size_and_dimmed_patches_match_the_mask(white_clip):
     cols = min(4, n_grids)
     rows = -(-n_grids // cols)
     assert result.image.size == (max(20 + cols * (2 * tw + 4) + (cols - 1) * 10, 640),
-                                 10 + 22 + rows * (16 + th + 10) + 124 + 16 + 10)
+                                 10 + 40 + rows * (16 + th + 10) + 124 + 16 + 10)
     for g in range(n_grids):
         want = np.concatenate([r.keep[(r.modality == 1) & (r.source_index == g)] for r in recs])
         np.testing.assert_array_equal(result.grids[g].reshape(-1), want)
@@ -90,6 +100,42 @@ def test_render_samples_at_most_max_pairs(white_clip, tmp_path):
     info = _media.probe_video(clip, 2.0)
     result = viz.render(clip, "video", synthetic_records(info, info.n_sampled // 2), max_pairs=3)
     assert len(result.shown) == 3 and result.shown[0] == 0 and result.shown[-1] == info.n_sampled // 2 - 1
+    assert f"3 of {info.n_sampled // 2} pairs shown" in result.title
+    everything = viz.render(clip, "video", synthetic_records(info, info.n_sampled // 2), max_pairs=16)
+    assert len(everything.shown) == info.n_sampled // 2 and "pairs shown" not in everything.title
+
+
+def test_pruned_patches_stay_visible_on_a_dark_clip(tmp_path):
+    """On a black clip, darkening alone would leave pruned and kept patches equally black: every
+    pruned patch carries the hatch's bright lines, no kept patch has any."""
+    clip = write_clip(tmp_path / "dark.mp4", seconds=2.0, color=(0, 0, 0))
+    info = _media.probe_video(clip, 2.0)
+    result = viz.render(clip, "video", synthetic_records(info, info.n_sampled // 2, seed=3))
+    px = np.asarray(result.image.convert("RGB"))
+    n_pruned = 0
+    for g in result.shown:
+        mask = result.grids[g]
+        for (r, c), kept in np.ndenumerate(mask):
+            for f in (0, 1):
+                p = patch_pixels(result, g, r, c, f, px)
+                bright = (p.max(axis=1) > 150).mean()
+                if kept:
+                    assert p.max() < 40, (g, r, c, f)            # the black frame itself
+                else:
+                    n_pruned += 1
+                    assert 0.1 < bright < 0.4, (g, r, c, f, bright)   # the hatch, one pixel in five
+    assert n_pruned > 0
+
+
+def test_the_legend_shows_each_mark(white_clip):
+    """The legend (under the title) holds a kept and a pruned patch and a kept and a pruned audio
+    token, drawn as the picture draws them."""
+    info = _media.probe_video(white_clip, 2.0)
+    result = viz.render(white_clip, "video", synthetic_records(info, info.n_sampled // 2))
+    band = np.asarray(result.image.convert("RGB"))[10 + 18:10 + 30].reshape(-1, 3)
+    colours = {tuple(c) for c in band}
+    assert viz.HATCH in colours and viz.KEPT_AUDIO in colours and viz.PRUNED_AUDIO in colours
+    assert (150, 150, 150) in colours and (33, 33, 33) in colours   # a grey patch kept and dimmed
 
 
 @needs_on_unit

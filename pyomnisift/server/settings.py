@@ -10,6 +10,8 @@ from llama_cpp.server.settings import ServerSettings as _LlamaServerSettings
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from .._settings import AUDIO_SELECTORS, RETENTION_MAX, RETENTION_MIN
+
 
 class ModelSettings(BaseSettings):
     """What pyomnisift.Llama is loaded with."""
@@ -24,13 +26,13 @@ class ModelSettings(BaseSettings):
     n_batch: int = Field(default=1024, ge=1, description="The batch size.")
     flash_attn: bool = Field(default=False, description="Whether to use flash attention.")
     seed: Optional[int] = Field(default=None, description="Default sampling seed.")
-    video_retention: Optional[float] = Field(default=None, ge=0.0, le=1.0,
+    video_retention: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,
                                              description="Default fraction of video tokens kept (library default 0.33).")
-    audio_retention: Optional[float] = Field(default=None, ge=0.0, le=1.0,
+    audio_retention: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,
                                              description="Default fraction of audio tokens kept (library default 0.6).")
-    image_retention: Optional[float] = Field(default=None, ge=0.0, le=1.0,
+    image_retention: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,
                                              description="Default fraction of image tokens kept (1.0).")
-    audio_selector: Optional[Literal["anchor", "vgas", "random", "none"]] = Field(
+    audio_selector: Optional[Literal[tuple(AUDIO_SELECTORS)]] = Field(
         default=None, description="Default audio selector (anchor; vgas needs sift_head).")
     sift_head: Optional[str] = Field(default=None, description="The learned selector head GGUF (pyomnisift convert-head).")
     video_fps: float = Field(default=2.0, gt=0, description="Frames sampled per second of video.")

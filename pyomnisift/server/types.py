@@ -8,6 +8,8 @@ from typing import Annotated, List, Literal, Optional, Union
 from llama_cpp.server.types import CreateChatCompletionRequest
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._settings import AUDIO_SELECTORS, RETENTION_MAX, RETENTION_MIN
+
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -52,7 +54,7 @@ class OmniMessage(BaseModel):
     content: Union[str, List[ContentPart], None] = None
 
 
-Retention = Optional[Annotated[float, Field(ge=0.0, le=1.0)]]
+Retention = Optional[Annotated[float, Field(ge=RETENTION_MIN, le=RETENTION_MAX)]]
 
 
 class OmniChatCompletionRequest(CreateChatCompletionRequest):
@@ -64,7 +66,7 @@ class OmniChatCompletionRequest(CreateChatCompletionRequest):
     video_retention: Retention = Field(default=None, description="Fraction of each frame grid's tokens kept.")
     audio_retention: Retention = Field(default=None, description="Fraction of each 2-s chunk's audio tokens kept.")
     image_retention: Retention = Field(default=None, description="Fraction of an image's tokens kept.")
-    audio_selector: Optional[Literal["anchor", "vgas", "random", "none"]] = Field(default=None)
+    audio_selector: Optional[Literal[tuple(AUDIO_SELECTORS)]] = Field(default=None)
     fit_context: Optional[bool] = Field(default=None, description="Lower the retentions to fit n_ctx.")
 
 

@@ -7,6 +7,7 @@
 #include "ggml.h"
 #include "gguf.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -151,6 +152,34 @@ int main() {
     CHECK(omnisift_head_load(eng, "/nonexistent/head.gguf") == nullptr);
     CHECK(std::strstr(omnisift_last_error(), "cannot open") != nullptr);
     CHECK(omnisift_head_load(nullptr, "x") == nullptr);
+
+    // The rules bindings read: selector names in enum order, the retention range, the chunks.
+    CHECK(std::strcmp(omnisift_audio_selector_name(OMNISIFT_AUDIO_SELECTOR_NONE), "none") == 0);
+    CHECK(std::strcmp(omnisift_audio_selector_name(OMNISIFT_AUDIO_SELECTOR_ANCHOR), "anchor") == 0);
+    CHECK(std::strcmp(omnisift_audio_selector_name(OMNISIFT_AUDIO_SELECTOR_VGAS), "vgas") == 0);
+    CHECK(std::strcmp(omnisift_audio_selector_name(OMNISIFT_AUDIO_SELECTOR_RANDOM), "random") == 0);
+    CHECK(omnisift_audio_selector_name(4) == nullptr && omnisift_audio_selector_name(-1) == nullptr);
+    double lo = -1, hi = -1;
+    omnisift_retention_range(&lo, &hi);
+    CHECK(lo == 0.0 && hi == 1.0);
+    {
+        // text, audio before the first grid, grids at t 10, 20, 30 (chunks 0, 0, 1), audio at t 10..35
+        std::vector<int32_t> cm = {0, 2, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3};
+        std::vector<int32_t> ct = {0, 5, 10, 10, 20, 20, 30, 30, 10, 29, 35, 40};
+        const int64_t cn = (int64_t) cm.size();
+        std::vector<int32_t> cpos(3 * cn, 0);
+        std::copy(ct.begin(), ct.end(), cpos.begin());
+        std::vector<int64_t> chunk(cn, 99);
+        CHECK(omnisift_sift_chunks(cm.data(), cpos.data(), cn, chunk.data()) == 2);
+        const int64_t want_chunk[] = {-1, -1, 0, 0, 0, 0, 1, 1, 0, 0, 1, -1};
+        for (int64_t i = 0; i < cn; ++i) CHECK(chunk[i] == want_chunk[i]);
+        cm[3] = 7;
+        std::vector<int64_t> same(cn, 99);
+        CHECK(omnisift_sift_chunks(cm.data(), cpos.data(), cn, same.data()) == OMNISIFT_ERR_ARGUMENT);
+        CHECK(same == std::vector<int64_t>(cn, 99));
+        CHECK(omnisift_sift_chunks(cm.data(), cpos.data(), cn, nullptr) == OMNISIFT_ERR_ARGUMENT);
+        CHECK(omnisift_sift_chunks(nullptr, nullptr, 0, nullptr) == 0);
+    }
 
     omnisift_engine_free(eng);
     return test_result("test_sift");

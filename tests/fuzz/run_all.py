@@ -6,7 +6,7 @@ with a fixed libFuzzer seed, and reports executions and findings per harness; ex
 
 Reproducible: `-seed` is fixed and the seed corpus generated; each harness stops at --runs
 executions (or --seconds, a cap for slow machines). Crash inputs land in --artifacts; replay one
-with `python tests/fuzz/fuzz_X.py ARTIFACT`.
+with `PYTHONPATH=scripts python tests/fuzz/fuzz_X.py ARTIFACT` (run_all.py sets that path for its children).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The development generators the harnesses seed from (make_tiny_head), as pytest's `pythonpath`.
+SCRIPTS = HERE.parent.parent / "scripts"
 # harness: executions in the bounded run (10-30 s each on a shared 2-core machine; --seconds caps each)
 HARNESSES = {"fuzz_sift": 300000, "fuzz_audio": 20000, "fuzz_head": 100000, "fuzz_media": 8000, "fuzz_request": 300000}
 
@@ -34,7 +36,8 @@ def run_one(name, runs, seconds, corpus, artifacts, seed):
     if runs:
         cmd.insert(2, f"-runs={runs}")
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, errors="replace",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, errors="replace",
                           timeout=seconds + 600)
     log = proc.stdout + proc.stderr
     m = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log) or re.findall(r"Done (\d+) runs", log)
