@@ -31,8 +31,9 @@ llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=2)  #
 done = []
 
 def progress(stage, n, total):
-    done.append(n)
-    print(json.dumps({"unit": n, "total": total}), flush=True)
+    if stage == "encode":
+        done.append(n)
+        print(json.dumps({"unit": n, "total": total}), flush=True)
 
 try:
     ask(progress=progress)
