@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from . import _media, _mel_stream, _sequence as S
-from . import omnisift_cpp as C
+from ._audio import window_rows
 from ._errors import ModelFileError
 from ._plan import AUDIO_BLOCK, MediaSegment
 from ._sift import chunks as sift_chunks
@@ -79,6 +79,8 @@ class AudioFeed:
         if self.mel:
             blocks = _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK), depth=4)
             self._steps = _mel_stream.iter_window_features(blocks, seg.probe.audio_plan)
+            # rows of the stream once window w is encoded (the C rule, asked once per item, not per unit)
+            self._ends = window_rows(seg.probe.audio_plan.n_samples)[:, 1]
         else:
             self._rows = np.ascontiguousarray(seg.probe.audio_rows, dtype=np.float32)
 
@@ -90,17 +92,18 @@ class AudioFeed:
             return out
         parts = []
         while self.given < end:
-            _, features = next(self._steps)
+            first, features = next(self._steps)
             parts.append(features)
-            self.given += int(C.omnisift_audio_n_tokens(len(features)))
+            if first < len(self._ends):   # else a last window of 1 or 2 frames, which has no row
+                self.given = int(self._ends[first])
         return np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0], dtype=np.float32)
 
     def finish(self) -> None:
         """Runs the stream to its end (at most a last window of 1 or 2 frames, which has no row),
         where pass 2 is checked against the plan."""
         if self.mel:
-            for _, features in self._steps:
-                if C.omnisift_audio_n_tokens(len(features)):
+            for first, _ in self._steps:
+                if first < len(self._ends):
                     raise RuntimeError("audio rows left over after the item's last unit")
 
     def close(self) -> None:

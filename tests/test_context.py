@@ -112,44 +112,55 @@ def test_batches_span_units_and_give_the_per_unit_answer(tiny_omni, assets):
     np.testing.assert_allclose(logits, logits_alone, atol=1e-3 * np.ptp(logits_alone))
 
 
-class _Counting:
-    """omnisift_cpp as _context sees it, counting the calls into libomnisift by name."""
+def _crossings(llm, clip, ask_rows: bool) -> tuple:
+    """(calls into libmtmd-free libomnisift by name, units) while llm answers about clip: every
+    function of omnisift_cpp is wrapped, whoever calls it."""
+    import collections
 
-    def __init__(self):
-        self.calls: dict = {}
+    calls: collections.Counter = collections.Counter()
+    originals = {n: getattr(C, n) for n in dir(C) if n.startswith("omnisift_") and callable(getattr(C, n))
+                 and not isinstance(getattr(C, n), type)}
 
-    def __getattr__(self, name):
-        attr = getattr(C, name)
-        if not (name.startswith("omnisift_") and callable(attr)) or isinstance(attr, type):
-            return attr
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
 
-        def counted(*args, **kwargs):
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return attr(*args, **kwargs)
-
-        return counted
+    seen = []
+    msgs = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": str(clip)}},
+                                         {"type": "text", "text": "What happens?"}]}]
+    clear(llm)
+    try:
+        for n, fn in originals.items():
+            setattr(C, n, counting(n, fn))
+        st = prefill(llm, msgs, video_retention=0.25, audio_retention=0.5,
+                     on_unit=seen.append if ask_rows else None)
+    finally:
+        for n, fn in originals.items():
+            setattr(C, n, fn)
+    assert st["omnisift"]["media_cells_decoded"] > 0
+    return calls, len(seen)
 
 
 @pytest.mark.parametrize("ask_rows", [False, True])
-def test_one_crossing_per_unit_and_one_more_for_its_rows(tiny_omni, assets, monkeypatch, ask_rows):
+def test_one_crossing_per_unit_and_one_more_for_its_rows(tiny_omni, tmp_path, ask_rows):
     """Each unit is one omnisift_context_add (frames and audio features in, nothing back but the
-    mask); its rows cross back only when on_unit asks for them."""
-    counting = _Counting()
-    monkeypatch.setattr(_context, "C", counting)
-    msgs = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": str(assets["test-3.mp4"])}},
-                                         {"type": "text", "text": "What happens?"}]}]
-    seen = []
-    clear(tiny_omni)
-    prefill(tiny_omni, msgs, video_retention=0.25, audio_retention=0.5, on_unit=seen.append if ask_rows else None)
-    n_units = 5
-    calls = counting.calls
-    assert calls["omnisift_context_add"] == n_units
-    assert calls.get("omnisift_context_unit_rows", 0) == (n_units if ask_rows else 0)
-    # per request: init, begin, end, stats, free and the item's open / close tokens
-    per_request = sum(calls.values()) - calls["omnisift_context_add"] - calls.get("omnisift_context_unit_rows", 0)
-    assert per_request <= 8, calls
+    mask); its rows cross back only when on_unit asks for them. Counted over every call into
+    libomnisift from anywhere (planning included): a clip twice as long (twice the units) costs one
+    call more per unit, two when the rows are asked for."""
+    from media_clips import write_clip
+
+    short = write_clip(tmp_path / "10s.mp4", 20, fps=2, size=(112, 84), audio_seconds=10)
+    long = write_clip(tmp_path / "20s.mp4", 40, fps=2, size=(112, 84), audio_seconds=20)
+    c10, seen10 = _crossings(tiny_omni, short, ask_rows)
+    c20, seen20 = _crossings(tiny_omni, long, ask_rows)
+    assert (c10["omnisift_context_add"], c20["omnisift_context_add"]) == (5, 10)
+    assert c20.get("omnisift_context_unit_rows", 0) == (10 if ask_rows else 0)
+    per_unit = (sum(c20.values()) - sum(c10.values())) / 5
+    assert per_unit == (2 if ask_rows else 1), (c10, c20)
     if ask_rows:
-        assert len(seen) == n_units and all(u.rows.shape == (len(u.keep), tiny_omni.n_embd()) for u in seen)
+        assert seen20 == 10
 
 
 def test_bad_unit_leaves_queue_and_mask_untouched(tiny_omni):
