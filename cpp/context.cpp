@@ -123,7 +123,7 @@ struct omnisift_context {
         const auto t0 = clock_type::now();
         try {
             stats.n_decode_calls += omnisift::decode_rows(lctx, q_embd.data(), n, n_embd, pos.data(),
-                                                          params.seq_id, logits_last);
+                                                          params.seq_id, logits_last, &stats.bytes_host_copied);
         } catch (...) {
             clear_queue();
             throw;
@@ -184,9 +184,18 @@ struct omnisift_context {
         // A unit is never split across flushes unless it alone exceeds max_rows: decode what is
         // queued first when this unit's kept rows would not fit beside it.
         if (n_queued() > 0 && n_queued() + n_kept > params.max_rows) flush(false);
+        // Kept rows are queued in decode order (stable by t, as omnisift_decode_embd orders them), so
+        // that a flush decodes them where they are instead of copying them again into batches. The
+        // decode is the same: a stable sort of units sorted one by one orders the queue as before.
+        std::vector<int64_t> order;
+        order.reserve(n_kept);
+        for (int64_t i = 0; i < n; ++i) if (kept[i]) order.push_back(i);
+        if (u.renumber_from < 0) {
+            std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return u.pos[a] < u.pos[b]; });
+        }
+        stats.bytes_host_copied += n_kept * n_embd * (int64_t) sizeof(float);
         int32_t next = u.renumber_from;
-        for (int64_t i = 0; i < n; ++i) {
-            if (!kept[i]) continue;
+        for (int64_t i : order) {
             q_embd.insert(q_embd.end(), unit.data() + i * n_embd, unit.data() + (i + 1) * n_embd);
             if (u.renumber_from >= 0) {   // ordinary RoPE: kept rows take consecutive positions
                 q_t.push_back(next);

@@ -31,6 +31,8 @@ struct batch_storage {
     std::vector<llama_seq_id*> seq_id;
     std::vector<int8_t>       logits;
 
+    const float *             embd_in_place = nullptr;   // rows used where they are, instead of embd
+
     llama_batch view(int32_t n, llama_seq_id sid, bool want_last) {
         n_seq_id.assign(n, 1);
         seq_id_val.assign(n, sid);
@@ -41,7 +43,8 @@ struct batch_storage {
         llama_batch b = {};
         b.n_tokens = n;
         b.token = token.empty() ? nullptr : token.data();
-        b.embd = embd.empty() ? nullptr : embd.data();
+        // llama_decode only reads the rows.
+        b.embd = embd_in_place ? const_cast<float *>(embd_in_place) : embd.empty() ? nullptr : embd.data();
         b.pos = pos.data();
         b.n_seq_id = n_seq_id.data();
         b.seq_id = seq_id.data();
@@ -84,7 +87,7 @@ int64_t decode_batches(llama_context * lctx, llama_seq_id seq_id, int64_t n, Cut
 namespace omnisift {
 
 int64_t decode_rows(llama_context * lctx, const float * embd, int64_t n_rows, int64_t n_embd, const int32_t * pos,
-                    int32_t seq_id, bool logits_last) {
+                    int32_t seq_id, bool logits_last, int64_t * bytes_copied) {
     require(lctx != nullptr, "llama context is NULL");
     require(embd != nullptr && pos != nullptr, "embd and pos must not be NULL");
     require(n_rows > 0, "n_rows must be positive, got " + std::to_string(n_rows));
@@ -113,11 +116,18 @@ int64_t decode_rows(llama_context * lctx, const float * embd, int64_t n_rows, in
     const int n_sec = mrope ? 4 : 1;
     batch_storage st;
     return decode_batches(lctx, seq_id, n_rows, goes_down, [&](int64_t off, int32_t cnt, bool last) {
-        st.embd.resize((size_t) cnt * n_embd);
+        // Rows already consecutive in decode order are decoded where they are.
+        bool in_place = true;
+        for (int32_t i = 1; i < cnt && in_place; ++i) in_place = order[off + i] == order[off] + i;
+        st.embd_in_place = in_place ? embd + order[off] * n_embd : nullptr;
+        if (!in_place) {
+            st.embd.resize((size_t) cnt * n_embd);
+            if (bytes_copied) *bytes_copied += (int64_t) cnt * n_embd * (int64_t) sizeof(float);
+        }
         st.pos.assign((size_t) cnt * n_sec, 0);
         for (int32_t i = 0; i < cnt; ++i) {
             const int64_t r = order[off + i];
-            std::copy_n(embd + r * n_embd, n_embd, st.embd.data() + (size_t) i * n_embd);
+            if (!in_place) std::copy_n(embd + r * n_embd, n_embd, st.embd.data() + (size_t) i * n_embd);
             st.pos[i] = pos[r];                               // t
             if (mrope) {
                 st.pos[cnt + i]     = pos[n_rows + r];        // h: the row, llama.cpp's y

@@ -8,8 +8,9 @@ struct llama_context;
 namespace omnisift {
 
 // Decodes rows embd [n_rows][n_embd] at pos [3][n_rows] as omnisift_decode_embd documents;
-// returns the number of llama_decode calls it made.
+// returns the number of llama_decode calls it made. Adds the row bytes it copied into batches to
+// *bytes_copied when given (none where rows are already in decode order, as the prefill queue keeps them).
 int64_t decode_rows(llama_context * lctx, const float * embd, int64_t n_rows, int64_t n_embd, const int32_t * pos,
-                    int32_t seq_id, bool logits_last);
+                    int32_t seq_id, bool logits_last, int64_t * bytes_copied = nullptr);
 
 } // namespace omnisift

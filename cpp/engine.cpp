@@ -30,4 +30,12 @@ const char * omnisift_engine_device(const omnisift_engine * engine) {
     return engine ? engine->runner().device_name().c_str() : "";
 }
 
+struct omnisift_engine_stats omnisift_engine_get_stats(const omnisift_engine * engine) {
+    return engine ? engine->runner().stats() : omnisift_engine_stats{};
+}
+
+void omnisift_engine_reset_stats(omnisift_engine * engine) {
+    if (engine) engine->runner().reset_stats();
+}
+
 } // extern "C"

@@ -87,6 +87,31 @@ OMNISIFT_API void              omnisift_engine_free(omnisift_engine * engine);
 // Name of the ggml device the engine computes on (owned by the engine).
 OMNISIFT_API const char *      omnisift_engine_device(const omnisift_engine * engine);
 
+// What the engine's graphs cost in placement and transfers since it was created (or since
+// omnisift_engine_reset_stats). Node counts cover the nodes that compute (not views, reshapes or
+// permutes). On a non-CPU device, n_nodes_off_device > 0 means part of a graph ran elsewhere (on the
+// CPU, through the scheduler's fallback); it is 0 when every node ran on the engine's device.
+struct omnisift_engine_stats {
+    int64_t n_graphs;            // graphs computed
+    int64_t n_nodes;             // computing nodes in them
+    int64_t n_nodes_off_device;  // of those, nodes the scheduler ran on another backend
+    int64_t n_splits;            // scheduler splits (1 per graph when it runs on one backend)
+    int64_t bytes_to_device;     // bytes written into device tensors (graph inputs, resident rows)
+    int64_t bytes_from_device;   // bytes read back from device tensors (scores, audio rows)
+    int64_t bytes_host_copied;   // bytes this library memcpy'd on the host to stage rows
+};
+
+OMNISIFT_API struct omnisift_engine_stats omnisift_engine_get_stats(const omnisift_engine * engine);
+OMNISIFT_API void                         omnisift_engine_reset_stats(omnisift_engine * engine);
+
+// Registers a ggml RPC server ("host:port", llama.cpp's --rpc) in the ggml that llama.cpp itself uses,
+// as ggml_backend_rpc_add_server + ggml_backend_register do in llama.cpp's tools: models and engines
+// created afterwards see its devices (GPU-type; the first GPU is what an engine picks). Registering an
+// endpoint again adds nothing. Needs a ggml built with GGML_RPC (else OMNISIFT_ERR_BACKEND). ggml
+// aborts the process when the server cannot be reached: check that it listens first.
+// Returns the number of devices the server provides, or a negative status.
+OMNISIFT_API int32_t omnisift_add_rpc_server(const char * endpoint);
+
 //
 // Compression: STVP video pruning and audio selection (OmniSIFT)
 //
@@ -310,9 +335,9 @@ OMNISIFT_API int32_t omnisift_decode_tokens(struct llama_context * lctx, const i
 // omnisift_sift does, queues its kept rows and decodes the queue (as omnisift_decode_embd does)
 // when the next unit would not fit beside it, so that one llama_decode takes the kept rows of
 // several units. The rows stay here: a caller that wants them (a picture of what was kept) reads
-// the last unit's with omnisift_context_unit_rows. A row is copied three times on its way from the
-// encoder's output to llama_decode: into the unit (sequence order, what the sift reads), into the
-// queue (kept rows only), into the batch (t order). Audio rows of a window that two units share are
+// the last unit's with omnisift_context_unit_rows. A row is copied twice on its way from the
+// encoder's output to llama_decode: into the unit (sequence order, what the sift reads) and into the
+// queue (kept rows only, already in decode order, so a flush decodes them where they are). Audio rows of a window that two units share are
 // moved once more, to the front of the audio stream, before the next window is appended.
 //
 // The units of one media item come in sequence order (t ranges ascending) between
@@ -383,6 +408,8 @@ struct omnisift_context_stats {
     double  t_audio_ms;      // time in the audio tower
     double  t_sift_ms;       // time in the compression
     double  t_decode_ms;     // time in llama_decode (and the batch copies)
+    int64_t bytes_host_copied; // row bytes copied on the host: into the queue, and into batches where
+                               // the queue's order is not the decode order
 };
 
 // Seq 0, max_rows 0 (n_batch), reuse_identical 1.

@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 
 struct omnisift_head {
     omnisift_engine * engine;
@@ -27,18 +28,50 @@ namespace omnisift {
 
 namespace {
 
-// Input floats staged per graph. Bounds the memory of long inputs (a 300-s video is ~1.7 GB of
-// 7B-width rows): the graphs' intermediates are a few times their inputs, so a graph needs ~100 MB.
-constexpr size_t kGroupFloats = (32u << 20) / sizeof(float);
+// Rows read by one span's graphs. Bounds the memory of long inputs (a 300-s video is ~1.7 GB of
+// 7B-width rows): the graphs' intermediates are a few times their inputs, so a span needs ~100 MB.
+constexpr size_t kSpanFloats = (32u << 20) / sizeof(float);
 // Distinct shapes per graph (each adds ~10 nodes).
 constexpr size_t kMaxBatches = 64;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Copies the given rows of embd into dst, one after the other.
-void gather(const float * embd, int64_t d, const std::vector<int64_t> & rows, float * dst) {
-    for (size_t i = 0; i < rows.size(); ++i) std::memcpy(dst + i * d, embd + rows[i] * d, d * sizeof(float));
-}
+// The rows of embd that a span's graphs read, on the engine's device once (uploaded, or on a CPU
+// device used in place); the graphs pick them with ggml_get_rows, so no row is staged twice however
+// many graphs (spatial, temporal, audio) read it. Rows that lie densely in the sequence (the
+// pipeline's units) go as one range, without a host copy; scattered rows (a caller's layout with
+// all audio after all video) are packed first, so a span never uploads what it does not read.
+class span_rows {
+public:
+    span_rows(graph_runner & runner, const float * embd, int64_t d, std::vector<int64_t> rows) {
+        std::sort(rows.begin(), rows.end());
+        rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+        lo_ = rows.front();
+        const int64_t range = rows.back() + 1 - lo_;
+        if (range <= 2 * (int64_t) rows.size()) {
+            res_.emplace(runner.upload(GGML_TYPE_F32, embd + lo_ * d, d, range));
+        } else {
+            packed_.resize(rows.size() * d);
+            for (size_t i = 0; i < rows.size(); ++i) std::memcpy(packed_.data() + i * d, embd + rows[i] * d, d * sizeof(float));
+            runner.note_host_copy(packed_.size() * sizeof(float));
+            rows_ = std::move(rows);
+            res_.emplace(runner.upload(GGML_TYPE_F32, packed_.data(), d, (int64_t) rows_.size()));
+        }
+    }
+
+    ggml_tensor * tensor() const { return res_->tensor(); }
+
+    int32_t local(int64_t row) const {
+        if (rows_.empty()) return (int32_t) (row - lo_);
+        return (int32_t) (std::lower_bound(rows_.begin(), rows_.end(), row) - rows_.begin());
+    }
+
+private:
+    int64_t lo_ = 0;
+    std::vector<int64_t> rows_;        // packed rows (empty for a range)
+    std::vector<float> packed_;
+    std::optional<graph_runner::resident> res_;
+};
 
 // A visual grid to score: spatially (ref == nullptr) or temporally against ref (same size).
 struct visual_job {
@@ -57,39 +90,40 @@ public:
     sifter(graph_runner & runner, const float * embd, int64_t n_tokens, int64_t d)
         : scores(n_tokens, kNaN), runner_(runner), embd_(embd), d_(d) {}
 
-    void score_visual(const std::vector<visual_job> & jobs) {
+    span_rows stage(std::vector<int64_t> rows) { return span_rows(runner_, embd_, d_, std::move(rows)); }
+
+    void score_visual(const span_rows & span, const std::vector<visual_job> & jobs) {
         for (size_t i = 0; i < jobs.size();) {
             // Batches of one graph, keyed by (temporal?, tokens per grid).
             std::map<std::pair<bool, size_t>, std::vector<const visual_job *>> batches;
-            size_t floats = 0, j = i;
+            size_t j = i;
             for (; j < jobs.size(); ++j) {
                 const auto key = std::make_pair(jobs[j].ref != nullptr, jobs[j].g->rows.size());
-                const size_t f = jobs[j].g->rows.size() * d_ * (jobs[j].ref ? 2 : 1);
-                if (j > i && (floats + f > kGroupFloats || (batches.size() >= kMaxBatches && !batches.count(key)))) break;
-                floats += f;
+                if (j > i && batches.size() >= kMaxBatches && !batches.count(key)) break;
                 batches[key].push_back(&jobs[j]);
             }
             i = j;
 
             auto g = runner_.new_graph();
-            std::vector<std::vector<float>> staged;
+            std::vector<std::vector<int32_t>> idx;
             std::vector<std::pair<ggml_tensor *, const std::vector<const visual_job *> *>> outs;
             for (const auto & [key, list] : batches) {
-                const int64_t n = (int64_t) key.second, ng = (int64_t) list.size();
-                auto stage = [&](bool ref) {
-                    staged.emplace_back((size_t) (d_ * n * ng));
-                    for (int64_t k = 0; k < ng; ++k) gather(embd_, d_, (ref ? list[k]->ref : list[k]->g)->rows, staged.back().data() + k * n * d_);
-                    return g.input(GGML_TYPE_F32, staged.back().data(), d_, n, ng);
-                };
-                ggml_tensor * out = key.first ? stvp_temporal(g.ctx(), stage(true), stage(false))
-                                              : stvp_spatial(g.ctx(), stage(false));
+                const int64_t n = (int64_t) key.second;
+                std::vector<const std::vector<int64_t> *> g_rows, ref_rows;
+                for (const visual_job * job : list) {
+                    g_rows.push_back(&job->g->rows);
+                    if (job->ref) ref_rows.push_back(&job->ref->rows);
+                }
+                ggml_tensor * out = key.first ? stvp_temporal(g.ctx(), gather(g, idx, span, ref_rows, n),
+                                                              gather(g, idx, span, g_rows, n))
+                                              : stvp_spatial(g.ctx(), gather(g, idx, span, g_rows, n));
                 g.output(out);
                 outs.emplace_back(out, &list);
             }
             runner_.run(g);
             for (const auto & [out, list] : outs) {
                 std::vector<float> host(ggml_nelements(out));
-                graph_runner::read(out, host.data());
+                runner_.read(out, host.data());
                 const size_t n = (*list)[0]->g->rows.size();
                 for (size_t k = 0; k < list->size(); ++k) {
                     const auto & rows = (*list)[k]->g->rows;
@@ -99,34 +133,24 @@ public:
         }
     }
 
-    void score_audio(const std::vector<audio_job> & jobs, int32_t selector, const sift_head_weights * head) {
-        for (size_t i = 0; i < jobs.size();) {
-            size_t max_na = 0, max_nv = 0, j = i;
-            for (; j < jobs.size(); ++j) {
-                const size_t na = std::max(max_na, jobs[j].audio->size()), nv = std::max(max_nv, jobs[j].anchors.size());
-                if (j > i && (j - i + 1) * (na + nv) * d_ > kGroupFloats) break;
-                max_na = na;
-                max_nv = nv;
-            }
-            run_audio_group(&jobs[i], j - i, max_na, max_nv, selector, head);
-            i = j;
-        }
-    }
-
-    std::vector<double> scores;   // per token, NaN where not scored
-
-private:
-    void run_audio_group(const audio_job * jobs, size_t nc, size_t max_na, size_t max_nv, int32_t selector,
-                         const sift_head_weights * head) {
+    void score_audio(const span_rows & span, const std::vector<audio_job> & jobs, int32_t selector,
+                     const sift_head_weights * head) {
+        if (jobs.empty()) return;
         const float inf = std::numeric_limits<float>::infinity();
-        std::vector<float> a(nc * max_na * d_, 0.0f), v(nc * max_nv * d_, 0.0f);
-        for (size_t c = 0; c < nc; ++c) {
-            gather(embd_, d_, *jobs[c].audio, a.data() + c * max_na * d_);
-            gather(embd_, d_, jobs[c].anchors, v.data() + c * max_nv * d_);
+        const size_t nc = jobs.size();
+        size_t max_na = 0, max_nv = 0;
+        std::vector<const std::vector<int64_t> *> audio, anchors;
+        for (const audio_job & job : jobs) {
+            max_na = std::max(max_na, job.audio->size());
+            max_nv = std::max(max_nv, job.anchors.size());
+            audio.push_back(job.audio);
+            anchors.push_back(&job.anchors);
         }
         auto g = runner_.new_graph();
-        ggml_tensor * ta = g.input(GGML_TYPE_F32, a.data(), d_, max_na, nc);
-        ggml_tensor * tv = g.input(GGML_TYPE_F32, v.data(), d_, max_nv, nc);
+        std::vector<std::vector<int32_t>> idx;
+        // Padding rows repeat a chunk's first row; the masks and weights below give them no say.
+        ggml_tensor * ta = gather(g, idx, span, audio, (int64_t) max_na);
+        ggml_tensor * tv = gather(g, idx, span, anchors, (int64_t) max_nv);
         std::vector<float> mask, weight;
         ggml_tensor * out;
         if (selector == OMNISIFT_AUDIO_SELECTOR_ANCHOR) {
@@ -154,11 +178,27 @@ private:
         g.output(out);
         runner_.run(g);
         std::vector<float> host(ggml_nelements(out));
-        graph_runner::read(out, host.data());
+        runner_.read(out, host.data());
         for (size_t c = 0; c < nc; ++c) {
             const auto & rows = *jobs[c].audio;
             for (size_t r = 0; r < rows.size(); ++r) scores[rows[r]] = host[c * max_na + r];
         }
+    }
+
+    std::vector<double> scores;   // per token, NaN where not scored
+
+private:
+    // [d, n, lists.size()]: the rows of each list (padded to n with its first row) picked from the
+    // span on the device. The index arrays live in idx until the graph has run.
+    ggml_tensor * gather(graph_runner::graph & g, std::vector<std::vector<int32_t>> & idx, const span_rows & span,
+                         const std::vector<const std::vector<int64_t> *> & lists, int64_t n) {
+        std::vector<int32_t> & ids = idx.emplace_back();
+        ids.reserve(lists.size() * n);
+        for (const auto * rows : lists) {
+            for (int64_t r = 0; r < n; ++r) ids.push_back(span.local((*rows)[r < (int64_t) rows->size() ? r : 0]));
+        }
+        ggml_tensor * t = g.input(GGML_TYPE_I32, ids.data(), (int64_t) ids.size());
+        return ggml_reshape_3d(g.ctx(), ggml_get_rows(g.ctx(), span.tensor(), t), d_, n, (int64_t) lists.size());
     }
 
     graph_runner & runner_;
@@ -235,32 +275,67 @@ void prune(const std::vector<grid> & grids, const std::vector<double> & scores, 
     }
 }
 
+// Spans of consecutive items (chunks, images) whose rows add up to at most kSpanFloats (at least
+// one item each): fn(first, last) per span.
+template <typename RowsOf, typename Fn>
+void for_spans(size_t n_items, int64_t d, RowsOf && rows_of, Fn && fn) {
+    for (size_t i = 0; i < n_items;) {
+        size_t j = i, floats = 0;
+        for (; j < n_items; ++j) {
+            const size_t f = rows_of(j) * (size_t) d;
+            if (j > i && floats + f > kSpanFloats) break;
+            floats += f;
+        }
+        fn(i, j);
+        i = j;
+    }
+}
+
 void sift(omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_t n_embd, const int32_t * modality,
           const int32_t * pos, const omnisift_sift_params & p, uint8_t * keep_out, float * scores_out) {
     const sift_plan plan = make_plan(n_tokens, modality, pos);
     sifter s(engine->runner(), embd, n_tokens, n_embd);
-
-    std::vector<visual_job> visual;
-    for (const chunk & c : plan.chunks) {
-        const grid & f1 = plan.video[c.first_grid];
-        visual.push_back({&f1, nullptr});
-        if (c.n_grids == 2) {
-            const grid & f2 = plan.video[c.first_grid + 1];
-            visual.push_back({&f2, f2.rows.size() == f1.rows.size() ? &f1 : nullptr});
-        }
-    }
-    if (p.image_retention < 1.0) {
-        for (const grid & g : plan.images) visual.push_back({&g, nullptr});
-    }
-    s.score_visual(visual);
-
     std::vector<uint8_t> keep(n_tokens, 1);
-    prune(plan.video, s.scores, p.video_retention, keep.data());
-    if (p.image_retention < 1.0) prune(plan.images, s.scores, p.image_retention, keep.data());
+    const bool audio_graph = p.audio_selector == OMNISIFT_AUDIO_SELECTOR_ANCHOR || p.audio_selector == OMNISIFT_AUDIO_SELECTOR_VGAS;
 
-    if (p.audio_selector != OMNISIFT_AUDIO_SELECTOR_NONE) {
+    // Chunks are independent: each span of them is staged once, scored, pruned and dropped.
+    auto chunk_rows = [&](size_t ci) {
+        const chunk & c = plan.chunks[ci];
+        size_t n = audio_graph ? c.audio.size() : 0;
+        for (int64_t gi = c.first_grid; gi < c.first_grid + c.n_grids; ++gi) n += plan.video[gi].rows.size();
+        return n;
+    };
+    for_spans(plan.chunks.size(), n_embd, chunk_rows, [&](size_t first, size_t last) {
+        std::vector<int64_t> rows;
+        std::vector<visual_job> visual;
+        for (size_t ci = first; ci < last; ++ci) {
+            const chunk & c = plan.chunks[ci];
+            const grid & f1 = plan.video[c.first_grid];
+            visual.push_back({&f1, nullptr});
+            if (c.n_grids == 2) {
+                const grid & f2 = plan.video[c.first_grid + 1];
+                visual.push_back({&f2, f2.rows.size() == f1.rows.size() ? &f1 : nullptr});
+            }
+            for (int64_t gi = c.first_grid; gi < c.first_grid + c.n_grids; ++gi) {
+                rows.insert(rows.end(), plan.video[gi].rows.begin(), plan.video[gi].rows.end());
+            }
+            if (audio_graph) rows.insert(rows.end(), c.audio.begin(), c.audio.end());
+        }
+        const span_rows span = s.stage(std::move(rows));
+        s.score_visual(span, visual);
+        for (size_t ci = first; ci < last; ++ci) {
+            const chunk & c = plan.chunks[ci];
+            for (int64_t gi = c.first_grid; gi < c.first_grid + c.n_grids; ++gi) {
+                const grid & g = plan.video[gi];
+                const int64_t n = (int64_t) g.rows.size();
+                select_best(g.rows, scores_of(g.rows, s.scores).data(), n - drop_count(n, p.video_retention), true,
+                            keep.data());
+            }
+        }
+        if (p.audio_selector == OMNISIFT_AUDIO_SELECTOR_NONE) return;
         std::vector<audio_job> jobs;
-        for (const chunk & c : plan.chunks) {
+        for (size_t ci = first; ci < last; ++ci) {
+            const chunk & c = plan.chunks[ci];
             audio_job job{{}, &c.audio};
             for (int64_t gi = c.first_grid; gi < c.first_grid + c.n_grids; ++gi) {
                 for (int64_t r : plan.video[gi].rows) if (keep[r]) job.anchors.push_back(r);
@@ -273,13 +348,27 @@ void sift(omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_
                 for (int64_t r : *job.audio) s.scores[r] = random_score(p.seed, pos[r]);
             }
         } else {
-            s.score_audio(jobs, p.audio_selector, p.head ? &p.head->head.weights() : nullptr);
+            s.score_audio(span, jobs, p.audio_selector, p.head ? &p.head->head.weights() : nullptr);
         }
         for (const audio_job & job : jobs) {
             const int64_t n = (int64_t) job.audio->size();
             select_best(*job.audio, scores_of(*job.audio, s.scores).data(), n - drop_count(n, p.audio_retention), false,
                         keep.data());
         }
+    });
+
+    if (p.image_retention < 1.0) {
+        for_spans(plan.images.size(), n_embd, [&](size_t i) { return plan.images[i].rows.size(); },
+                  [&](size_t first, size_t last) {
+            std::vector<int64_t> rows;
+            std::vector<visual_job> visual;
+            for (size_t i = first; i < last; ++i) {
+                visual.push_back({&plan.images[i], nullptr});
+                rows.insert(rows.end(), plan.images[i].rows.begin(), plan.images[i].rows.end());
+            }
+            s.score_visual(s.stage(std::move(rows)), visual);
+        });
+        prune(plan.images, s.scores, p.image_retention, keep.data());
     }
 
     std::copy(keep.begin(), keep.end(), keep_out);

@@ -1,4 +1,5 @@
 #include "audio_select.h"
+#include "ops.h"
 
 #include "stvp.h"
 
@@ -11,7 +12,7 @@ namespace {
 constexpr float kLayerNormEps = 1e-5f;   // PyTorch nn.LayerNorm default, as in the reference
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+    return ggml_add(ctx, mul_mat(ctx, w, x), b);
 }
 
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
@@ -34,10 +35,10 @@ ggml_tensor * anchor_scores(ggml_context * ctx, ggml_tensor * a, ggml_tensor * v
     const int64_t max_na = a->ne[1], c = a->ne[2];
     ggml_tensor * an = ggml_l2_norm(ctx, a, kCosineEps);
     ggml_tensor * vn = ggml_l2_norm(ctx, v, kCosineEps);
-    ggml_tensor * cos = ggml_mul_mat(ctx, an, vn);                                        // [max_na, max_nv, C]
+    ggml_tensor * cos = mul_mat(ctx, an, vn);                                        // [max_na, max_nv, C]
     ggml_tensor * p = ggml_soft_max_ext(ctx, cos, mask, 1.0f / kAnchorTemperature, 0.0f);  // over audio
     ggml_tensor * pt = ggml_cont(ctx, ggml_permute(ctx, p, 1, 0, 2, 3));                  // [max_nv, max_na, C]
-    ggml_tensor * mass = ggml_mul_mat(ctx, pt, weight);                                    // [max_na, 1, C]
+    ggml_tensor * mass = mul_mat(ctx, pt, weight);                                    // [max_na, 1, C]
     return ggml_reshape_3d(ctx, mass, max_na, 1, c);
 }
 
@@ -58,9 +59,9 @@ ggml_tensor * vgas_scores(ggml_context * ctx, const sift_head_weights & w, ggml_
     k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, nh, max_nv, c), 0, 2, 1, 3);      // [hd, max_nv, nh, C]
     ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, vv, hd, nh, max_nv, c), 1, 2, 0, 3));  // [max_nv, hd, nh, C]
 
-    ggml_tensor * kq = ggml_mul_mat(ctx, ggml_cont(ctx, k), ggml_cont(ctx, q));          // [max_nv, max_na, nh, C]
+    ggml_tensor * kq = mul_mat(ctx, ggml_cont(ctx, k), ggml_cont(ctx, q));          // [max_nv, max_na, nh, C]
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt((float) hd), 0.0f);            // over anchors
-    ggml_tensor * att = ggml_mul_mat(ctx, vt, kq);                                        // [hd, max_na, nh, C]
+    ggml_tensor * att = mul_mat(ctx, vt, kq);                                        // [hd, max_na, nh, C]
     att = ggml_cont(ctx, ggml_permute(ctx, att, 0, 2, 1, 3));                             // [hd, nh, max_na, C]
     att = ggml_reshape_3d(ctx, att, h, max_na, c);
     att = linear(ctx, att, w.out_proj_w, w.out_proj_b);

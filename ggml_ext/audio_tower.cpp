@@ -1,4 +1,5 @@
 #include "audio_tower.h"
+#include "ops.h"
 
 #include "status.h"
 #include "gguf.h"
@@ -105,7 +106,7 @@ private:
 // 1-D convolution, kernel 3, padding 1, on a batch: x [T, IC, N], w [3, IC, OC] -> [OC, T', N].
 ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x, int stride) {
     ggml_tensor * cols = ggml_im2col(ctx, w, x, stride, 0, 1, 0, 1, 0, false, GGML_TYPE_F32); // [IC*3, T', N]
-    ggml_tensor * y = ggml_mul_mat(ctx, ggml_reshape_2d(ctx, w, w->ne[0] * w->ne[1], w->ne[2]),
+    ggml_tensor * y = mul_mat(ctx, ggml_reshape_2d(ctx, w, w->ne[0] * w->ne[1], w->ne[2]),
                                    ggml_reshape_2d(ctx, cols, cols->ne[0], cols->ne[1] * cols->ne[2]));
     y = ggml_reshape_3d(ctx, y, w->ne[2], cols->ne[1], cols->ne[2]);
     return ggml_add(ctx, y, ggml_reshape_1d(ctx, b, w->ne[2]));
@@ -237,22 +238,22 @@ ggml_tensor * audio_tower::build(ggml_context * ctx, ggml_tensor * mel, int64_t 
     const float kq_scale = 1.0f / std::sqrt((float) d_head);
     for (const layer & l : layers_) {
         ggml_tensor * cur = norm(ctx, x, l.ln1_w, l.ln1_b);
-        ggml_tensor * q = ggml_add(ctx, ggml_mul_mat(ctx, l.q_w, cur), l.q_b);
-        ggml_tensor * k = ggml_mul_mat(ctx, l.k_w, cur);
-        ggml_tensor * v = ggml_add(ctx, ggml_mul_mat(ctx, l.v_w, cur), l.v_b);
+        ggml_tensor * q = ggml_add(ctx, mul_mat(ctx, l.q_w, cur), l.q_b);
+        ggml_tensor * k = mul_mat(ctx, l.k_w, cur);
+        ggml_tensor * v = ggml_add(ctx, mul_mat(ctx, l.v_w, cur), l.v_b);
         q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, d_head, n_head, n_pos, n_win), 0, 2, 1, 3); // [dh, T, H, N]
         k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d_head, n_head, n_pos, n_win), 0, 2, 1, 3);
         v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d_head, n_head, n_pos, n_win), 1, 2, 0, 3)); // [T, dh, H, N]
         // Attention inside each window: the window is a batch dimension, so no mask is needed.
-        ggml_tensor * kq = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, k, q), nullptr, kq_scale, 0.0f); // [Tk, Tq, H, N]
-        ggml_tensor * kqv = ggml_mul_mat(ctx, v, kq);                                        // [dh, Tq, H, N]
+        ggml_tensor * kq = ggml_soft_max_ext(ctx, mul_mat(ctx, k, q), nullptr, kq_scale, 0.0f); // [Tk, Tq, H, N]
+        ggml_tensor * kqv = mul_mat(ctx, v, kq);                                        // [dh, Tq, H, N]
         cur = ggml_cont_3d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), d, n_pos, n_win);
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, l.o_w, cur), l.o_b);
+        cur = ggml_add(ctx, mul_mat(ctx, l.o_w, cur), l.o_b);
         x = ggml_add(ctx, x, cur);
 
         cur = norm(ctx, x, l.ln2_w, l.ln2_b);
-        cur = ggml_gelu_erf(ctx, ggml_add(ctx, ggml_mul_mat(ctx, l.up_w, cur), l.up_b));
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, l.down_w, cur), l.down_b);
+        cur = ggml_gelu_erf(ctx, ggml_add(ctx, mul_mat(ctx, l.up_w, cur), l.up_b));
+        cur = ggml_add(ctx, mul_mat(ctx, l.down_w, cur), l.down_b);
         x = ggml_add(ctx, x, cur);
     }
 
@@ -263,7 +264,7 @@ ggml_tensor * audio_tower::build(ggml_context * ctx, ggml_tensor * mel, int64_t 
     x = ggml_scale(ctx, ggml_add(ctx, ggml_cont(ctx, even), ggml_cont(ctx, odd)), 0.5f);
 
     x = norm(ctx, x, post_w_, post_b_);
-    return ggml_add(ctx, ggml_mul_mat(ctx, proj_w_, x), proj_b_);                  // [n_proj, n_out, N]
+    return ggml_add(ctx, mul_mat(ctx, proj_w_, x), proj_b_);                  // [n_proj, n_out, N]
 }
 
 void audio_tower::encode(graph_runner & runner, const float * mel, int64_t n_frames, float * out) const {
@@ -290,8 +291,8 @@ void audio_tower::encode(graph_runner & runner, const float * mel, int64_t n_fra
             g.output(tail_out);
         }
         runner.run(g);
-        if (full_out) graph_runner::read(full_out, out + w0 * full_tokens * hp_.n_proj);
-        if (tail_out) graph_runner::read(tail_out, out + n_full * full_tokens * hp_.n_proj);
+        if (full_out) runner.read(full_out, out + w0 * full_tokens * hp_.n_proj);
+        if (tail_out) runner.read(tail_out, out + n_full * full_tokens * hp_.n_proj);
     }
 }
 

@@ -107,21 +107,91 @@ void graph_runner::graph::output(ggml_tensor * t) {
 
 graph_runner::graph graph_runner::new_graph(size_t max_nodes) const { return graph(max_nodes); }
 
+graph_runner::resident::~resident() {
+    if (buf_) ggml_backend_buffer_free(buf_);
+    if (ctx_) ggml_free(ctx_);
+}
+
+graph_runner::resident::resident(resident && other) noexcept : ctx_(other.ctx_), buf_(other.buf_), t_(other.t_) {
+    other.ctx_ = nullptr;
+    other.buf_ = nullptr;
+    other.t_ = nullptr;
+}
+
+graph_runner::resident graph_runner::upload(ggml_type type, const void * data, int64_t ne0, int64_t ne1) {
+    resident r;
+    ggml_init_params params = {/*.mem_size =*/ ggml_tensor_overhead(), /*.mem_buffer =*/ nullptr, /*.no_alloc =*/ true};
+    r.ctx_ = ggml_init(params);
+    if (!r.ctx_) fail(status::backend, "cannot allocate a ggml context");
+    r.t_ = ggml_new_tensor_2d(r.ctx_, type, ne0, ne1);
+    const size_t size = ggml_nbytes(r.t_);
+    ggml_backend_dev_t dev = ggml_backend_get_device(backend_);
+    ggml_backend_dev_props props;
+    ggml_backend_dev_get_props(dev, &props);
+    if (backend_ == cpu_backend_ && props.caps.buffer_from_host_ptr) {
+        // The CPU computes on the caller's memory: no copy; the graphs only read it. The buffer must
+        // start aligned, so it starts at the aligned address at or below data (bytes never read).
+        const size_t align = ggml_backend_buft_get_alignment(ggml_backend_dev_buffer_type(dev));
+        char * start = static_cast<char *>(const_cast<void *>(data));
+        char * base = start - reinterpret_cast<uintptr_t>(start) % align;
+        r.buf_ = ggml_backend_dev_buffer_from_host_ptr(dev, base, size + (size_t) (start - base), size);
+        if (r.buf_ && ggml_backend_tensor_alloc(r.buf_, r.t_, start) != GGML_STATUS_SUCCESS) {
+            fail(status::backend, "cannot place rows in a host buffer");
+        }
+    }
+    if (!r.buf_) {
+        r.buf_ = ggml_backend_alloc_ctx_tensors(r.ctx_, backend_);
+        if (!r.buf_) fail(status::backend, "cannot allocate " + std::to_string(size) + " bytes on " + device_name_);
+        ggml_backend_tensor_set(r.t_, data, 0, size);
+        stats_.bytes_to_device += (int64_t) size;
+    }
+    // Ops that read these rows then run where they live (the scheduler's rule for weights).
+    ggml_backend_buffer_set_usage(r.buf_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    return r;
+}
+
+namespace {
+
+// Nodes that compute something (views, reshapes and permutes only relabel memory).
+bool computes(const ggml_tensor * t) {
+    switch (t->op) {
+        case GGML_OP_NONE: case GGML_OP_VIEW: case GGML_OP_RESHAPE: case GGML_OP_PERMUTE: case GGML_OP_TRANSPOSE:
+            return false;
+        default:
+            return true;
+    }
+}
+
+} // namespace
+
 void graph_runner::run(graph & g) {
     ggml_backend_sched_reset(sched_);
+    // Inputs go to the device; left to the scheduler they would sit on the CPU, and so would every
+    // node of a graph without weights.
+    for (const auto & in : g.inputs_) ggml_backend_sched_set_tensor_backend(sched_, in.t, backend_);
     if (!ggml_backend_sched_alloc_graph(sched_, g.gf_)) {
         fail(status::backend, "cannot allocate a compute graph on " + device_name_ + " (out of memory?)");
     }
     for (const auto & in : g.inputs_) {
         ggml_backend_tensor_set(in.t, in.data, 0, ggml_nbytes(in.t));
+        stats_.bytes_to_device += (int64_t) ggml_nbytes(in.t);
     }
     if (ggml_backend_sched_graph_compute(sched_, g.gf_) != GGML_STATUS_SUCCESS) {
         fail(status::backend, "ggml graph computation failed on " + device_name_);
+    }
+    stats_.n_graphs += 1;
+    stats_.n_splits += ggml_backend_sched_get_n_splits(sched_);
+    for (int i = 0; i < ggml_graph_n_nodes(g.gf_); ++i) {
+        ggml_tensor * node = ggml_graph_node(g.gf_, i);
+        if (!computes(node)) continue;
+        stats_.n_nodes += 1;
+        if (ggml_backend_sched_get_tensor_backend(sched_, node) != backend_) stats_.n_nodes_off_device += 1;
     }
 }
 
 void graph_runner::read(const ggml_tensor * t, void * dst) {
     ggml_backend_tensor_get(t, dst, 0, ggml_nbytes(t));
+    stats_.bytes_from_device += (int64_t) ggml_nbytes(t);
 }
 
 } // namespace omnisift

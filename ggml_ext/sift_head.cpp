@@ -90,6 +90,8 @@ sift_head::sift_head(const std::string & path, ggml_backend_t backend) {
 
         buf_ = ggml_backend_alloc_ctx_tensors(ctx_, backend);
         if (!buf_) fail(status::backend, path + ": cannot allocate the head's weights on the device");
+        // Without the mark the scheduler places the head's ops by a tie-break, not by where its weights are.
+        ggml_backend_buffer_set_usage(buf_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
         std::vector<uint8_t> host;
         for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); ++i) {
             ggml_tensor * t = ggml_get_tensor(ctx_, gguf_get_tensor_name(g.get(), i));

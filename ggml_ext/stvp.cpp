@@ -1,4 +1,5 @@
 #include "stvp.h"
+#include "ops.h"
 
 namespace omnisift {
 
@@ -10,7 +11,7 @@ ggml_tensor * stvp_spatial(ggml_context * ctx, ggml_tensor * x) {
     ggml_tensor * mn = ggml_l2_norm(ctx, mean, kCosineEps);
     ggml_tensor * xn = ggml_l2_norm(ctx, x, kCosineEps);
     // [1, n, G]: row i of xn dotted with the grid's normalised mean.
-    return ggml_reshape_3d(ctx, ggml_mul_mat(ctx, mn, xn), 1, n, g);
+    return ggml_reshape_3d(ctx, mul_mat(ctx, mn, xn), 1, n, g);
 }
 
 ggml_tensor * stvp_temporal(ggml_context * ctx, ggml_tensor * f1, ggml_tensor * f2) {

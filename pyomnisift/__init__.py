@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from . import omnisift_cpp as _C
 from ._audio import AudioTower
+from ._devices import add_rpc_servers
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError, OmniSiftError
 from ._handler import OmniSIFTChatHandler
 from ._llama import Llama
+from ._media_limits import MediaLimits
+from ._media_source import MediaPolicy
 from ._settings import Settings
 from ._stats import UnitRecord
 from ._model_info import check_pair, read_llm_info, read_mmproj_info
@@ -47,8 +50,8 @@ def _check_runtime() -> None:
 _check_runtime()
 
 __all__ = [
-    "Llama", "OmniSIFTChatHandler", "Settings", "UnitRecord", "n_kept",
+    "Llama", "OmniSIFTChatHandler", "MediaLimits", "MediaPolicy", "Settings", "UnitRecord", "n_kept",
     "AudioTower", "Engine", "default_engine", "ModelFileError", "OmniSiftError", "check_pair",
     "read_llm_info", "read_mmproj_info", "library_version", "llama_cpp_python_version",
-    "SiftHead", "sift",
+    "SiftHead", "sift", "add_rpc_servers",
 ]

@@ -24,6 +24,14 @@ class Engine(Handle):
     def device(self) -> str:
         return C.omnisift_engine_device(self.ptr).decode()
 
+    def stats(self) -> dict:
+        """Placement and transfer counts of this engine's graphs (omnisift_engine_stats, cpp/omnisift.h)."""
+        st = C.omnisift_engine_get_stats(self.ptr)
+        return {name: getattr(st, name) for name, _ in C.omnisift_engine_stats._fields_}
+
+    def reset_stats(self) -> None:
+        C.omnisift_engine_reset_stats(self.ptr)
+
 
 _local = threading.local()
 

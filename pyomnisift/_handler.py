@@ -26,10 +26,13 @@ import llama_cpp
 from llama_cpp import llama_chat_format
 
 from ._engine import Engine
+from ._media_limits import MediaLimits
+from ._media_source import LIBRARY, MediaPolicy
 from ._model_info import check_pair, read_llm_info
 from ._context import Context
 from ._plan import Planner, Plan, overflow
 from ._prompt import build_prompt, tokenize_text
+from ._sampled import SampledTokens
 from ._settings import Settings, validate
 from ._sift import SiftHead
 from ._stats import Stats
@@ -45,7 +48,9 @@ class OmniSIFTChatHandler:
     ``video_retention`` per frame grid, ``audio_retention`` per chunk's audio (chosen by
     ``audio_selector``: "anchor", "vgas" with ``sift_head``, "random" or "none"), ``image_retention``
     per image; 1.0 everywhere is the model's exact sequence. ``fit_context=True`` lowers video, then
-    audio retention until the prompt fits n_ctx.
+    audio retention until the prompt fits n_ctx. ``media_policy`` says which local files a message
+    may name (default: any, the caller's own; the server's allows one folder or none) and
+    ``media_limits`` bounds the decoding one request may cause (frame size, pixels, duration).
     """
 
     def __init__(self, clip_model_path: Optional[str] = None, *, verbose: bool = False,
@@ -54,7 +59,8 @@ class OmniSIFTChatHandler:
                  audio_retention: float = Settings.audio_retention,
                  image_retention: float = Settings.image_retention, audio_selector: str = "anchor",
                  sift_head: Union[None, str, os.PathLike, SiftHead] = None, video_fps: float = 2.0,
-                 fit_context: bool = False, seed: int = 0, chat_template: Optional[str] = None):
+                 fit_context: bool = False, seed: int = 0, chat_template: Optional[str] = None,
+                 media_policy: MediaPolicy = LIBRARY, media_limits: Optional[MediaLimits] = None):
         if clip_model_path is not None and not os.path.isfile(clip_model_path):
             raise FileNotFoundError(f"mmproj not found: {clip_model_path}")
         self.clip_model_path = None if clip_model_path is None else os.fspath(clip_model_path)
@@ -66,6 +72,12 @@ class OmniSIFTChatHandler:
         self.use_gpu = use_gpu
         self.n_threads = n_threads
         self.chat_template = chat_template
+        if not isinstance(media_policy, MediaPolicy):
+            raise TypeError(f"media_policy must be a pyomnisift MediaPolicy, got {type(media_policy).__name__}")
+        if media_limits is not None and not isinstance(media_limits, MediaLimits):
+            raise TypeError(f"media_limits must be a pyomnisift MediaLimits, got {type(media_limits).__name__}")
+        self.media_policy = media_policy
+        self.media_limits = media_limits or MediaLimits()
         self._sift_head_arg = sift_head
         self._llama = None
 
@@ -171,13 +183,14 @@ class OmniSIFTChatHandler:
         room = llama.n_ctx() - plan.n_cells
         budget = room if not max_tokens or max_tokens <= 0 else min(max_tokens, room)
         first = _FirstToken(t0, progress, budget, len(plan.ids) - stats.prefill_from)
+        criteria = llama_cpp.StoppingCriteriaList(
+            [first] + list(formatted.stopping_criteria or [])
+            + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else []))
+        counter = SampledTokens(llama) if stream else None
         result = llama.create_completion(
             prompt=plan.ids, stream=stream, max_tokens=budget,
             stop=_stops(stop) + stops, grammar=grammar, logprobs=top_logprobs if logprobs else None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList(
-                [first] + list(formatted.stopping_criteria or [])
-                + ([lambda ids, logits: bool(should_stop())] if should_stop is not None else [])),
-            **completion_kwargs)
+            stopping_criteria=counter.criteria(criteria) if stream else criteria, **completion_kwargs)
         chat = llama_chat_format._convert_completion_to_chat(result, stream=stream)
 
         def usage(n_generated: int) -> dict:
@@ -191,13 +204,7 @@ class OmniSIFTChatHandler:
             chat["usage"] = usage(chat["usage"]["completion_tokens"])
             return chat
 
-        def streamed(finish_reason: str) -> int:
-            # llama-cpp-python's count, which its stream does not report: the tokens it decoded
-            # after the prompt, and the last one sampled when max_tokens ended the answer (an
-            # end-of-generation token is sampled, never decoded, and not counted)
-            return llama.n_tokens - len(plan.ids) + (finish_reason == "length")
-
-        return _with_usage(chat, lambda finish_reason: usage(streamed(finish_reason)))
+        return _with_usage(chat, counter, lambda: usage(counter.completion_tokens))
 
     def _prefill(self, llama, messages, settings: Settings, max_tokens, on_unit, progress):
         """Plans the prompt and has the context decode what it does not hold yet."""
@@ -208,7 +215,7 @@ class OmniSIFTChatHandler:
             formatted["result"] = result
             return result.prompt
 
-        prompt = build_prompt(messages, render)
+        prompt = build_prompt(messages, render, self.media_policy, self.media_limits)
         result = formatted["result"]
         stats = Stats()
         probes = []
@@ -278,9 +285,14 @@ def _stops(stop) -> list:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def _with_usage(chunks: Iterator[dict], usage: Callable[[str], dict]) -> Iterator[dict]:
-    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage."""
-    for chunk in chunks:
-        if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
-            chunk["usage"] = usage(chunk["choices"][0]["finish_reason"])
-        yield chunk
+def _with_usage(chunks: Iterator[dict], counter: SampledTokens, usage: Callable[[], dict]) -> Iterator[dict]:
+    """llama-cpp-python's chat chunks, the last (the one with a finish_reason) carrying usage: the
+    prompt's KV cells, the tokens generated (counted as the stream runs) and OmniSIFT's stats."""
+    counter.start()
+    try:
+        for chunk in chunks:
+            if chunk["choices"] and chunk["choices"][0].get("finish_reason") is not None:
+                chunk["usage"] = usage()
+            yield chunk
+    finally:
+        counter.stop()

@@ -17,7 +17,10 @@ from typing import Any, Callable, Optional, Union
 import llama_cpp
 
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
+from ._devices import add_rpc_servers
 from ._handler import OmniSIFTChatHandler
+from ._media_limits import MediaLimits
+from ._media_source import LIBRARY, MediaPolicy
 from ._model_info import read_llm_info
 from ._settings import Settings
 from ._sift import SiftHead
@@ -42,7 +45,12 @@ class Llama(llama_cpp.Llama):
     buffer type handles there (its faster AVX2 / AVX-512 layouts, without the crashing AMX one);
     None (default) does so where the AMX rule turned them off and the layers stay on the CPU.
     ``chat_template``: a Jinja template for a GGUF without one (default: the GGUF's, else
-    Qwen2.5-Omni's).
+    Qwen2.5-Omni's). ``rpc_servers``: ggml RPC servers ("host:port", a list or comma-separated, as
+    llama.cpp's ``--rpc``) registered as devices before the model loads (``add_rpc_servers``); with
+    ``n_gpu_layers`` the LLM, the towers and the compression run there.
+    ``media_policy`` (``pyomnisift.MediaPolicy``): which local files messages may
+    name (default: any); ``media_limits`` (``pyomnisift.MediaLimits``): the decoding a request may
+    cause (frame size, pixels decoded, media duration; defaults in its docstring).
     """
 
     def __init__(self, model_path: Union[str, os.PathLike], mmproj_path: Optional[Union[str, os.PathLike]] = None,
@@ -52,9 +60,13 @@ class Llama(llama_cpp.Llama):
                  audio_selector: str = "anchor", sift_head: Union[None, str, os.PathLike, SiftHead] = None,
                  video_fps: float = 2.0, fit_context: bool = False, sift_seed: int = 0,
                  use_extra_bufts: Optional[bool] = None, cpu_repack: Optional[bool] = None,
-                 chat_template: Optional[str] = None,
+                 chat_template: Optional[str] = None, media_policy: MediaPolicy = LIBRARY,
+                 media_limits: Optional[MediaLimits] = None,
                  chat_handler: Optional[OmniSIFTChatHandler] = None,
-                 progress: Optional[Callable[[str, int, int], None]] = None, **kwargs: Any):
+                 progress: Optional[Callable[[str, int, int], None]] = None,
+                 rpc_servers: Union[None, str, list] = None, **kwargs: Any):
+        if rpc_servers:   # before the model and the engine pick their devices
+            add_rpc_servers(rpc_servers)
         model_path = os.fspath(model_path)
         read_llm_info(model_path)  # a clear error for a missing / non-GGUF / mmproj-as-model file
         if chat_handler is not None and mmproj_path is not None:
@@ -63,7 +75,8 @@ class Llama(llama_cpp.Llama):
             None if mmproj_path is None else os.fspath(mmproj_path), verbose=verbose,
             video_retention=video_retention, audio_retention=audio_retention, image_retention=image_retention,
             audio_selector=audio_selector, sift_head=sift_head, video_fps=video_fps, fit_context=fit_context,
-            seed=sift_seed, chat_template=chat_template, n_threads=kwargs.get("n_threads"))
+            seed=sift_seed, chat_template=chat_template, n_threads=kwargs.get("n_threads"),
+            media_policy=media_policy, media_limits=media_limits)
         self._extra_bufts = _use_extra_bufts(use_extra_bufts)
         if cpu_repack is not None and not isinstance(cpu_repack, bool):
             raise TypeError(f"cpu_repack must be True, False or None (auto), got {cpu_repack!r}")

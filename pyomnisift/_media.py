@@ -46,6 +46,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ._errors import ModelFileError
+from ._media_limits import (FORMAT_WHITELIST, PROTOCOLS_FILE, PROTOCOLS_INLINE, MediaBudget, allowed_format)
 from ._video_sampling import (  # noqa: F401  (re-exported: the pipeline uses these names)
     FPS, FRAME_FACTOR, MAX_FRAMES, MIN_FRAMES, PATCH_FACTOR, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS,
     frame_indices, frame_pixel_budget, model_seq_len, plan_sampling, smart_nframes, smart_resize,
@@ -83,14 +84,58 @@ def _ready(source, what: str):
     return source
 
 
+def _ffmpeg_reason(e: Exception) -> str:
+    """FFmpeg's reason without the file name PyAV appends (messages must not carry server paths)."""
+    return getattr(e, "strerror", None) or str(e)
+
+
 def _open(source, what: str):
+    """The container, opened with FFmpeg limited to media demuxers (no playlists, network or
+    pattern formats: FORMAT_WHITELIST) and protocols (a path: "file"; bytes: none)."""
     import av
 
+    name = _name(source)
     source = _ready(source, what)
+    protocols = PROTOCOLS_INLINE if hasattr(source, "read") else PROTOCOLS_FILE
     try:
-        return av.open(source)
-    except (av.FFmpegError, ValueError, OSError) as e:
-        raise ModelFileError(_name(source), f"cannot be decoded as {what}: {e}") from e
+        c = av.open(source, container_options={"format_whitelist": FORMAT_WHITELIST,
+                                               "protocol_whitelist": protocols})
+    except av.FFmpegError as e:
+        if getattr(e, "errno", None) == 22:     # EINVAL: FFmpeg found no demuxer on the whitelist
+            raise ModelFileError(name, f"is not a media file pyomnisift reads as {what} (FFmpeg found no "
+                                 "audio/video container it allows; playlists, stream descriptions and "
+                                 "network formats are refused)") from None
+        raise ModelFileError(name, f"cannot be decoded as {what}: {_ffmpeg_reason(e)}") from None
+    except (ValueError, OSError) as e:
+        raise ModelFileError(name, f"cannot be decoded as {what}: {e}") from None
+    if not allowed_format(c.format.name):    # in case a PyAV build ignored the whitelist option
+        c.close()
+        raise ModelFileError(name, f"is a {c.format.name} container, which pyomnisift does not read")
+    return c
+
+
+def _check_audio_duration(path, name: str, header_seconds: float, budget: MediaBudget) -> None:
+    """Before decoding: a header claiming more than max_media_seconds is checked against the
+    track's packets (demuxed, not decoded: an hour of FLAC in milliseconds), which win over the
+    header as everywhere here; a header that lies long about a short clip changes nothing."""
+    import av
+
+    limit = budget.limits.max_media_seconds
+    if limit is None or header_seconds <= limit:
+        return
+    with _open(path, "audio") as c:
+        st = c.streams.audio[0]
+        tb = float(st.time_base or 0)
+        first = end = None
+        try:
+            for pkt in c.demux(st):
+                if pkt.pts is None or not tb:
+                    continue
+                first = pkt.pts if first is None else min(first, pkt.pts)
+                end = max(end or pkt.pts, pkt.pts + (pkt.duration or 0))
+                budget.check_seconds(name, (end - first) * tb, "from its packets")
+        except av.FFmpegError:
+            pass                  # a damaged tail: decoding reports it, and counts what it decodes
 
 
 def _video_stream(container, name: str):
@@ -152,7 +197,8 @@ class VideoInfo:
 
 def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
                 max_pixels: Optional[float] = VIDEO_MAX_PIXELS, *, min_frames: int = MIN_FRAMES,
-                max_frames: Optional[int] = None, total_pixels: Optional[float] = None) -> VideoInfo:
+                max_frames: Optional[int] = None, total_pixels: Optional[float] = None,
+                budget: Optional[MediaBudget] = None) -> VideoInfo:
     """Frame count, indices, sample fps and size of a video as ``qwen_omni_utils.v2_5.fetch_video``
     gives them (its ``fps``, ``min_frames``, ``max_frames``, ``min_pixels``, ``max_pixels`` and
     ``total_pixels`` keys; ``max_frames=None`` is its default ``min(768, frames)``, ``total_pixels=
@@ -162,13 +208,20 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
     first frame, for its rotation and to fail early on an undecodable stream), and the first packets
     of the audio track are decoded to tell whether it is usable (``has_audio``; ``audio_error`` says
     why not). Raises ModelFileError naming the file: not a media file, empty, truncated or corrupt,
-    no video stream ("...; pass it as input_audio" when it has sound), fewer than 2 frames.
+    no video stream ("...; pass it as input_audio" when it has sound), fewer than 2 frames, or over
+    the limits of `budget` (frame size from the header before the first frame is decoded, duration
+    from the header and from the packets as they are demuxed, the sampled frames' pixels).
     """
     import av
 
     name = _name(path)
+    budget = budget or MediaBudget()
     with _open(path, "video") as c:
         vs = _video_stream(c, name)
+        cc = vs.codec_context          # None for a codec FFmpeg does not know (then decoding fails)
+        if cc is not None:
+            budget.check_frame(name, cc.width or 0, cc.height or 0)
+        tb = float(vs.time_base) if vs.time_base else 0.0
         aus = c.streams.audio[0] if c.streams.audio else None
         audio_error = None
         audio_ok = False
@@ -191,15 +244,17 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
                     continue
                 if not pkt.size:            # the demuxer's closing flush packet
                     if first is None:
-                        first = _first_frame(vs, None, name)
+                        first = _first_frame(vs, None, name, budget)
                     continue
                 count += 1
                 if pkt.pts is not None:
                     first_pts = pkt.pts if first_pts is None else min(first_pts, pkt.pts)
                     end = pkt.pts + (pkt.duration or 0)
                     end_pts = end if end_pts is None else max(end_pts, end)
+                    if tb and count % 256 == 0:
+                        budget.check_seconds(name, (end_pts - first_pts) * tb, "from its packets")
                 if first is None:
-                    first = _first_frame(vs, pkt, name)
+                    first = _first_frame(vs, pkt, name, budget)
         except av.FFmpegError as e:
             raise ModelFileError(name, f"video stream is corrupt or truncated after {count} frames: {e}") from e
         if aus is not None and not audio_ok and audio_error is None:
@@ -217,7 +272,6 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
             if r:
                 rate = float(r)
                 break
-        tb = float(vs.time_base) if vs.time_base else 0.0
         duration = (end_pts - first_pts) * tb if end_pts is not None and tb else 0.0
         if rate <= 0:   # the reference cannot sample such a stream (its rate is NaN); we use the timestamps
             if duration <= 0:
@@ -225,6 +279,7 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
             rate = count / duration
         if duration <= 0:
             duration = count / rate
+        budget.check_seconds(name, duration, "from its packets")
         turns = _upright_turns(first.rotation)
         ch = vs.codec_context.height or first.height
         cw = vs.codec_context.width or first.width
@@ -237,6 +292,7 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
                                  min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels)
         except ValueError as e:
             raise ModelFileError(name, f"cannot be sampled: {e}") from e
+        budget.plan_video(name, plan.nframes, first.width, first.height)
         return VideoInfo(name, duration, count, plan.nframes, plan.height, plan.width, audio_ok, rate,
                          plan.sample_fps, plan.frame_indices, plan.max_pixels, 90 * turns, ch, cw,
                          audio_error)
@@ -249,20 +305,23 @@ def _indexed_container(container) -> bool:
     return "mp4" in container.format.name or "mov" in container.format.name
 
 
-def _first_frame(stream, packet, name):
+def _first_frame(stream, packet, name, budget: MediaBudget):
     import av
 
     try:
         frames = stream.decode(packet)
     except av.FFmpegError as e:
-        raise ModelFileError(name, f"video stream cannot be decoded: {e}") from e
+        raise ModelFileError(name, f"video stream cannot be decoded: {_ffmpeg_reason(e)}") from None
+    for f in frames:
+        budget.check_frame(name, f.width, f.height)
     return frames[0] if frames else None
 
 
 def iter_video_frames(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
                       max_pixels: Optional[float] = VIDEO_MAX_PIXELS, *, min_frames: int = MIN_FRAMES,
                       max_frames: Optional[int] = None, total_pixels: Optional[float] = None,
-                      info: Optional[VideoInfo] = None, seek: bool = True) -> Iterator[np.ndarray]:
+                      info: Optional[VideoInfo] = None, seek: bool = True,
+                      budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
     """Yields the sampled frames (``info.frame_indices`` of ``probe_video``; pass `info` to skip
     probing again) as uint8 RGB [height, width, 3], upright, resized with bicubic filtering; an
     index repeats when the source has fewer frames than asked for.
@@ -276,23 +335,25 @@ def iter_video_frames(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS
 
     Should the decoder give fewer frames than the stream has packets (corrupt packets it drops),
     the last good frame stands in for the missing ones, as decord substitutes it, with a warning.
-    A decoding error is a ModelFileError naming the file.
+    A decoding error is a ModelFileError naming the file; so is a decoded frame over `budget`'s
+    frame size, or decoding past its request-wide pixel budget (every decoded frame counts).
     """
+    budget = budget or MediaBudget()
     if info is None:
         info = probe_video(path, fps, min_pixels, max_pixels, min_frames=min_frames,
-                           max_frames=max_frames, total_pixels=total_pixels)
+                           max_frames=max_frames, total_pixels=total_pixels, budget=budget)
     name = _name(path)
     convert = _frame_converter(info)
     done = 0
     if seek:
         try:
-            for frame in _iter_seeking(path, name, info, convert):
+            for frame in _iter_seeking(path, name, info, convert, budget):
                 yield frame
                 done += 1
             return
         except _CannotSeek:
             pass
-    for k, frame in enumerate(_iter_in_order(path, name, info, convert)):
+    for k, frame in enumerate(_iter_in_order(path, name, info, convert, budget)):
         if k >= done:
             yield frame
 
@@ -317,12 +378,14 @@ class _CannotSeek(Exception):
     pass
 
 
-def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
+def _iter_seeking(path, name, info: VideoInfo, convert,
+                  budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
     """The sampled frames, seeking to key frames; raises _CannotSeek (before or after yielding some)
     where frames cannot be told apart by timestamp."""
     import av
 
     wanted = info.frame_indices
+    budget = budget or MediaBudget()
     with _open(path, "video") as c:
         vs = _video_stream(c, name)
         pts, keys = array.array("q"), array.array("q")    # compact: 8 bytes a frame
@@ -358,6 +421,7 @@ def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
                         vs.codec_context.flush_buffers()
                         frames = (f for packet in c.demux(vs) for f in packet.decode())
                     for frame in frames:
+                        budget.spend_frame(name, frame.width, frame.height)
                         idx = index_of(frame.pts)
                         if idx is None or idx > t:
                             raise _CannotSeek
@@ -370,14 +434,17 @@ def _iter_seeking(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
                     prev = t
                 yield last
         except av.FFmpegError as e:
-            raise ModelFileError(name, f"video cannot be decoded near frame {prev} of {info.n_frames}: {e}") from e
+            raise ModelFileError(name, f"video cannot be decoded near frame {prev} of {info.n_frames}: "
+                                 f"{_ffmpeg_reason(e)}") from None
 
 
-def _iter_in_order(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]:
+def _iter_in_order(path, name, info: VideoInfo, convert,
+                   budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
     """The sampled frames, decoding every frame of the stream in order."""
     import av
 
     wanted = info.frame_indices
+    budget = budget or MediaBudget()
     n = len(wanted)
     j, i, last = 0, -1, None
     with _open(path, "video") as c:
@@ -385,6 +452,7 @@ def _iter_in_order(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]
         stream.thread_type = "AUTO"
         try:
             for i, frame in enumerate(c.decode(stream)):
+                budget.spend_frame(name, frame.width, frame.height)
                 if wanted[j] != i:
                     continue
                 last = convert(frame)
@@ -394,7 +462,8 @@ def _iter_in_order(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]
                 if j == n:
                     return
         except av.FFmpegError as e:
-            raise ModelFileError(name, f"video cannot be decoded at frame {i + 2} of {info.n_frames}: {e}") from e
+            raise ModelFileError(name, f"video cannot be decoded at frame {i + 2} of {info.n_frames}: "
+                                 f"{_ffmpeg_reason(e)}") from None
     if last is None:
         raise ModelFileError(name, "no video frame could be decoded")
     warnings.warn(f"{name}: the decoder gave {i + 1} frames of the {info.n_frames} packets; the last "
@@ -404,32 +473,45 @@ def _iter_in_order(path, name, info: VideoInfo, convert) -> Iterator[np.ndarray]
         yield last
 
 
-def _resampled_blocks(path, sample_rate: int) -> Iterator[np.ndarray]:
-    """The first audio stream, decoded and resampled to mono float32, in the resampler's own blocks."""
+def _resampled_blocks(path, sample_rate: int, budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
+    """The first audio stream, decoded and resampled to mono float32, in the resampler's own blocks.
+    Its duration is checked against `budget` from the header before decoding, then as it decodes."""
     import av
 
     name = _name(path)
+    budget = budget or MediaBudget()
+    limit = budget.limits.max_media_seconds
     with _open(path, "audio") as c:
         if not c.streams.audio:
             raise ModelFileError(name, "has no audio stream")
+        st = c.streams.audio[0]
+        header = max(float(st.duration * st.time_base) if st.duration and st.time_base else 0.0,
+                     c.duration / 1e6 if c.duration else 0.0)      # AV_TIME_BASE
+        _check_audio_duration(path, name, header, budget)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        n = 0
         try:
-            for frame in c.decode(c.streams.audio[0]):
+            for frame in c.decode(st):
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
+                    block = out.to_ndarray().reshape(-1)
+                    n += len(block)
+                    if limit is not None and n > (limit + 1) * sample_rate:
+                        budget.check_seconds(name, n / sample_rate, "decoded so far")
+                    yield block
             for out in resampler.resample(None):
                 yield out.to_ndarray().reshape(-1)
         except av.FFmpegError as e:
-            raise ModelFileError(name, f"audio cannot be decoded: {e}") from e
+            raise ModelFileError(name, f"audio cannot be decoded: {_ffmpeg_reason(e)}") from None
 
 
-def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def read_audio(path, sample_rate: int = SAMPLE_RATE, budget: Optional[MediaBudget] = None) -> np.ndarray:
     """The first audio stream of a file (audio or video), as mono float32 at `sample_rate`."""
-    parts = list(_resampled_blocks(path, sample_rate))
+    parts = list(_resampled_blocks(path, sample_rate, budget))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
-def iter_audio(path, block_samples: int, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+def iter_audio(path, block_samples: int, sample_rate: int = SAMPLE_RATE,
+               budget: Optional[MediaBudget] = None) -> Iterator[np.ndarray]:
     """``read_audio(path)`` in consecutive float32 blocks of `block_samples` (the last one shorter,
     never empty): the same decoder and resampler in one pass, so the blocks concatenated equal
     ``read_audio`` exactly, and memory is a block whatever the length."""
@@ -437,7 +519,7 @@ def iter_audio(path, block_samples: int, sample_rate: int = SAMPLE_RATE) -> Iter
         raise ValueError(f"block_samples must be positive, got {block_samples}")
     buf = np.empty(block_samples, np.float32)
     fill = 0
-    for part in _resampled_blocks(path, sample_rate):
+    for part in _resampled_blocks(path, sample_rate, budget):
         while len(part):
             take = min(block_samples - fill, len(part))
             buf[fill:fill + take] = part[:take]
@@ -450,25 +532,29 @@ def iter_audio(path, block_samples: int, sample_rate: int = SAMPLE_RATE) -> Iter
         yield buf[:fill].copy()
 
 
-def count_audio_samples(path, sample_rate: int = SAMPLE_RATE) -> int:
+def count_audio_samples(path, sample_rate: int = SAMPLE_RATE, budget: Optional[MediaBudget] = None) -> int:
     """``len(read_audio(path))`` by a streaming pass (decoded and resampled, nothing held)."""
-    return sum(len(part) for part in _resampled_blocks(path, sample_rate))
+    return sum(len(part) for part in _resampled_blocks(path, sample_rate, budget))
 
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
-def read_image(path) -> np.ndarray:
-    """An image file as uint8 RGB [height, width, 3]. An image over PIL's decompression-bomb limit
-    (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, 179 MP by default) is a ModelFileError naming the file and
-    its pixel count; raise that limit to read it anyway."""
+def read_image(path, budget: Optional[MediaBudget] = None) -> np.ndarray:
+    """An image file as uint8 RGB [height, width, 3]. An image over `budget`'s max_frame_pixels (from
+    its header, before decoding) or over PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``
+    x 2, 179 MP by default) is a ModelFileError naming the file and its pixel count."""
     from PIL import Image, UnidentifiedImageError
 
     name = _name(path)
+    budget = budget or MediaBudget()
     path = _ready(path, "image")
     try:
         with Image.open(path) as img:
+            budget.check_frame(name, img.width, img.height, "an image")
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except ModelFileError:
+        raise
     except Image.DecompressionBombError as e:
         m = _BOMB_PIXELS.search(str(e))
         count = f"{int(m.group(1)):,} pixels" if m else "too many pixels"

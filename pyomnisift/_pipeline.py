@@ -48,7 +48,8 @@ class Frames:
         self._iter = None
         if seg.probe.kind == "video":
             # the queue bounds what is held to two units of frames
-            self._iter = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video), depth=4)
+            self._iter = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video,
+                                                                     budget=seg.item.budget), depth=4)
 
     def take(self, n_grids: int) -> list:
         """The frames of the next n_grids grids (uint8 [h, w, 3], C-contiguous)."""
@@ -56,7 +57,7 @@ class Frames:
             return []
         if self._iter is None:   # an image: one grid, one frame
             gh, gw = self.seg.probe.grid
-            return [np.ascontiguousarray(_resize(_media.read_image(self.seg.item.source), gh * 28, gw * 28))]
+            return [np.ascontiguousarray(_resize(_media.read_image(self.seg.item.source, self.seg.item.budget), gh * 28, gw * 28))]
         out = [next(self._iter, None) for _ in range(self.per_grid * n_grids)]
         if out and out[-1] is None:
             raise ModelFileError(self.seg.item.label, "the video stream ended before its announced length")
@@ -77,7 +78,7 @@ class AudioFeed:
         self.mel = seg.probe.audio_rows is None
         self.given = 0
         if self.mel:
-            blocks = _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK), depth=4)
+            blocks = _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK, budget=seg.item.budget), depth=4)
             self._steps = _mel_stream.iter_window_features(blocks, seg.probe.audio_plan)
             # rows of the stream once window w is encoded (the C rule, asked once per item, not per unit)
             self._ends = window_rows(seg.probe.audio_plan.n_samples)[:, 1]

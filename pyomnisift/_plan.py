@@ -208,7 +208,12 @@ class Planner:
         key = (self.digest(item), item.kind, settings.video_fps if item.kind == "video" else None)
         probe = self._probes.get(key)
         if probe is None:
-            probe = self._probe(item, settings)
+            try:
+                probe = self._probe(item, settings)
+            except ModelFileError as e:
+                if e.path != item.label and not isinstance(item.source, str):
+                    raise ModelFileError(item.label, e.problem) from None   # name the part, not "<in-memory media>"
+                raise
             if probe.audio_rows is None:   # rows (libmtmd's audio) are too large to keep around
                 if len(self._probes) >= 64:
                     self._probes.pop(next(iter(self._probes)))
@@ -218,7 +223,7 @@ class Planner:
     def _probe(self, item: MediaItem, settings: Settings) -> Probe:
         if item.kind == "audio":
             self._require_audio(item)
-            n_samples, audio_plan, rows = self._audio_cost(item.source)
+            n_samples, audio_plan, rows = self._audio_cost(item)
             n_audio = len(rows) if rows is not None else audio_n_tokens(n_samples)
             if n_audio == 0:
                 raise ValueError(f"{item.label}: audio of {n_samples / 16000:.3f} s is shorter than one "
@@ -227,34 +232,34 @@ class Planner:
         if self.vision is None or not self.vision.supports_vision:
             raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
         if item.kind == "image":
-            pixels = _media.read_image(item.source)
+            pixels = _media.read_image(item.source, item.budget)
             try:
                 h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
             except ValueError as e:    # as a video's "cannot be sampled": name the file
                 raise ModelFileError(item.label, f"cannot be sized for the model: {e}") from e
             return Probe("image", grid=(h // 28, w // 28))
-        info = _media.probe_video(item.source, settings.video_fps)
+        info = _media.probe_video(item.source, settings.video_fps, budget=item.budget)
         warnings: tuple = ()
         n_samples, rows, audio_plan = 0, None, None
         if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
             warnings = (f"{item.label}: {info.audio_error}; the video is used without sound",)
         elif info.has_audio and self.audio is not None:
             try:
-                n_samples, audio_plan, rows = self._audio_cost(item.source)
+                n_samples, audio_plan, rows = self._audio_cost(item)
             except ModelFileError as e:   # the track breaks past its first packets
                 warnings = (f"{item.label}: {e.problem}; the video is used without sound",)
         n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
         return Probe("video", grid=(info.height // 28, info.width // 28), video=info, n_audio=n_audio,
                      n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings)
 
-    def _audio_cost(self, source):
+    def _audio_cost(self, item: MediaItem):
         """(16 kHz samples, AudioPlan, rows). Our windowed tower: one streaming pass gives the sample
         count and the log-mel peak, nothing held (rows None). Towers that encode whole clips
         (libmtmd's): the rows, now (plan None)."""
         if self.audio_windowed:
-            plan = _mel_stream.scan(_media.iter_audio(source, AUDIO_BLOCK))
+            plan = _mel_stream.scan(_media.iter_audio(item.source, AUDIO_BLOCK, budget=item.budget))
             return plan.n_samples, plan, None
-        pcm = _media.read_audio(source)
+        pcm = _media.read_audio(item.source, budget=item.budget)
         return len(pcm), None, (self.audio.encode_audio(pcm) if len(pcm) else None)
 
     def _require_audio(self, item: MediaItem) -> None:

@@ -9,15 +9,14 @@ content works this way, and the media wrappers are the model's own special token
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import io
-import os
 import re
 import secrets
-import urllib.parse
-from typing import Any, Union
+from typing import Any, Optional, Union
+
+from ._media_limits import MediaBudget, MediaLimits
+from ._media_source import LIBRARY, MediaPolicy, resolve_audio, resolve_url
 
 VISION_BOS, VISION_EOS = "<|vision_bos|>", "<|vision_eos|>"
 AUDIO_BOS, AUDIO_EOS = "<|audio_bos|>", "<|audio_eos|>"
@@ -43,6 +42,7 @@ class MediaItem:
     kind: str            # "image" | "audio" | "video"
     source: MediaSource
     label: str           # what the user gave, for error messages (data URIs shortened)
+    budget: MediaBudget = dataclasses.field(default_factory=MediaBudget)   # the request's, shared
 
 
 @dataclasses.dataclass
@@ -51,57 +51,20 @@ class Prompt:
     media: list[MediaItem]
 
 
-def resolve_url(url: str, kind: str) -> tuple[MediaSource, str]:
-    """A local path, file:// URL or data: URI -> something PyAV / PIL can open, and a label."""
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"{kind} url must be a non-empty string, got {url!r}")
-    if url.startswith("data:"):
-        header, sep, payload = url.partition(",")
-        if not sep or ";base64" not in header:
-            raise ValueError(f"{kind} data URI must be base64-encoded (data:<mime>;base64,...)")
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise ValueError(f"{kind} data URI is not valid base64: {e}") from e
-        if not data:
-            raise ValueError(f"{kind} data URI is empty")
-        return io.BytesIO(data), f"{header},... ({len(data)} bytes)"
-    if url.startswith("file://"):
-        path = urllib.parse.unquote(urllib.parse.urlparse(url).path)
-    elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
-        raise ValueError(f"{kind} url {url!r}: only local paths, file:// URLs and data: URIs are read "
-                         "(pyomnisift fetches nothing from the network)")
-    else:
-        path = url
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{kind} file not found: {path}")
-    return path, path
-
-
-def _media_item(part: dict) -> MediaItem:
+def _media_item(part: dict, policy: MediaPolicy, budget: MediaBudget) -> MediaItem:
     kind = part.get("type")
-    if kind == "image_url":
-        ref = part.get("image_url")
+    if kind in ("image_url", "video_url"):
+        what = kind[:-4]
+        ref = part.get(kind)
         url = ref.get("url") if isinstance(ref, dict) else ref
-        src, label = resolve_url(url, "image")
-        return MediaItem("image", src, label)
-    if kind == "video_url":
-        ref = part.get("video_url")
-        url = ref.get("url") if isinstance(ref, dict) else ref
-        src, label = resolve_url(url, "video")
-        return MediaItem("video", src, label)
+        r = resolve_url(url, what, policy)
+        return MediaItem(what, r.open_source(), r.label, budget)
     if kind == "input_audio":
         ref = part.get("input_audio") or {}
         if not isinstance(ref, dict) or "data" not in ref:
             raise ValueError("input_audio part needs {'data': <base64>, 'format': 'wav'|'mp3'|...}")
-        data = ref["data"]
-        if isinstance(data, str) and (data.startswith("data:") or data.startswith("file://") or os.path.isfile(data)):
-            src, label = resolve_url(data, "audio")
-        else:
-            fmt = ref.get("format", "wav")
-            src, label = resolve_url(f"data:audio/{fmt};base64,{data}", "audio")
-        return MediaItem("audio", src, label)
+        r = resolve_audio(ref["data"], str(ref.get("format", "wav")), "audio", policy)
+        return MediaItem("audio", r.open_source(), r.label, budget)
     raise ValueError(f"unsupported content part type {kind!r} (supported: text, image_url, "
                      "input_audio, video_url)")
 
@@ -124,8 +87,12 @@ def tokenize_text(tokenize, text: str, add_bos: bool) -> list:
     return ids or tokenize(b"", add_bos, True)
 
 
-def build_prompt(messages: list[dict[str, Any]], render) -> Prompt:
-    """`render(messages) -> str` applies the chat template to messages with string content."""
+def build_prompt(messages: list[dict[str, Any]], render, policy: MediaPolicy = LIBRARY,
+                 limits: Optional[MediaLimits] = None) -> Prompt:
+    """`render(messages) -> str` applies the chat template to messages with string content; media
+    sources are resolved under `policy` (_media_source), and their decoding shares one budget
+    within `limits` (_media_limits)."""
+    budget = MediaBudget(limits)
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
     media: list[MediaItem] = []
@@ -146,7 +113,7 @@ def build_prompt(messages: list[dict[str, Any]], render) -> Prompt:
             if part.get("type") == "text":
                 text.append(protect(str(part.get("text", ""))))
                 continue
-            item = _media_item(part)
+            item = _media_item(part, policy, budget)
             bos, eos = (AUDIO_BOS, AUDIO_EOS) if item.kind == "audio" else (VISION_BOS, VISION_EOS)
             text.append(bos + _MEDIA.format(len(media)) + eos)
             media.append(item)

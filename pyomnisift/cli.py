@@ -50,6 +50,8 @@ def _add_model_args(ap: argparse.ArgumentParser, media: bool = True) -> None:
     ap.add_argument("-c", "--ctx-size", type=int, default=8192, help="context size in tokens (default 8192)")
     ap.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=0,
                     help="layers offloaded to the GPU (-1: all; default 0)")
+    ap.add_argument("--rpc", metavar="HOST:PORT,...", default=None,
+                    help="ggml RPC servers to use as devices (llama.cpp's --rpc; needs a GGML_RPC build)")
     ap.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
     ap.add_argument("--video-fps", type=float, default=2.0, help="frames sampled per second of video (default 2)")
     ap.add_argument("--video-retention", type=float, default=None,
@@ -119,14 +121,9 @@ def _probe_media(args) -> None:
         except (UnidentifiedImageError, OSError) as e:
             raise CliError(f"{path}: cannot be read as an image ({e})") from None
     for path in args.audio:
-        import av
-
-        try:
-            with av.open(path) as c:
-                if not c.streams.audio:
-                    raise CliError(f"{path}: has no audio stream")
-        except av.error.FFmpegError as e:
-            raise CliError(f"{path}: cannot be decoded as audio ({e})") from None
+        with _media._open(path, "audio") as c:     # FFmpeg limited to media, as every open
+            if not c.streams.audio:
+                raise CliError(f"{path}: has no audio stream")
 
 
 def _compression_kwargs(args) -> dict:
@@ -147,6 +144,8 @@ def load_model(args, progress=None):
                   verbose=args.verbose, video_fps=args.video_fps, progress=progress, **_compression_kwargs(args))
     if args.sift_head:
         kwargs["sift_head"] = args.sift_head
+    if args.rpc:
+        kwargs["rpc_servers"] = args.rpc
     return pyomnisift.Llama(args.model, args.mmproj, **kwargs)
 
 

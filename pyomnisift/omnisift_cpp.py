@@ -88,6 +88,24 @@ def omnisift_engine_free(engine: int) -> None: ...
 def omnisift_engine_device(engine: int) -> bytes: ...
 
 
+class omnisift_engine_stats(ctypes.Structure):
+    _fields_ = [("n_graphs", ctypes.c_int64), ("n_nodes", ctypes.c_int64), ("n_nodes_off_device", ctypes.c_int64),
+                ("n_splits", ctypes.c_int64), ("bytes_to_device", ctypes.c_int64),
+                ("bytes_from_device", ctypes.c_int64), ("bytes_host_copied", ctypes.c_int64)]
+
+
+@_fn("omnisift_engine_get_stats", [omnisift_engine_p], omnisift_engine_stats)
+def omnisift_engine_get_stats(engine: int) -> omnisift_engine_stats: ...
+
+
+@_fn("omnisift_engine_reset_stats", [omnisift_engine_p], None)
+def omnisift_engine_reset_stats(engine: int) -> None: ...
+
+
+@_fn("omnisift_add_rpc_server", [ctypes.c_char_p], ctypes.c_int32)
+def omnisift_add_rpc_server(endpoint: bytes) -> int: ...
+
+
 # --- compression
 OMNISIFT_MODALITY_TEXT = 0
 OMNISIFT_MODALITY_VIDEO = 1
@@ -258,6 +276,7 @@ class omnisift_context_stats(ctypes.Structure):
         ("t_audio_ms", ctypes.c_double),
         ("t_sift_ms", ctypes.c_double),
         ("t_decode_ms", ctypes.c_double),
+        ("bytes_host_copied", ctypes.c_int64),
     ]
 
 

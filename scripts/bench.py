@@ -163,10 +163,10 @@ def child_mtmd(spec: dict) -> dict:
     M.mtmd_helper_log_set(llama_log_callback, None)
     llm = llama_cpp.Llama(spec["llm"], n_ctx=spec["n_ctx"], n_batch=N_BATCH, n_ubatch=N_BATCH,
                           n_threads=spec["n_threads"], n_threads_batch=spec["n_threads"], flash_attn=True,
-                          verbose=bool(os.environ.get("BENCH_VERBOSE")))
+                          n_gpu_layers=spec.get("n_gpu_layers", 0), verbose=bool(os.environ.get("BENCH_VERBOSE")))
     stages = {"llm_loaded": _status_kb("VmRSS")}
     params = M.mtmd_context_params_default()
-    params.use_gpu = False
+    params.use_gpu = spec.get("n_gpu_layers", 0) != 0
     params.n_threads = spec["n_threads"]
     params.print_timings = False
     params.warmup = False
@@ -288,7 +288,7 @@ def child_omni(spec: dict) -> dict:
     cfg = CONFIGS[spec["config"]]
     llm = pyomnisift.Llama(spec["llm"], spec["mmproj"], n_ctx=spec["n_ctx"], n_batch=N_BATCH,
                            n_threads=spec["n_threads"], n_threads_batch=spec["n_threads"], flash_attn=True,
-                           verbose=False)
+                           n_gpu_layers=spec.get("n_gpu_layers", 0), verbose=False)
     pipeline = llm.chat_handler.context
     pipeline.batch_rows = cfg.get("batch_rows", 0)
     pipeline.reuse_identical_pairs = cfg.get("reuse_identical_pairs", True)
@@ -568,7 +568,7 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}"
 
 
-def model_pair(model: str, mmproj: str) -> dict:
+def model_pair(model: str, mmproj: str, tokenizer: str | None = None) -> dict:
     if model == "0.5b":
         from make_bench_model import make_bench_model
 
@@ -577,7 +577,7 @@ def model_pair(model: str, mmproj: str) -> dict:
                     audio_weights=m["audio_weights"])
     from make_bench_model_3b import make_bench_model_3b
 
-    m = make_bench_model_3b()
+    m = make_bench_model_3b(tokenizer=tokenizer)
     return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"][mmproj]), description=MODELS["3b"].format(mmproj=mmproj))
 
 
@@ -594,6 +594,9 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline", help="HH:MM local time: no run starts that would not end by then")
     ap.add_argument("--max-run-s", type=float, default=900, help="a run longer than this is stopped and recorded")
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--n-gpu-layers", type=int, default=0,
+                    help="offload the LLM (and the towers) to the GPU (-1: all; results keyed '-gpu')")
+    ap.add_argument("--tokenizer", help="3b pair: a GGUF holding the Qwen2.5 tokenizer (default: the 0.5b bench model)")
     ap.add_argument("--summarize", action="store_true", help="no runs: rewrite the summaries and results.md")
     args = ap.parse_args(argv)
     if args.child:
@@ -618,7 +621,9 @@ def main(argv=None) -> int:
     import llama_cpp
 
     key = args.model if args.model == "0.5b" else f"{args.model}-{args.mmproj}"
-    pair = model_pair(args.model, args.mmproj)
+    if args.n_gpu_layers:
+        key += "-gpu"
+    pair = model_pair(args.model, args.mmproj, args.tokenizer)
     clips = prepare_media()
     plans = {c: plan_clip(clips[c]) for c in args.clips}
     data["models"][key] = dict(description=pair["description"], llm=pair["llm"], mmproj=pair["mmproj"],
@@ -638,7 +643,7 @@ def main(argv=None) -> int:
                  for k in rng.sample(args.configs, len(args.configs))]
         for clip, cfg in order:
             spec = dict(config=cfg, clip=str(clips[clip]), llm=pair["llm"], mmproj=pair["mmproj"],
-                        n_ctx=plans[clip]["n_ctx"], n_threads=args.threads)
+                        n_ctx=plans[clip]["n_ctx"], n_threads=args.threads, n_gpu_layers=args.n_gpu_layers)
             record = dict(model=key, epoch=EPOCH, session=session, clip=clip, config=cfg, rep=rep,
                           n_ctx=plans[clip]["n_ctx"], started=time.strftime("%H:%M:%S"))
             timeout = args.max_run_s

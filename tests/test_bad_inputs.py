@@ -11,6 +11,7 @@ from PIL import Image
 
 import pyomnisift
 from decode_helpers import clear
+from device import LLM_KW
 from media_clips import patch_mkv_duration, write_clip
 from test_media_errors import _packet_spans, _scramble
 
@@ -21,7 +22,7 @@ TEXT = [{"role": "user", "content": "Name three colours."}]
 @pytest.fixture(scope="module")
 def omni(tiny_model):
     llm, mmproj = tiny_model
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2) as m:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, **LLM_KW) as m:
         yield m
 
 
@@ -122,7 +123,7 @@ def test_mismatched_model_and_mmproj(tiny_model, tmp_path):
     """An mmproj of another model: refused when the model is created, naming the file and both widths."""
     other = _mmproj_of_width(tiny_model[1], tmp_path / "mmproj-other.gguf", 128)
     with pytest.raises(pyomnisift.ModelFileError, match=r"mmproj-other\.gguf.*width 128.*width 64"):
-        pyomnisift.Llama(str(tiny_model[0]), str(other), n_ctx=512, n_threads=2)
+        pyomnisift.Llama(str(tiny_model[0]), str(other), n_ctx=512, n_threads=2, **LLM_KW)
 
 
 def test_head_of_another_width(tiny_model, tmp_path):
@@ -133,13 +134,13 @@ def test_head_of_another_width(tiny_model, tmp_path):
     llm, mmproj = tiny_model
     with pytest.raises(ValueError, match=rf"width {D}.*width 64|width 64.*width {D}"):
         m = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=512, n_threads=2, audio_selector="vgas",
-                             sift_head=str(head))
+                             sift_head=str(head), **LLM_KW)
         m.create_chat_completion(TEXT, max_tokens=1)
 
 
 def test_n_ctx_too_small(tiny_model, assets):
     llm, mmproj = tiny_model
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=512, n_threads=2) as small:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=512, n_threads=2, **LLM_KW) as small:
         clear(small)
         fresh = answer(small.create_chat_completion(TEXT, max_tokens=MAX, temperature=0.0))
         with pytest.raises(ValueError, match=r"n_ctx is 512.*retention"):
@@ -177,7 +178,7 @@ def test_ordinary_text_still_tokenizes_as_llama_cpp_python(omni, tiny_model):
 
     msgs = [{"role": "system", "content": "Be terse | <b>bold</b> a<|b"},
             {"role": "user", "content": "x | y <tag> <|im_end| |> done"}]
-    plain = llama_cpp.Llama(str(tiny_model[0]), n_ctx=1024, n_threads=2, verbose=False)
+    plain = llama_cpp.Llama(str(tiny_model[0]), n_ctx=1024, n_threads=2, verbose=False, **LLM_KW)
     try:
         ref = plain.create_chat_completion(msgs, max_tokens=1, temperature=0.0)
         ref_ids = list(plain.input_ids[:ref["usage"]["prompt_tokens"]])

@@ -17,6 +17,7 @@ import pytest
 import pyomnisift
 
 from decode_helpers import clear, logits_of
+from device import LLM_KW
 
 MAX = 12
 
@@ -24,14 +25,14 @@ MAX = 12
 @pytest.fixture(scope="module")
 def omni(tiny_model):
     llm, mmproj = tiny_model
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2) as m:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, **LLM_KW) as m:
         yield m
 
 
 @pytest.fixture(scope="module")
 def plain(tiny_model):
     """llama-cpp-python's own Llama on the same GGUF: the reference for text."""
-    m = llama_cpp.Llama(str(tiny_model[0]), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, verbose=False)
+    m = llama_cpp.Llama(str(tiny_model[0]), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2, verbose=False, **LLM_KW)
     yield m
     m.close()
 
@@ -137,7 +138,7 @@ def test_handler_in_plain_llama_cpp_gives_the_same(tiny_model, omni, assets):
     msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
     handler = pyomnisift.OmniSIFTChatHandler(clip_model_path=str(mmproj))
     m = llama_cpp.Llama(str(llm), chat_handler=handler, n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=2,
-                        verbose=False)
+                        verbose=False, **LLM_KW)
     try:
         theirs = m.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
     finally:
@@ -159,7 +160,7 @@ def test_defaults_are_the_papers_35_percent(omni):
 def test_fit_context_lowers_retention_until_it_fits(tiny_model, assets):
     llm, mmproj = tiny_model
     msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2) as m:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2, **LLM_KW) as m:
         with pytest.raises(ValueError, match=r"needs \d+ tokens.*n_ctx is 1024.*fit_context"):
             m.create_chat_completion(msgs, max_tokens=8)
         out = m.create_chat_completion(msgs, max_tokens=64, fit_context=True, temperature=0.0)
@@ -176,7 +177,7 @@ def test_generation_stops_at_kv_capacity(tiny_model, assets):
     when the cells run out, not when the positions would."""
     llm, mmproj = tiny_model
     msgs = user(video(assets["test-3.mp4"]), text("What happens?"))
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1400, n_threads=2) as m:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1400, n_threads=2, **LLM_KW) as m:
         out = m.create_chat_completion(msgs, max_tokens=None, temperature=1.0, seed=1,
                                        logit_bias={str(m.token_eos()): -100.0})
         assert out["choices"][0]["finish_reason"] == "length"
@@ -270,7 +271,7 @@ def test_cpu_repack_argument_checked(tiny_q4_0):
 def test_quiet_by_default(tiny_model, capfd):
     llm, mmproj = tiny_model
     capfd.readouterr()
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2):
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2, **LLM_KW):
         pass
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -346,7 +347,7 @@ def test_bad_settings(omni, assets, kw, exc, match):
 def test_bad_constructor_settings(tiny_model):
     llm, mmproj = tiny_model
     with pytest.raises(ValueError, match="video_retention"):
-        pyomnisift.Llama(str(llm), str(mmproj), video_retention=2.0)
+        pyomnisift.Llama(str(llm), str(mmproj), video_retention=2.0, **LLM_KW)
     with pytest.raises(FileNotFoundError, match="nope"):
         pyomnisift.Llama(str(llm), "nope.gguf")
 

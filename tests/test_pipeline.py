@@ -18,6 +18,7 @@ from pyomnisift import _media, _sequence as S
 from pyomnisift._errors import ModelFileError
 
 from decode_helpers import clear, collect_units, decode_rows, decode_tokens, logits_of, prefill
+from device import LLM_KW
 
 OFF = dict(video_retention=1.0, audio_retention=1.0, image_retention=1.0)
 
@@ -25,7 +26,7 @@ OFF = dict(video_retention=1.0, audio_retention=1.0, image_retention=1.0)
 @pytest.fixture(scope="module")
 def omni(tiny_model):
     llm, mmproj = tiny_model
-    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, **OFF)
+    model = pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, **OFF, **LLM_KW)
     yield model
     model.close()
 
@@ -140,7 +141,7 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
     """An audio LLM (Qwen2-Audio shape: qwen2 arch, Whisper-style 30-s tower): libmtmd encodes the
     audio, positions are contiguous, and the result is llama.cpp's own path, logit for logit."""
     llm_path, mmproj = tiny_audio_model
-    with pyomnisift.Llama(str(llm_path), str(mmproj), n_ctx=2048, n_threads=2, **OFF) as m:
+    with pyomnisift.Llama(str(llm_path), str(mmproj), n_ctx=2048, n_threads=2, **OFF, **LLM_KW) as m:
         out = prefill(m, user(audio_part(assets["test-2.mp3"]), text("Transcribe.")))
         ours = logits_of(m)
         assert out["omnisift"]["audio"]["tokens_in"] == 750  # one padded 30-s window, as mtmd makes it
@@ -345,7 +346,7 @@ def test_too_short_video(omni, tmp_path):
 
 def test_prompt_longer_than_context(tiny_model, assets):
     llm, mmproj = tiny_model
-    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2, **OFF) as small:
+    with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, n_threads=2, **OFF, **LLM_KW) as small:
         msgs = user(video(assets["test-3.mp4"]), text("?"))
         with pytest.raises(ValueError, match=r"needs \d+ tokens.*n_ctx is 1024.*retention of about 0\.\d\d"):
             prefill(small, msgs)
@@ -378,7 +379,7 @@ def test_mmproj_without_audio(tiny_model, assets, tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pyomnisift.Llama(str(llm), str(out), n_ctx=2048, n_threads=2) as vision_only:
+    with pyomnisift.Llama(str(llm), str(out), n_ctx=2048, n_threads=2, **LLM_KW) as vision_only:
         with pytest.raises(ValueError, match="no audio tower"):
             prefill(vision_only, user(audio_part(assets["test-2.mp3"]), text("?")))
         prefill(vision_only, user(image(assets["test-1.jpeg"]), text("?")))  # still usable
@@ -396,7 +397,7 @@ def test_learned_head_end_to_end(tiny_model, assets, tmp_path):
     torch.save(ref.make_vgas_module(64, hidden=32, n_head=8, score_hidden=16, seed=1).state_dict(), head_pt)
     convert_sift_head.convert(head_pt, tmp_path / "head.gguf")
     with pyomnisift.Llama(str(llm), str(mmproj), n_ctx=4096, n_threads=2, audio_selector="vgas",
-                          sift_head=str(tmp_path / "head.gguf"), video_retention=0.3, audio_retention=0.4) as m:
+                          sift_head=str(tmp_path / "head.gguf"), video_retention=0.3, audio_retention=0.4, **LLM_KW) as m:
         out, (rows, modality, positions, keep) = collect_units(functools.partial(prefill, m), user(video(assets["test-3.mp4"]), text("?")))
         st = out["omnisift"]
         assert st["audio"]["tokens_kept"] < st["audio"]["tokens_in"] == 251
@@ -411,4 +412,4 @@ def test_learned_head_end_to_end(tiny_model, assets, tmp_path):
     convert_sift_head.convert(head_pt, tmp_path / "head48.gguf")
     with pytest.raises(ValueError, match="width 48"):
         pyomnisift.Llama(str(llm), str(mmproj), n_ctx=1024, audio_selector="vgas",
-                         sift_head=str(tmp_path / "head48.gguf"))
+                         sift_head=str(tmp_path / "head48.gguf"), **LLM_KW)

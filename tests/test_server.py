@@ -162,9 +162,9 @@ def test_bad_requests_then_a_good_one(server, media_dir, tmp_path):
     assert_error(r, 400, "remote")
     outside = write_clip(tmp_path / "outside.mp4", seconds=1.0)
     r = post(server, {"messages": video_msg(str(outside))})
-    assert_error(r, 400, "outside")
+    assert_error(r, 400, "allowed media folder")
     r = post(server, {"messages": video_msg("../" + outside.name)})
-    assert_error(r, 400, "outside")
+    assert_error(r, 400, "allowed media folder")
     r = post(server, {"messages": video_msg(clip), "video_retention": 1.5})
     assert_error(r, 400, "video_retention")
     r = post(server, {"messages": video_msg(clip), "audio_selector": "loudest"})
@@ -253,7 +253,7 @@ class FakeLlama:
         self.closed = []
         self.kwargs = []
 
-    def create_chat_completion(self, messages, stream=False, max_tokens=None, **kw):
+    def create_chat_completion(self, messages, stream=False, max_tokens=None, should_stop=None, **kw):
         self.kwargs.append(dict(kw, max_tokens=max_tokens))
         text = json.dumps(messages)
         if "bad" in text:
@@ -261,21 +261,27 @@ class FakeLlama:
         if not stream:
             return {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
                                                               "finish_reason": "stop"}], "usage": {}}
-        return self._stream(max_tokens or 10)
+        return self._stream(max_tokens or 10, should_stop, text)
 
-    def _stream(self, n):
+    def _stream(self, n, should_stop, text):
         base = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         produced = 0
         try:
             yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            finish = "length"
             for i in range(n):
                 time.sleep(self.delay)
+                if should_stop is not None and should_stop():
+                    finish = "stop"             # the contract: should_stop ends the generation
+                    break
+                if "fail" in text and i == 2:
+                    raise RuntimeError("decode failed")
                 produced += 1
                 yield {**base, "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
-                   "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1,
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": produced, "total_tokens": produced + 1,
                              "omnisift": {"video": {"tokens_in": 10, "tokens_kept": 3}}}}
         finally:
             self.active -= 1

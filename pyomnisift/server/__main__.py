@@ -1,6 +1,7 @@
 """`python -m pyomnisift.server --model M --mmproj P [--host H] [--port N] [--n_ctx C] [--api_key K]
-[--allowed_media_dir DIR] [--max_body_bytes N] ...` (also `pyomnisift serve ...`): flags generated
-from the settings by llama_cpp.server's own helper, as `python -m llama_cpp.server` does."""
+[--allowed_media_dir DIR] [--max_body_bytes N] [--config_file F] ...` (also `pyomnisift serve ...`):
+flags generated from the settings by llama_cpp.server's own helper, as `python -m llama_cpp.server`
+does; `--config_file` (or CONFIG_FILE) reads them from a JSON / YAML file in its format."""
 
 from __future__ import annotations
 
@@ -21,20 +22,32 @@ def main(argv=None, prog: str = "python -m pyomnisift.server") -> int:
         from pydantic import ValidationError
 
         from .app import create_app
-        from .settings import ModelSettings, ServerSettings, Settings
+        from .limits import uvicorn_options
+        from .settings import ModelSettings, ServerSettings, Settings, load_config_file
     except ImportError as e:
         print(f"{prog}: error: the server needs the [server] extra ({e.name} is missing): "
               "pip install 'pyomnisift[server]'", file=sys.stderr)
         return 1
     ap = _Parser(prog=prog, description="pyomnisift's OpenAI-compatible server (video, audio, images).")
     add_args_from_model(ap, Settings)
+    ap.add_argument("--config_file", type=str, help="A JSON or YAML file of settings, as llama_cpp.server's "
+                    "(server settings at the top level, the model's in `models: [ {...} ]`); flags given "
+                    "here override it. Also the CONFIG_FILE environment variable.")
     args = ap.parse_args(argv)
+    config_file = args.config_file or os.environ.get("CONFIG_FILE")
     try:
-        server_settings = parse_model_from_args(ServerSettings, args)
-        model_settings = parse_model_from_args(ModelSettings, args)
-    except ValidationError as e:
+        if config_file:
+            given = {k: v for k, v in vars(args).items() if v is not None and k in Settings.model_fields}
+            server_settings, model_settings = load_config_file(config_file, given)
+        else:
+            server_settings = parse_model_from_args(ServerSettings, args)
+            model_settings = parse_model_from_args(ModelSettings, args)
+    except ValidationError as e:      # before ValueError: pydantic's is one
         err = e.errors()[0]
         print(f"{prog}: error: --{'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
+        return 2
+    except ValueError as e:           # the config file
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     for what, path in (("model", model_settings.model), ("mmproj", model_settings.mmproj),
                        ("sift head", model_settings.sift_head)):
@@ -55,7 +68,7 @@ def main(argv=None, prog: str = "python -m pyomnisift.server") -> int:
           file=sys.stderr)
     uvicorn.run(app, host=os.getenv("HOST", server_settings.host), port=int(os.getenv("PORT", server_settings.port)),
                 ssl_keyfile=server_settings.ssl_keyfile, ssl_certfile=server_settings.ssl_certfile,
-                log_level="info" if model_settings.verbose else "warning")
+                log_level="info" if model_settings.verbose else "warning", **uvicorn_options(server_settings))
     return 0
 
 

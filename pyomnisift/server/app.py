@@ -1,38 +1,47 @@
-"""FastAPI app: /v1/chat/completions (JSON or SSE), /v1/models, /health.
+"""FastAPI app: /v1/chat/completions (JSON or SSE), /v1/models, /health (and, from routes_extra,
+/v1/completions, /tokenize, /detokenize, /extras/..., /metrics).
 
 Built from llama_cpp.server's pieces: its ServerSettings and Bearer-key check, its RouteErrorHandler
 (OpenAI-shaped errors; here bad input is a 400 instead of a 500), its request model (extended with
 omni parts in types.py) and sse-starlette for streaming. One model; an asyncio lock serializes the
 requests on it. A stream stops generating at its next token when its client disconnects, or, with
 interrupt_requests (llama_cpp.server's setting, on by default), when another request waits; both are
-watched while a chunk is being computed, not only between chunks.
+watched while a chunk is being computed, not only between chunks (streaming.py). Error bodies never
+carry absolute paths or object reprs (redact.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import sys
 import time
-
-import anyio
+import traceback
 from typing import Optional
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from llama_cpp.server.errors import ErrorResponse, RouteErrorHandler
-from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .model import MediaError, OmniModel, check_messages
+from . import params
+from .metrics import Metrics, RequestCounter
+from .model import OmniModel, check_messages
+from .redact import redact
+from .limits import RequestGuard
 from .settings import ModelSettings, ServerSettings, Settings
+from .streaming import json_response, locked_stream
 from .types import OMNISIFT_FIELDS, OmniChatCompletionRequest
 
-# Fields of llama_cpp.server's request that pyomnisift.Llama.create_chat_completion does not take.
-_NOT_PASSED = {"model", "messages", "n", "user", "logit_bias_type", "min_tokens", "stream"}
+# Fields of llama_cpp.server's request that pyomnisift.Llama.create_chat_completion does not take
+# as they come (grammar, logit_bias, logprobs and min_tokens are converted by params.py).
+_NOT_PASSED = {"model", "messages", "n", "user", "logit_bias_type", "min_tokens", "stream", "stream_options",
+               "grammar", "logit_bias", "logprobs", "top_logprobs"}
 
 
 def _error(status_code: int, message: str, type_: str = "invalid_request_error", param: Optional[str] = None,
@@ -47,13 +56,17 @@ def _is_bad_input(error: Exception) -> bool:
     return isinstance(error, (ValueError, TypeError, FileNotFoundError, OmniSiftError, NotImplementedError))
 
 
+def _bad_input(error: Exception) -> ErrorResponse:
+    return ErrorResponse(message=str(error), type="invalid_request_error", param=getattr(error, "param", None),
+                         code=None)
+
+
 class OmniRouteErrorHandler(RouteErrorHandler):
     """llama_cpp.server's handler; a request the model refuses (bad media, bad settings) is a 400."""
 
-    def error_message_wrapper(self, error, body=None):
+    def error_message_wrapper(self, error, body=None, settings=None):
         if _is_bad_input(error):
-            param = error.param if isinstance(error, MediaError) else None
-            return 400, ErrorResponse(message=str(error), type="invalid_request_error", param=param, code=None)
+            return 400, _bad_input(error)
         return super().error_message_wrapper(error, body)
 
     def get_route_handler(self):
@@ -69,11 +82,29 @@ class OmniRouteErrorHandler(RouteErrorHandler):
                 raise
             except Exception as exc:
                 status_code, error = self.error_message_wrapper(exc)
-                return JSONResponse({"error": error}, status_code=status_code)
+                return JSONResponse({"error": error_body(request, error)}, status_code=status_code)
             response.headers["openai-processing-ms"] = f"{int((time.perf_counter() - start) * 1000)}"
             return response
 
         return handler
+
+
+def error_body(request: Request, error) -> dict:
+    """The error object as sent: its message without the machine's paths or object reprs."""
+    body = dict(error)
+    body["message"] = redact(str(body.get("message", "")), [request.app.state.server_settings.allowed_media_dir])
+    return body
+
+
+def stream_error(request: Request):
+    """The error object of a generation that failed mid-stream (as the route handler's 4xx / 5xx)."""
+    def body(exc: BaseException) -> dict:
+        if _is_bad_input(exc):
+            return error_body(request, _bad_input(exc))
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        return error_body(request, ErrorResponse(message=str(exc), type="internal_server_error", param=None,
+                                                 code=None))
+    return body
 
 
 router = APIRouter(route_class=OmniRouteErrorHandler)
@@ -96,25 +127,29 @@ async def authenticate(request: Request, authorization=Depends(bearer_scheme)):
     raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="Invalid API key")
 
 
-class _LockedEventSource(EventSourceResponse):
-    """An SSE response that runs `on_close` however it ends (even if it never starts streaming)."""
-
-    def __init__(self, *args, on_close, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope, receive, send):
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
-
-
-def _call_kwargs(body: OmniChatCompletionRequest, messages: list) -> dict:
+def _call_kwargs(body: OmniChatCompletionRequest, messages: list, model: OmniModel) -> dict:
+    """pyomnisift.Llama.create_chat_completion's arguments; every field checked first (params.py)."""
+    llama = model.llama
+    params.check_choices(body.n)
+    params.check_max_tokens(body.max_tokens)
+    if not body.stream:
+        params.check_no_stream_options(body.stream_options)
+    top_logprobs = params.chat_logprobs(body.logprobs, body.top_logprobs, params.logits_all(model))
     kwargs = {k: v for k, v in body.model_dump(exclude_unset=True).items() if k not in _NOT_PASSED}
     for key in OMNISIFT_FIELDS:
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
+    if top_logprobs is not None:
+        kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+    bias = params.logit_bias(llama, body.logit_bias, body.logit_bias_type == "tokens")
+    if bias is not None:
+        kwargs["logit_bias"] = bias
+    params.check_response_format(body.response_format)
+    grammar = params.grammar(llama, body.grammar)
+    if grammar is not None:
+        kwargs["grammar"] = grammar
+    params.min_tokens(llama, body.min_tokens, kwargs)
+    kwargs["model"] = model.alias          # the id /v1/models lists, not the file's path
     kwargs["messages"] = messages
     return kwargs
 
@@ -123,91 +158,32 @@ def _call_kwargs(body: OmniChatCompletionRequest, messages: list) -> dict:
 async def create_chat_completion(request: Request, body: OmniChatCompletionRequest,
                                  model: OmniModel = Depends(get_model)):
     settings: ServerSettings = request.app.state.server_settings
-    messages = check_messages(body.messages, settings.allowed_media_dir)
-    kwargs = _call_kwargs(body, messages)
+    messages = check_messages(body.messages, settings)
+    kwargs = _call_kwargs(body, messages, model)
     llama = model.llama
+    metrics = request.app.state.metrics
     model.waiting += 1
     try:
         await model.lock.acquire()
     finally:
         model.waiting -= 1
     if not body.stream:
+        # Generated on a thread; a client that leaves meanwhile stops it at its next token.
+        stop = {"stop": False}
+        kwargs["should_stop"] = lambda: stop["stop"]
         try:
-            return await run_in_threadpool(lambda: llama.create_chat_completion(**kwargs))
+            out = await _watching(request, stop, run_in_threadpool(lambda: llama.create_chat_completion(**kwargs)))
         finally:
             model.lock.release()
+        metrics.observe_usage(out.get("usage"))
+        return json_response(out)
 
-    # Streaming: bad input raises before the first chunk, so it is still a plain 4xx response.
-    # `stop` ends the generation at its next token (should_stop, polled per token): llama-cpp-python
-    # may generate many tokens before it yields a chunk (bytes that are no UTF-8 yet, text that
-    # could start a stop string), and a generator cannot be closed while it runs in its thread.
-    # The soak test found a dropped stream generating for minutes that way, holding the model.
-    state = {"closed": False, "iterator": None, "chunks": 0, "end": "disconnect", "stop": False}
-    kwargs["should_stop"] = lambda: state["stop"]
+    def start(should_stop):
+        return llama.create_chat_completion(stream=True, should_stop=should_stop, **kwargs)
 
-    def close() -> None:
-        if state["closed"]:
-            return
-        state["closed"] = True
-        it = state["iterator"]
-        try:
-            if it is not None and hasattr(it, "close"):
-                it.close()         # GeneratorExit inside the generation loop: it stops there
-        finally:
-            model.streams.append({"chunks": state["chunks"], "end": state["end"], "time": time.time()})
-            model.lock.release()
-
-    _end = object()
-    try:
-        state["iterator"] = it = await run_in_threadpool(
-            lambda: iter(llama.create_chat_completion(stream=True, **kwargs)))
-        first = await run_in_threadpool(next, it, _end)
-    except BaseException:
-        state["end"] = "error"
-        close()
-        raise
-
-    async def events():
-        chunk = first
-        while chunk is not _end:
-            state["chunks"] += 1
-            yield {"data": json.dumps(chunk)}
-            if await request.is_disconnected():
-                state["end"] = "disconnect"
-                return
-            if settings.interrupt_requests and model.waiting > 0:
-                state["end"] = "interrupted"
-                return
-            chunk = await next_watching()
-            if state["stop"]:
-                return
-        state["end"] = "done"
-        yield {"data": "[DONE]"}
-
-    async def next_watching():
-        """The next chunk; while it is computed, a client that leaves or a request that waits
-        (interrupt_requests) stops the generation at its next token."""
-        pending = asyncio.ensure_future(run_in_threadpool(next, it, _end))
-        while True:
-            try:
-                done, _ = await asyncio.wait({pending}, timeout=0.2)
-            except BaseException:
-                # Cancelled (sse-starlette saw the client leave): stop the generation and wait for
-                # its thread, so that the lock is not released while the model still computes.
-                state["end"], state["stop"] = "disconnect", True
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait({pending})
-                raise
-            if done:
-                return pending.result()
-            if not state["stop"]:
-                if await request.is_disconnected():
-                    state["end"], state["stop"] = "disconnect", True
-                elif settings.interrupt_requests and model.waiting > 0:
-                    state["end"], state["stop"] = "interrupted", True
-
-    return _LockedEventSource(events(), on_close=close, sep="\n",
-                              ping_message_factory=request.app.state.ping_message_factory)
+    return await locked_stream(request, model, start, error_body=stream_error(request),
+                               include_usage=bool(body.stream_options and body.stream_options.include_usage),
+                               on_usage=metrics.observe_usage)
 
 
 @router.get("/v1/models", dependencies=[Depends(authenticate)], summary="Models")
@@ -223,47 +199,22 @@ async def health(request: Request):
                         status_code=200 if ok else 503)
 
 
-class BodyLimitMiddleware:
-    """413 (OpenAI error shape) for a request body over `max_bytes`, declared or streamed."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_big = _error(413, f"request body is larger than the server's limit of {self.max_bytes} bytes "
-                              "(--max_body_bytes)", code="request_too_large")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    return await too_big(scope, receive, send)
-        chunks, total, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                return await too_big(scope, receive, send)
-            chunks.append(body)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()   # then the real channel: disconnects reach the app
-
-        return await self.app(scope, replay, send)
+async def _watching(request: Request, stop: dict, work):
+    """The result of `work` (a thread's); while it runs, a client that leaves sets stop["stop"]
+    (polled per token), and the thread is still awaited so that the model is released idle."""
+    pending = asyncio.ensure_future(work)
+    while True:
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=0.2)
+        except BaseException:
+            stop["stop"] = True
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({pending})
+            raise
+        if done:
+            return pending.result()
+        if not stop["stop"] and await request.is_disconnected():
+            stop["stop"] = True
 
 
 def _loc(loc) -> Optional[str]:
@@ -296,7 +247,7 @@ def _validation_message(exc: RequestValidationError) -> tuple:
     msg = e.get("msg", "invalid value")
     if e.get("type") == "union_tag_invalid":
         msg = (f"unknown content part type {e.get('ctx', {}).get('tag')!r} (supported: text, image_url, "
-               "input_audio, video_url)")
+               "input_audio, video_url, input_video)")
     return (f"{param}: {msg}" if param else msg), param
 
 
@@ -304,6 +255,8 @@ def create_app(settings: Optional[Settings] = None, server_settings: Optional[Se
                model_settings: Optional[ModelSettings] = None, model: Optional[OmniModel] = None) -> FastAPI:
     """The app, with the model loaded (or `model`, already loaded, e.g. shared by tests)."""
     import pyomnisift
+
+    from .routes_extra import router as extra_router   # it builds on this module's route class
 
     if server_settings is None or (model_settings is None and model is None):
         settings = settings or Settings()
@@ -313,8 +266,12 @@ def create_app(settings: Optional[Settings] = None, server_settings: Optional[Se
     app.state.server_settings = server_settings
     app.state.ping_message_factory = (lambda: bytes()) if server_settings.disable_ping_events else None
     app.state.model = model if model is not None else OmniModel(model_settings, server_settings)
+    app.state.metrics = Metrics(app.state.model)
     app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server_settings.max_body_bytes)
+    app.include_router(extra_router)
+    app.add_middleware(RequestGuard, settings=server_settings)   # the key before the body
+    app.add_middleware(RequestCounter, metrics=app.state.metrics,     # outside: 413s are counted too
+                       paths=[r.path for r in router.routes + extra_router.routes])
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -326,4 +283,8 @@ def create_app(settings: Optional[Settings] = None, server_settings: Optional[Se
         type_ = {401: "authentication_error", 404: "not_found_error"}.get(exc.status_code, "invalid_request_error")
         return _error(exc.status_code, str(exc.detail), type_=type_)
 
+    if server_settings.cors_origins:
+        # Outermost (added last): a browser's preflight OPTIONS carries no API key.
+        app.add_middleware(CORSMiddleware, allow_origins=server_settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
     return app

@@ -4,13 +4,14 @@ media policy, and the model settings pyomnisift.Llama takes. Every field is a fl
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from llama_cpp.server.settings import ServerSettings as _LlamaServerSettings
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from .._settings import AUDIO_SELECTORS, RETENTION_MAX, RETENTION_MIN
+from .limits import LimitSettings
 
 
 class ModelSettings(BaseSettings):
@@ -36,18 +37,63 @@ class ModelSettings(BaseSettings):
         default=None, description="Default audio selector (anchor; vgas needs sift_head).")
     sift_head: Optional[str] = Field(default=None, description="The learned selector head GGUF (pyomnisift convert-head).")
     video_fps: float = Field(default=2.0, gt=0, description="Frames sampled per second of video.")
+    logits_all: bool = Field(default=False, description="Keep the logits of every position, as "
+                             "llama_cpp.server's setting of that name: needed for logprobs (costs n_ctx x "
+                             "n_vocab floats of memory, so off by default, unlike llama_cpp.server).")
     verbose: bool = Field(default=False, description="llama.cpp's own log on stderr.")
 
 
-class ServerSettings(_LlamaServerSettings):
-    """llama_cpp.server's server settings, and what may reach the model from a request."""
+class ServerSettings(_LlamaServerSettings, LimitSettings):
+    """llama_cpp.server's server settings, what may reach the model from a request (the media
+    folder) and how much work a request may cause (limits.py)."""
 
     allowed_media_dir: Optional[str] = Field(
         default=None, description="A directory whose files requests may name by local path or file:// URL "
         "(default: none; only data: URIs).")
-    max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1,
-                                description="Largest request body accepted, in bytes (413 beyond).")
+    cors_origins: Optional[List[str]] = Field(
+        default=None, description="Origins a browser may call the server from (CORS), e.g. "
+        "https://app.example.com, or * for any (default: none, no CORS headers).")
 
 
 class Settings(ServerSettings, ModelSettings):
     pass
+
+
+def load_config_file(path: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[ServerSettings, ModelSettings]:
+    """A settings file as llama_cpp.server's `--config_file` reads it (JSON, or YAML for .yaml / .yml):
+    the server's settings at the top level and the model's in `models`, a list of one (this server
+    holds one model); the model's fields may also sit at the top level. `overrides` (the flags given
+    on the command line) win over the file. Raises ValueError naming the problem."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
+
+                data = yaml.safe_load(f)
+            else:
+                data = json.loads(f.read())
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the config file {path}: {e}") from None
+    except Exception as e:   # json.JSONDecodeError, yaml.YAMLError
+        raise ValueError(f"the config file {path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
+                         f"{str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"the config file {path} must hold an object (settings by name)")
+    data = dict(data)
+    models = data.pop("models", None)
+    if models is not None:
+        if not isinstance(models, list) or len(models) != 1 or not isinstance(models[0], dict):
+            raise ValueError(f"the config file {path}: `models` must be a list of exactly one model's settings "
+                             "(this server holds one model)")
+        data.update(models[0])
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(f"the config file {path}: unknown setting(s) {', '.join(unknown)}")
+    data.update(overrides or {})
+    server = ServerSettings.model_validate({k: v for k, v in data.items() if k in ServerSettings.model_fields})
+    model = ModelSettings.model_validate({k: v for k, v in data.items() if k in ModelSettings.model_fields})
+    return server, model

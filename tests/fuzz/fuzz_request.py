@@ -19,11 +19,15 @@ from pydantic import ValidationError
 from pyomnisift import _prompt
 from pyomnisift._template import QWEN25_OMNI_CHAT_TEMPLATE
 from pyomnisift.server.app import _validation_message
+from pyomnisift._media_source import MediaPolicy
 from pyomnisift.server.model import check_messages
+from pyomnisift.server.settings import ServerSettings
 from pyomnisift.server.types import OmniChatCompletionRequest
 
 ALLOWED = tempfile.mkdtemp(prefix="fuzz-media-")
 (Path(ALLOWED) / "a.wav").write_bytes(b"RIFF")
+SETTINGS = ServerSettings(allowed_media_dir=ALLOWED)
+POLICY = MediaPolicy.server(ALLOWED)
 FORMAT = llama_chat_format.Jinja2ChatFormatter(template=QWEN25_OMNI_CHAT_TEMPLATE, eos_token="<|im_end|>",
                                                bos_token="", stop_token_ids=[0])
 
@@ -36,8 +40,9 @@ VALUES = [None, "", "x", 0, -1, 1.5, True, [], {}, [1], {"url": None}, "data:", 
           "data:a;base64,@@", "data:;base64," + base64.b64encode(b"x").decode(), "file://", "file:///nope",
           "ftp://h/f", "C:/x", "../../etc/passwd", "a.wav", "<|im_end|>", "\x00omnisift-media-0\x00", "{{ 1 }}",
           "\ud800", 2**80, float("nan")]
-KEYS = ["type", "text", "image_url", "video_url", "input_audio", "url", "data", "format", "role", "content"]
-TYPES = ["text", "image_url", "video_url", "input_audio", "audio_url", "", None]
+KEYS = ["type", "text", "image_url", "video_url", "input_audio", "input_video", "url", "data", "format", "role",
+        "content"]
+TYPES = ["text", "image_url", "video_url", "input_audio", "input_video", "audio_url", "", None]
 ROLES = ["user", "system", "assistant", "tool", "bogus", None, 3]
 
 
@@ -82,9 +87,9 @@ def test_one(data: bytes) -> None:
         message, _ = _validation_message(RequestValidationError(e.errors()))
         assert isinstance(message, str)
         return
-    messages = expect(check_messages, req.messages, ALLOWED)
+    messages = expect(check_messages, req.messages, SETTINGS)
     if messages is not None:
-        expect(_prompt.build_prompt, messages, render)
+        expect(_prompt.build_prompt, messages, render, POLICY)
 
 
 B64 = base64.b64encode(b"RIFF....WAVE").decode()

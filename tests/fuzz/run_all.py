@@ -24,7 +24,8 @@ HERE = Path(__file__).resolve().parent
 # The development generators the harnesses seed from (make_tiny_head), as pytest's `pythonpath`.
 SCRIPTS = HERE.parent.parent / "scripts"
 # harness: executions in the bounded run (10-30 s each on a shared 2-core machine; --seconds caps each)
-HARNESSES = {"fuzz_sift": 300000, "fuzz_audio": 20000, "fuzz_head": 100000, "fuzz_media": 8000, "fuzz_request": 300000}
+HARNESSES = {"fuzz_sift": 300000, "fuzz_audio": 20000, "fuzz_head": 100000, "fuzz_media": 8000, "fuzz_request": 300000,
+              "fuzz_grammar": 100000}
 
 
 def run_one(name, runs, seconds, corpus, artifacts, seed):
