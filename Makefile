@@ -93,7 +93,7 @@ test-cpp: asan-build
 # Leak checking is off here: LSan reports CPython's and numpy's own allocations kept until exit
 # (57 reports on test_sift.py alone, none with a libomnisift frame); leaks are checked by the C++
 # tests above (LSan on) and by test-valgrind.
-ASAN_PYTHON_TESTS := test_sift.py test_sift_head.py test_audio_tower.py test_audio_stream.py test_pipeline.py test_prefill.py
+ASAN_PYTHON_TESTS := test_sift.py test_sift_head.py test_audio_tower.py test_audio_stream.py test_pipeline.py test_context.py
 test-asan-python: asan-build $(VENV)/.parity
 	cd tests && LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -11,7 +11,7 @@ static_assert(OMNISIFT_AUDIO_WINDOW_FRAMES == omnisift::audio_tower::window_fram
 
 struct omnisift_audio_tower {
     omnisift_audio_tower(omnisift_engine & engine, const std::string & path)
-        : engine(engine), tower(path, engine.runner) {}
+        : engine(engine), tower(path, engine.runner()) {}
     omnisift_engine & engine;
     omnisift::audio_tower tower;
 };
@@ -51,7 +51,7 @@ int32_t omnisift_audio_tower_encode(omnisift_audio_tower * tower, const float * 
         for (int64_t i = 0; i < n_values; ++i) {
             omnisift::require(std::isfinite(mel[i]), "mel features contain NaN or infinity");
         }
-        tower->tower.encode(tower->engine.runner, mel, n_frames, out);
+        tower->tower.encode(tower->engine.runner(), mel, n_frames, out);
     });
 }
 

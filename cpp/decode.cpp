@@ -76,7 +76,7 @@ int64_t decode_batches(llama_context * lctx, llama_seq_id seq_id, int64_t n, Cut
         ++n_calls;
         if (ret != 0) {
             llama_memory_seq_rm(mem, seq_id, start, -1);
-            fail(OMNISIFT_ERR_BACKEND, decode_failure(ret, off, n, llama_n_ctx(lctx)));
+            fail(omnisift::status::backend, decode_failure(ret, off, n, llama_n_ctx(lctx)));
         }
     }
     return n_calls;

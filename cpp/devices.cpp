@@ -17,14 +17,14 @@ int32_t omnisift_add_rpc_server(const char * endpoint) {
         omnisift::require(endpoint && *endpoint, "endpoint is NULL or empty");
         ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
         if (!rpc) {
-            omnisift::fail(OMNISIFT_ERR_BACKEND, "llama-cpp-python was built without ggml's RPC backend "
+            omnisift::fail(omnisift::status::backend, "llama-cpp-python was built without ggml's RPC backend "
                                                  "(rebuild it with CMAKE_ARGS=-DGGML_RPC=on)");
         }
         using add_server_t = ggml_backend_reg_t (*)(const char *);
         auto add_server = (add_server_t) ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_add_server");
-        if (!add_server) omnisift::fail(OMNISIFT_ERR_BACKEND, "ggml's RPC backend has no ggml_backend_rpc_add_server");
+        if (!add_server) omnisift::fail(omnisift::status::backend, "ggml's RPC backend has no ggml_backend_rpc_add_server");
         ggml_backend_reg_t reg = add_server(endpoint);
-        if (!reg) omnisift::fail(OMNISIFT_ERR_BACKEND, std::string("cannot connect to the RPC server ") + endpoint);
+        if (!reg) omnisift::fail(omnisift::status::backend, std::string("cannot connect to the RPC server ") + endpoint);
         ggml_backend_register(reg);   // a no-op for a registry already registered
         n = (int32_t) ggml_backend_reg_dev_count(reg);
     });

@@ -2,6 +2,12 @@
 #include "omnisift.h"
 #include "engine.h"
 #include "error.h"
+#include "runner.h"
+
+omnisift_engine::omnisift_engine(const std::string & device, int n_threads)
+    : runner_(std::make_unique<omnisift::graph_runner>(device, n_threads)) {}
+
+omnisift_engine::~omnisift_engine() = default;
 
 extern "C" {
 
@@ -21,15 +27,15 @@ omnisift_engine * omnisift_engine_init(struct omnisift_engine_params params) {
 void omnisift_engine_free(omnisift_engine * engine) { delete engine; }
 
 const char * omnisift_engine_device(const omnisift_engine * engine) {
-    return engine ? engine->runner.device_name().c_str() : "";
+    return engine ? engine->runner().device_name().c_str() : "";
 }
 
 struct omnisift_engine_stats omnisift_engine_get_stats(const omnisift_engine * engine) {
-    return engine ? engine->runner.stats() : omnisift_engine_stats{};
+    return engine ? engine->runner().stats() : omnisift_engine_stats{};
 }
 
 void omnisift_engine_reset_stats(omnisift_engine * engine) {
-    if (engine) engine->runner.reset_stats();
+    if (engine) engine->runner().reset_stats();
 }
 
 } // extern "C"

@@ -1,31 +1,29 @@
-// Internal error handling: C++ code throws omnisift::error; every C API entry point runs its body
-// through api_call(), which turns exceptions into a status code and the thread's last-error text,
-// so no exception (and no abort) crosses into Python.
+// Internal error handling: C++ code throws omnisift::error (ggml_ext/status.h); every C API entry
+// point runs its body through api_call(), which turns exceptions into a status code and the
+// thread's last-error text, so no exception (and no abort) crosses into Python.
 #pragma once
 
 #include "omnisift.h"
+#include "status.h"
 
-#include <stdexcept>
+#include <new>
 #include <string>
 
 namespace omnisift {
 
-class error : public std::runtime_error {
-public:
-    error(omnisift_status status, const std::string & msg) : std::runtime_error(msg), status_(status) {}
-    omnisift_status status() const { return status_; }
-private:
-    omnisift_status status_;
-};
-
-[[noreturn]] inline void fail(omnisift_status status, const std::string & msg) { throw error(status, msg); }
-
-inline void require(bool ok, const std::string & msg) {
-    if (!ok) fail(OMNISIFT_ERR_ARGUMENT, msg);
-}
-
 void set_last_error(const std::string & msg);
 void clear_last_error();
+
+// The C API's code for an internal status.
+inline omnisift_status to_c(status s) {
+    switch (s) {
+        case status::argument: return OMNISIFT_ERR_ARGUMENT;
+        case status::file:     return OMNISIFT_ERR_FILE;
+        case status::backend:  return OMNISIFT_ERR_BACKEND;
+        case status::internal: return OMNISIFT_ERR_INTERNAL;
+    }
+    return OMNISIFT_ERR_INTERNAL;
+}
 
 // Runs fn, mapping exceptions to a status code (and the message to omnisift_last_error()).
 template <typename Fn>
@@ -36,7 +34,7 @@ int32_t api_call(Fn && fn) noexcept {
         return OMNISIFT_OK;
     } catch (const error & e) {
         set_last_error(e.what());
-        return e.status();
+        return to_c(e.code());
     } catch (const std::bad_alloc &) {
         set_last_error("out of host memory");
         return OMNISIFT_ERR_BACKEND;

@@ -281,6 +281,19 @@ OMNISIFT_API int32_t omnisift_audio_tower_encode(omnisift_audio_tower * tower, c
                                                  float * out, int64_t n_out_rows);
 
 //
+// mmproj: one audio tower in memory
+//
+// libmtmd loads every tower of an mmproj, and nothing in its parameters skips one; with this
+// library's audio tower in use, libmtmd's copy of the audio weights would be a second one in memory
+// (0.6 GB for Qwen2.5-Omni-3B's tower in q8_0, 1.2 GB in f16). This writes the file libmtmd is
+// then given: the same GGUF without the audio tower (every key and tensor of the source except the
+// audio tensors "a.*" and "mm.a.*", clip.has_audio_encoder false; tensor bytes copied unchanged).
+
+// Writes the vision-only copy of the mmproj at src to dst (replaced if it exists; written whole or
+// not at all: a failure removes dst). Fails for a file that is not an mmproj with a vision tower.
+OMNISIFT_API int32_t omnisift_mmproj_write_vision_only(const char * src, const char * dst);
+
+//
 // Decoding: rows and tokens into a llama context at explicit positions
 //
 // llama-cpp-python's own eval numbers positions by token count, which is wrong for M-RoPE models
@@ -313,60 +326,119 @@ OMNISIFT_API int32_t omnisift_decode_tokens(struct llama_context * lctx, const i
                                             const int32_t * pos, int32_t seq_id, int32_t logits_last);
 
 //
-// Prefill: sift compression units and decode their kept rows, batched across units
+// Context: one call per compression unit encodes, sifts and queues it; several units per llama_decode
 //
-// One call per unit (a frame pair with its audio, an image, a stretch of audio) sifts it and
-// queues its kept rows; the queue is decoded (as omnisift_decode_embd does) when the next unit would
-// not fit into max_rows beside it, so one llama_decode takes the kept rows of several units instead
-// of a few dozen rows each. Units must come in sequence order (their t ranges ascending, as
-// omnisift.h's chunks are); flush before decoding anything else into the sequence.
+// A compression unit is what OmniSIFT compresses together (omnisift_sift's grouping): two
+// consecutive frame grids of a video with the audio whose t falls in their chunk, an image, or a
+// stretch of audio without video. omnisift_context_add takes one unit's frames (RGB) and its audio's
+// new mel windows, runs libmtmd's vision encoder and the audio tower on them, sifts the unit as
+// omnisift_sift does, queues its kept rows and decodes the queue (as omnisift_decode_embd does)
+// when the next unit would not fit beside it, so that one llama_decode takes the kept rows of
+// several units. The rows stay here: a caller that wants them (a picture of what was kept) reads
+// the last unit's with omnisift_context_unit_rows. A row is copied twice on its way from the
+// encoder's output to llama_decode: into the unit (sequence order, what the sift reads) and into the
+// queue (kept rows only, already in decode order, so a flush decodes them where they are). Audio rows of a window that two units share are
+// moved once more, to the front of the audio stream, before the next window is appended.
 //
-//     struct omnisift_prefill_params pp = omnisift_prefill_default_params();   // n_batch rows
-//     omnisift_prefill * pf = omnisift_prefill_init(lctx, pp);
-//     for (each unit) omnisift_prefill_add(pf, eng, embd, n, n_embd, modality, pos, &sp, -1, keep);
-//     omnisift_prefill_flush(pf, 0);
-//     omnisift_prefill_free(pf);
+// The units of one media item come in sequence order (t ranges ascending) between
+// omnisift_context_begin, which sets the item's compression and forgets the previous item's audio
+// stream and frames, and omnisift_context_end, which decodes what is queued. Nothing else may be
+// decoded into the sequence in between. After a failed call, begin the item again (and, when a
+// decode failed, clear the sequence: see omnisift_decode_embd).
+//
+//     omnisift_context * oc = omnisift_context_init(lctx, mctx, eng, tower, omnisift_context_default_params());
+//     omnisift_context_begin(oc, &sp);            // sp NULL: every row kept
+//     for (each unit) omnisift_context_add(oc, &unit, keep);
+//     omnisift_context_end(oc, 0);
+//     omnisift_context_free(oc);
 
-typedef struct omnisift_prefill omnisift_prefill;
+typedef struct omnisift_context omnisift_context;
+struct mtmd_context;
 
-struct omnisift_prefill_params {
-    int32_t seq_id;    // sequence the rows are decoded into
-    int64_t max_rows;  // rows per flush; <= 0 means the context's n_batch
+struct omnisift_context_params {
+    int32_t seq_id;           // sequence the rows are decoded into
+    int64_t max_rows;         // rows per flush of the queue; <= 0 means the context's n_batch
+    int32_t reuse_identical;  // a grid whose frames are byte-identical to the previous grid's (within
+                              // the item) takes its rows without encoding (the encoder is deterministic)
 };
 
-struct omnisift_prefill_stats {
-    int64_t n_rows_in;       // rows given to omnisift_prefill_add
+// One compression unit. Rows are in sequence order; each has a modality (video, audio or image),
+// a source and its position:
+// - video: source = the frame grid's index within the item; a grid's rows are its tokens in
+//   row-major order. Image: source = 0. Their rows come from frames: the unit's grids (distinct
+//   sources, ascending) take frames_per_grid consecutive frames each (2 for a video grid: a temporal
+//   pair; 1 for an image), n_frames in all, each [height][width][3] RGB, width and height multiples
+//   of the vision tower's patch merge as the layout assumed (the encoder's token count is checked).
+// - audio: source = the row's index in the item's audio stream (ascending within the unit; units
+//   ask for rows at or after those of the units before). Before the unit's rows are taken the
+//   stream grows by the audio tower's rows of mel [n_mel_frames][n_mel] (the next whole 2-s windows
+//   of the item's features, the last possibly partial), or by audio_rows [n_audio_rows][n_embd]
+//   encoded elsewhere (libmtmd's Whisper-style towers).
+// - embd (optional): all the unit's rows [n_rows][n_embd] given; then frames and audio are not read.
+struct omnisift_unit {
+    int64_t         n_rows;
+    const int32_t * modality;        // [n_rows] enum omnisift_modality
+    const int32_t * source;          // [n_rows]
+    const int32_t * pos;             // [3][n_rows] (t, h, w)
+    int32_t         renumber_from;   // >= 0 (models with ordinary RoPE): kept rows decode at
+                                     // renumber_from, renumber_from + 1, ... in sequence order
+
+    const uint8_t * const * frames;  // [n_frames] RGB frames
+    int32_t         n_frames;
+    int32_t         frames_per_grid;
+    int32_t         width, height;
+
+    const float *   mel;             // [n_mel_frames][n_mel] or NULL
+    int64_t         n_mel_frames;
+    const float *   audio_rows;      // [n_audio_rows][n_embd] or NULL
+    int64_t         n_audio_rows;
+
+    const float *   embd;            // [n_rows][n_embd] or NULL
+};
+
+struct omnisift_context_stats {
+    int64_t n_rows_in;       // rows of the units added
     int64_t n_rows_kept;     // of those, kept (and queued)
     int64_t n_flushes;       // queue decodes
     int64_t n_decode_calls;  // llama_decode calls they made
+    int64_t n_vision_calls;  // grids (or images) encoded
+    int64_t n_grids_reused;  // grids that took the previous grid's rows (identical frames)
+    int64_t n_audio_calls;   // audio tower calls (one per unit that brought mel windows)
+    double  t_vision_ms;     // time in the vision encoder
+    double  t_audio_ms;      // time in the audio tower
     double  t_sift_ms;       // time in the compression
     double  t_decode_ms;     // time in llama_decode (and the batch copies)
     int64_t bytes_host_copied; // row bytes copied on the host: into the queue, and into batches where
                                // the queue's order is not the decode order
 };
 
-// Seq 0, max_rows 0 (n_batch).
-OMNISIFT_API struct omnisift_prefill_params omnisift_prefill_default_params(void);
-// The context must outlive the prefill. NULL on failure (NULL context, negative seq_id or max_rows).
-OMNISIFT_API omnisift_prefill * omnisift_prefill_init(struct llama_context * lctx, struct omnisift_prefill_params params);
-OMNISIFT_API void               omnisift_prefill_free(omnisift_prefill * prefill);
+// Seq 0, max_rows 0 (n_batch), reuse_identical 1.
+OMNISIFT_API struct omnisift_context_params omnisift_context_default_params(void);
+// Over a llama context and, each optional (NULL) when no unit needs it: the mtmd context of its
+// mmproj (vision), the engine (compression; required when sift params are given) and the audio tower
+// (mel input). They must outlive the context. NULL on failure (NULL llama context, bad params, a
+// tower or mtmd context whose row width is not the model's input embedding width).
+OMNISIFT_API omnisift_context * omnisift_context_init(struct llama_context * lctx, struct mtmd_context * mctx,
+                                                      omnisift_engine * engine, omnisift_audio_tower * tower,
+                                                      struct omnisift_context_params params);
+OMNISIFT_API void omnisift_context_free(omnisift_context * ctx);
 
-// Sifts one unit as omnisift_sift does (params NULL: keep every row; engine may then be NULL),
-// queues its kept rows in sequence order and decodes the queue when it is full. Rows decode at their
-// (t, h, w) from pos, or, when renumber_from >= 0 (models with ordinary RoPE), the kept rows at
-// renumber_from, renumber_from + 1, ... in sequence order. keep (optional, [n_rows]) receives the
-// mask. On failure keep is untouched; a failure to decode also empties the queue and removes the
-// rows decoded in that flush (see omnisift_decode_embd), so the caller clears the sequence.
-OMNISIFT_API int32_t omnisift_prefill_add(omnisift_prefill * prefill, omnisift_engine * engine, const float * embd,
-                                          int64_t n_rows, int64_t n_embd, const int32_t * modality,
-                                          const int32_t * pos, const struct omnisift_sift_params * params,
-                                          int32_t renumber_from, uint8_t * keep);
-// Decodes what is queued (nothing to do is not an error); logits_last asks for the last row's logits.
-OMNISIFT_API int32_t omnisift_prefill_flush(omnisift_prefill * prefill, int32_t logits_last);
+// Starts a media item compressed with params (copied; NULL: every row kept). Fails while rows of
+// the previous item are still queued (end it first).
+OMNISIFT_API int32_t omnisift_context_begin(omnisift_context * ctx, const struct omnisift_sift_params * params);
+// Encodes, sifts and queues one unit, decoding the queue when it is full. keep (optional, [n_rows])
+// receives the mask. On failure keep is untouched and nothing of the unit is queued.
+OMNISIFT_API int32_t omnisift_context_add(omnisift_context * ctx, const struct omnisift_unit * unit, uint8_t * keep);
+// Ends the item: decodes what is queued (nothing is not an error); logits_last asks for the last
+// row's logits.
+OMNISIFT_API int32_t omnisift_context_end(omnisift_context * ctx, int32_t logits_last);
+// The rows of the unit added last, [n_rows][n_embd] in its sequence order (NULL when there is
+// none); owned by the context, valid until its next call. *n_rows and *n_embd receive the shape.
+OMNISIFT_API const float * omnisift_context_unit_rows(const omnisift_context * ctx, int64_t * n_rows, int64_t * n_embd);
 // Rows queued and not yet decoded.
-OMNISIFT_API int64_t omnisift_prefill_n_queued(const omnisift_prefill * prefill);
+OMNISIFT_API int64_t omnisift_context_n_queued(const omnisift_context * ctx);
 // Counters since init.
-OMNISIFT_API struct omnisift_prefill_stats omnisift_prefill_get_stats(const omnisift_prefill * prefill);
+OMNISIFT_API struct omnisift_context_stats omnisift_context_get_stats(const omnisift_context * ctx);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include "chunking.h"
 #include "engine.h"
 #include "error.h"
+#include "runner.h"
 #include "sift_head.h"
 #include "stvp.h"
 
@@ -20,7 +21,7 @@
 struct omnisift_head {
     omnisift_engine * engine;
     omnisift::sift_head head;
-    omnisift_head(omnisift_engine * e, const char * path) : engine(e), head(path, e->runner.backend()) {}
+    omnisift_head(omnisift_engine * e, const char * path) : engine(e), head(path, e->runner().backend()) {}
 };
 
 namespace omnisift {
@@ -220,7 +221,7 @@ void validate_layout(const int32_t * modality, const int32_t * pos, int64_t n_to
     require(n_tokens == 0 || (modality && pos), "modality and pos must not be NULL");
     for (int64_t i = 0; i < n_tokens; ++i) {
         if (modality[i] < OMNISIFT_MODALITY_TEXT || modality[i] > OMNISIFT_MODALITY_IMAGE) {
-            fail(OMNISIFT_ERR_ARGUMENT, "modality[" + std::to_string(i) + "] = " + std::to_string(modality[i]) +
+            fail(status::argument, "modality[" + std::to_string(i) + "] = " + std::to_string(modality[i]) +
                                         " is not a modality");
         }
     }
@@ -246,12 +247,12 @@ void validate(const omnisift_engine * engine, const float * embd, int64_t n_toke
     // fail() rather than require() in these loops: require's message would be built per element.
     for (int64_t i = 0; i < n_tokens; ++i) {
         if (modality[i] < OMNISIFT_MODALITY_TEXT || modality[i] > OMNISIFT_MODALITY_IMAGE) {
-            fail(OMNISIFT_ERR_ARGUMENT, "modality[" + std::to_string(i) + "] = " + std::to_string(modality[i]) +
+            fail(status::argument, "modality[" + std::to_string(i) + "] = " + std::to_string(modality[i]) +
                                         " is not 0 (text), 1 (video), 2 (audio) or 3 (image)");
         }
         const float * row = embd + i * n_embd;
         for (int64_t k = 0; k < n_embd; ++k) {
-            if (!std::isfinite(row[k])) fail(OMNISIFT_ERR_ARGUMENT, "embedding row " + std::to_string(i) + " holds NaN or inf");
+            if (!std::isfinite(row[k])) fail(status::argument, "embedding row " + std::to_string(i) + " holds NaN or inf");
         }
     }
 }
@@ -261,7 +262,7 @@ std::vector<double> scores_of(const std::vector<int64_t> & rows, const std::vect
     for (size_t i = 0; i < rows.size(); ++i) {
         out[i] = scores[rows[i]];
         if (!std::isfinite(out[i])) {
-            fail(OMNISIFT_ERR_BACKEND, "the graph returned a non-finite score for token " + std::to_string(rows[i]));
+            fail(status::backend, "the graph returned a non-finite score for token " + std::to_string(rows[i]));
         }
     }
     return out;
@@ -293,7 +294,7 @@ void for_spans(size_t n_items, int64_t d, RowsOf && rows_of, Fn && fn) {
 void sift(omnisift_engine * engine, const float * embd, int64_t n_tokens, int64_t n_embd, const int32_t * modality,
           const int32_t * pos, const omnisift_sift_params & p, uint8_t * keep_out, float * scores_out) {
     const sift_plan plan = make_plan(n_tokens, modality, pos);
-    sifter s(engine->runner, embd, n_tokens, n_embd);
+    sifter s(engine->runner(), embd, n_tokens, n_embd);
     std::vector<uint8_t> keep(n_tokens, 1);
     const bool audio_graph = p.audio_selector == OMNISIFT_AUDIO_SELECTOR_ANCHOR || p.audio_selector == OMNISIFT_AUDIO_SELECTOR_VGAS;
 

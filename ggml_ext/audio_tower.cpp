@@ -1,7 +1,7 @@
 #include "audio_tower.h"
 #include "ops.h"
 
-#include "error.h"
+#include "status.h"
 #include "gguf.h"
 
 #include <algorithm>
@@ -24,15 +24,15 @@ struct ggml_deleter { void operator()(ggml_context * c) const { ggml_free(c); } 
 class gguf_file {
 public:
     explicit gguf_file(const std::string & path) : path_(path), data_(path, std::ios::binary) {
-        if (!data_) fail(OMNISIFT_ERR_FILE, path + ": cannot open the mmproj file");
+        if (!data_) fail(status::file, path + ": cannot open the mmproj file");
         ggml_context * meta = nullptr;
         gguf_init_params params = {/*.no_alloc =*/ true, /*.ctx =*/ &meta};
         gguf_.reset(gguf_init_from_file(path.c_str(), params));
-        if (!gguf_) fail(OMNISIFT_ERR_FILE, path + ": not a readable GGUF file");
+        if (!gguf_) fail(status::file, path + ": not a readable GGUF file");
         meta_.reset(meta);
     }
 
-    [[noreturn]] void bad(const std::string & problem) const { fail(OMNISIFT_ERR_FILE, path_ + ": " + problem); }
+    [[noreturn]] void bad(const std::string & problem) const { fail(status::file, path_ + ": " + problem); }
 
     std::string str(const char * key) const {
         int64_t id = gguf_find_key(gguf_.get(), key);
@@ -189,7 +189,7 @@ audio_tower::audio_tower(const std::string & path, const graph_runner & runner) 
         /*.no_alloc   =*/ true,
     };
     ctx_ = ggml_init(params);
-    if (!ctx_) fail(OMNISIFT_ERR_BACKEND, "cannot allocate a ggml context for the audio tower");
+    if (!ctx_) fail(status::backend, "cannot allocate a ggml context for the audio tower");
     for (const wanted & w : todo) {
         ggml_type type = w.widen ? GGML_TYPE_F32 : w.src->type;
         *w.dst = ggml_new_tensor(ctx_, type, GGML_MAX_DIMS, w.src->ne);
@@ -198,7 +198,7 @@ audio_tower::audio_tower(const std::string & path, const graph_runner & runner) 
     buf_ = ggml_backend_alloc_ctx_tensors(ctx_, runner.backend());
     if (!buf_) {
         ggml_free(ctx_);
-        fail(OMNISIFT_ERR_BACKEND, "cannot allocate the audio tower's weights on " + runner.device_name());
+        fail(status::backend, "cannot allocate the audio tower's weights on " + runner.device_name());
     }
     // Lets the scheduler run the ops that use these weights on their device.
     ggml_backend_buffer_set_usage(buf_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);

@@ -1,6 +1,6 @@
 #include "runner.h"
 
-#include "error.h"
+#include "status.h"
 
 #include <algorithm>
 #include <thread>
@@ -17,14 +17,14 @@ ggml_backend_dev_t pick_device(const std::string & name) {
             for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
                 known += (i ? ", " : "") + std::string(ggml_backend_dev_name(ggml_backend_dev_get(i)));
             }
-            fail(OMNISIFT_ERR_ARGUMENT, "unknown ggml device '" + name + "' (available: " + known + ")");
+            fail(status::argument, "unknown ggml device '" + name + "' (available: " + known + ")");
         }
         return dev;
     }
     for (auto type : {GGML_BACKEND_DEVICE_TYPE_GPU, GGML_BACKEND_DEVICE_TYPE_IGPU, GGML_BACKEND_DEVICE_TYPE_CPU}) {
         if (ggml_backend_dev_t dev = ggml_backend_dev_by_type(type)) return dev;
     }
-    fail(OMNISIFT_ERR_BACKEND, "no ggml device is registered");
+    fail(status::backend, "no ggml device is registered");
 }
 
 void set_threads(ggml_backend_t backend, int n_threads) {
@@ -40,7 +40,7 @@ graph_runner::graph_runner(const std::string & device, int n_threads) {
     ggml_backend_dev_t dev = pick_device(device);
     device_name_ = ggml_backend_dev_name(dev);
     backend_ = ggml_backend_dev_init(dev, nullptr);
-    if (!backend_) fail(OMNISIFT_ERR_BACKEND, "cannot initialise ggml device " + device_name_);
+    if (!backend_) fail(status::backend, "cannot initialise ggml device " + device_name_);
 
     if (n_threads <= 0) n_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
     if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
@@ -49,7 +49,7 @@ graph_runner::graph_runner(const std::string & device, int n_threads) {
         cpu_backend_ = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
         if (!cpu_backend_) {
             ggml_backend_free(backend_);
-            fail(OMNISIFT_ERR_BACKEND, "cannot initialise the ggml CPU backend");
+            fail(status::backend, "cannot initialise the ggml CPU backend");
         }
     }
     set_threads(cpu_backend_, n_threads);
@@ -61,7 +61,7 @@ graph_runner::graph_runner(const std::string & device, int n_threads) {
     if (!sched_) {
         if (cpu_backend_ != backend_) ggml_backend_free(cpu_backend_);
         ggml_backend_free(backend_);
-        fail(OMNISIFT_ERR_BACKEND, "cannot create a ggml scheduler on " + device_name_);
+        fail(status::backend, "cannot create a ggml scheduler on " + device_name_);
     }
 }
 
@@ -78,7 +78,7 @@ graph_runner::graph::graph(size_t max_nodes) {
         /*.no_alloc   =*/ true,
     };
     ctx_ = ggml_init(params);
-    if (!ctx_) fail(OMNISIFT_ERR_BACKEND, "cannot allocate a ggml context");
+    if (!ctx_) fail(status::backend, "cannot allocate a ggml context");
     gf_ = ggml_new_graph_custom(ctx_, max_nodes, false);
 }
 
@@ -122,7 +122,7 @@ graph_runner::resident graph_runner::upload(ggml_type type, const void * data, i
     resident r;
     ggml_init_params params = {/*.mem_size =*/ ggml_tensor_overhead(), /*.mem_buffer =*/ nullptr, /*.no_alloc =*/ true};
     r.ctx_ = ggml_init(params);
-    if (!r.ctx_) fail(OMNISIFT_ERR_BACKEND, "cannot allocate a ggml context");
+    if (!r.ctx_) fail(status::backend, "cannot allocate a ggml context");
     r.t_ = ggml_new_tensor_2d(r.ctx_, type, ne0, ne1);
     const size_t size = ggml_nbytes(r.t_);
     ggml_backend_dev_t dev = ggml_backend_get_device(backend_);
@@ -136,12 +136,12 @@ graph_runner::resident graph_runner::upload(ggml_type type, const void * data, i
         char * base = start - reinterpret_cast<uintptr_t>(start) % align;
         r.buf_ = ggml_backend_dev_buffer_from_host_ptr(dev, base, size + (size_t) (start - base), size);
         if (r.buf_ && ggml_backend_tensor_alloc(r.buf_, r.t_, start) != GGML_STATUS_SUCCESS) {
-            fail(OMNISIFT_ERR_BACKEND, "cannot place rows in a host buffer");
+            fail(status::backend, "cannot place rows in a host buffer");
         }
     }
     if (!r.buf_) {
         r.buf_ = ggml_backend_alloc_ctx_tensors(r.ctx_, backend_);
-        if (!r.buf_) fail(OMNISIFT_ERR_BACKEND, "cannot allocate " + std::to_string(size) + " bytes on " + device_name_);
+        if (!r.buf_) fail(status::backend, "cannot allocate " + std::to_string(size) + " bytes on " + device_name_);
         ggml_backend_tensor_set(r.t_, data, 0, size);
         stats_.bytes_to_device += (int64_t) size;
     }
@@ -170,14 +170,14 @@ void graph_runner::run(graph & g) {
     // node of a graph without weights.
     for (const auto & in : g.inputs_) ggml_backend_sched_set_tensor_backend(sched_, in.t, backend_);
     if (!ggml_backend_sched_alloc_graph(sched_, g.gf_)) {
-        fail(OMNISIFT_ERR_BACKEND, "cannot allocate a compute graph on " + device_name_ + " (out of memory?)");
+        fail(status::backend, "cannot allocate a compute graph on " + device_name_ + " (out of memory?)");
     }
     for (const auto & in : g.inputs_) {
         ggml_backend_tensor_set(in.t, in.data, 0, ggml_nbytes(in.t));
         stats_.bytes_to_device += (int64_t) ggml_nbytes(in.t);
     }
     if (ggml_backend_sched_graph_compute(sched_, g.gf_) != GGML_STATUS_SUCCESS) {
-        fail(OMNISIFT_ERR_BACKEND, "ggml graph computation failed on " + device_name_);
+        fail(status::backend, "ggml graph computation failed on " + device_name_);
     }
     stats_.n_graphs += 1;
     stats_.n_splits += ggml_backend_sched_get_n_splits(sched_);

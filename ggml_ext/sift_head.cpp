@@ -1,6 +1,6 @@
 #include "sift_head.h"
 
-#include "error.h"
+#include "status.h"
 
 #include "ggml-alloc.h"
 #include "gguf.h"
@@ -18,7 +18,7 @@ struct gguf_deleter { void operator()(gguf_context * g) const { gguf_free(g); } 
 struct file_closer { void operator()(FILE * f) const { std::fclose(f); } };
 
 [[noreturn]] void bad_file(const std::string & path, const std::string & problem) {
-    fail(OMNISIFT_ERR_FILE, path + ": " + problem);
+    fail(status::file, path + ": " + problem);
 }
 
 int64_t get_u32(const gguf_context * g, const std::string & path, const char * key) {
@@ -89,7 +89,7 @@ sift_head::sift_head(const std::string & path, ggml_backend_t backend) {
         }
 
         buf_ = ggml_backend_alloc_ctx_tensors(ctx_, backend);
-        if (!buf_) fail(OMNISIFT_ERR_BACKEND, path + ": cannot allocate the head's weights on the device");
+        if (!buf_) fail(status::backend, path + ": cannot allocate the head's weights on the device");
         // Without the mark the scheduler places the head's ops by a tie-break, not by where its weights are.
         ggml_backend_buffer_set_usage(buf_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
         std::vector<uint8_t> host;

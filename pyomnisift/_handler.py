@@ -3,9 +3,10 @@ sound), compressed by OmniSIFT between the encoders and the LLM.
 
 It plugs into a plain ``llama_cpp.Llama(model_path, chat_handler=OmniSIFTChatHandler(clip_model_path=
 ...))`` as llama-cpp-python's MTMDChatHandler does, and ``pyomnisift.Llama`` is built on it. One
-request: messages -> prompt (_prompt) -> plan (_plan) -> the part of the plan the context does not hold
-yet is encoded, sifted and decoded (_pipeline) -> llama-cpp-python's own create_completion generates
-(its sampler, grammar, stop strings, streaming) from the positions that follow.
+request: messages -> prompt (_prompt) -> plan (_plan) -> context (_context: the part of the plan the
+llama context does not hold yet is encoded, sifted and decoded) -> llama-cpp-python's own
+create_completion generates (its sampler, grammar, stop strings, streaming) from the positions that
+follow. Only the context writes llama's KV cache, input_ids and n_tokens.
 
 Multi-turn reuse: the context keeps llama-cpp-python's bookkeeping (`input_ids[:n_tokens]`, one entry
 per position, media as placeholders derived from the item's content and settings), so the longest
@@ -20,7 +21,6 @@ import time
 import warnings
 from typing import Any, Callable, Iterator, Optional, Union
 
-import numpy as np
 
 import llama_cpp
 from llama_cpp import llama_chat_format
@@ -29,7 +29,7 @@ from ._engine import Engine
 from ._media_limits import MediaLimits
 from ._media_source import LIBRARY, MediaPolicy
 from ._model_info import check_pair, read_llm_info
-from ._pipeline import Pipeline
+from ._context import Context
 from ._plan import Planner, Plan, overflow
 from ._prompt import build_prompt, tokenize_text
 from ._sampled import SampledTokens
@@ -98,17 +98,24 @@ class OmniSIFTChatHandler:
         vision = audio = None
         windowed = False
         if mm_info is not None:
-            from ._mtmd import MtmdEncoder
+            from ._mtmd import MtmdEncoder, vision_only
 
-            vision = MtmdEncoder(self.clip_model_path, llama.model, info.n_embd, threads, use_gpu=gpu,
-                                 image_min_tokens=1, image_max_tokens=16384, verbose=llama.verbose)
-            if mm_info.has_audio and mm_info.projector_type == "qwen2.5o":
-                # Qwen2.5-Omni's tower on 2-s windows, as the model was trained (not mtmd's 30-s padding)
+            # Qwen2.5-Omni's audio tower runs on 2-s windows, as the model was trained (not mtmd's
+            # 30-s padding), in our tower; libmtmd then gets the mmproj without it (one audio tower
+            # in memory). Other towers really are 30-s Whisper windows: libmtmd encodes them.
+            ours = mm_info.has_audio and mm_info.projector_type == "qwen2.5o"
+            mtmd_path = vision_only(self.clip_model_path) if ours and mm_info.has_vision else self.clip_model_path
+            if ours and not mm_info.has_vision:
+                vision = None
+            else:
+                vision = MtmdEncoder(mtmd_path, llama.model, info.n_embd, threads, use_gpu=gpu,
+                                     image_min_tokens=1, image_max_tokens=16384, verbose=llama.verbose)
+            if ours:
                 from ._audio import AudioTower
 
                 audio, windowed = AudioTower(self.clip_model_path, engine=self.engine), True
             elif mm_info.has_audio:
-                audio = _MtmdAudio(vision)   # towers that really are 30-s Whisper windows
+                audio = _MtmdAudio(vision)
         self.vision, self.audio = vision, audio
         self.formatter = self._formatter(llama)
         def tokenize(text: str, add_bos: bool) -> list:
@@ -117,8 +124,7 @@ class OmniSIFTChatHandler:
         self.planner = Planner(tokenize=tokenize,
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
-        self.pipeline = Pipeline(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope,
-                                 n_embd=info.n_embd)
+        self.context = Context(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope)
         self._llama = llama
         llama._stack.callback(self.close)
 
@@ -201,8 +207,7 @@ class OmniSIFTChatHandler:
         return _with_usage(chat, counter, lambda: usage(counter.completion_tokens))
 
     def _prefill(self, llama, messages, settings: Settings, max_tokens, on_unit, progress):
-        """Plans the prompt and decodes what the context does not hold yet (up to its last media
-        item: the text after it is left to create_completion, which reuses its own prefix)."""
+        """Plans the prompt and has the context decode what it does not hold yet."""
         formatted = {}
 
         def render(flat):
@@ -232,33 +237,8 @@ class OmniSIFTChatHandler:
         if plan.n_cells + reserve > n_ctx:
             raise overflow(plan, n_ctx, reserve if settings.fit_context else 0)
 
-        start = stats.prefill_from = self._reusable_prefix(llama, plan)
-        stats.media_reused = sum(1 for seg in plan.media if seg.end <= start)
-        if start < plan.media_end:
-            llama._ctx.kv_cache_seq_rm(-1, start, -1)
-            llama.n_tokens = start
-            try:
-                self.pipeline.decode(llama, plan, start, plan.media_end, stats, sift_head=self.sift_head,
-                                     on_unit=on_unit, progress=progress)
-            except BaseException:
-                # A half-decoded prompt must not leak into the next request: start it afresh.
-                llama.reset()
-                llama._ctx.kv_cache_clear()
-                raise
+        self.context.prefill(llama, plan, stats, sift_head=self.sift_head, on_unit=on_unit, progress=progress)
         return plan, stats, result
-
-    @staticmethod
-    def _reusable_prefix(llama, plan: Plan) -> int:
-        """Positions at the start of the plan that the context already holds, never cutting media."""
-        held = llama.input_ids[:llama.n_tokens]
-        new = np.asarray(plan.ids[:len(held)], dtype=np.int64)
-        held = held[:len(new)].astype(np.int64)
-        diff = np.flatnonzero(held != new)
-        p = int(diff[0]) if len(diff) else len(new)
-        for seg in plan.media:
-            if seg.start < p < seg.end:
-                return seg.start
-        return p
 
 
 _COMPLETION_ARGS = {"temperature", "top_p", "top_k", "min_p", "typical_p", "seed", "presence_penalty",

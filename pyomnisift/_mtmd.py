@@ -25,6 +25,29 @@ from ._errors import ModelFileError
 from ._internals import Handle
 
 
+def vision_only(mmproj_path) -> str:
+    """The mmproj without its audio tower, for libmtmd when pyomnisift's own tower encodes the audio
+    (libmtmd would otherwise hold a second copy of the audio weights: omnisift.h). Written once into
+    the cache (``PYOMNISIFT_CACHE``, default ~/.cache/pyomnisift) under a name derived from the
+    file's path, size and modification time, so an edited mmproj gets a new copy."""
+    import hashlib
+
+    from . import omnisift_cpp as C
+    from ._converter import default_cache_dir
+
+    src = os.path.realpath(os.fspath(mmproj_path))
+    st = os.stat(src)
+    key = hashlib.sha256(repr((src, st.st_size, st.st_mtime_ns)).encode()).hexdigest()[:16]
+    out_dir = default_cache_dir() / "mmproj-vision"
+    out = out_dir / f"{key}-{os.path.basename(src)}"
+    if not out.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        C.check(C.omnisift_mmproj_write_vision_only(src.encode(), os.fsencode(tmp)), src)
+        os.replace(tmp, out)   # atomic: a concurrent reader sees the whole file or none
+    return str(out)
+
+
 class MtmdEncoder(Handle):
     """An mtmd context bound to a loaded llama model."""
 

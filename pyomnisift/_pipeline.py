@@ -1,32 +1,25 @@
-"""Execution of a plan: encode -> sift -> decode, one compression unit at a time.
+"""The inputs of compression units: which rows of a media item form each unit, and the frames and
+audio features that the context hands to C with them (nothing here writes llama's state).
 
 A unit is what OmniSIFT compresses together (omnisift.h): a pair of frame grids with the audio whose
 t falls in their seconds, an image, or a stretch of audio without video (always kept). Units are
 independent, so compressing unit by unit gives the whole-sequence keep mask, and media memory stays
-bounded by one unit whatever the video's length. Kept rows are decoded at their original (t, h, w)
-positions (M-RoPE models), or at consecutive positions for models with ordinary RoPE.
-
-The context is llama-cpp-python's: text goes through `Llama.eval` (positions `n_tokens` onward), media
-through libomnisift's decode at explicit positions, and `input_ids` / `n_tokens` are kept in
-llama-cpp-python's convention (see _plan.py) so that its own generation continues from them.
+bounded by one unit whatever the video's length.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from . import _media, _sequence as S
-from . import omnisift_cpp as C
+from . import _media, _mel_stream, _sequence as S
+from ._audio import window_rows
 from ._errors import ModelFileError
-from ._audio_stream import AudioRows
-from ._plan import AUDIO_BLOCK, MediaSegment, Plan, TextSegment
-from ._prefill import Prefill, sift_params
+from ._plan import AUDIO_BLOCK, MediaSegment
 from ._sift import chunks as sift_chunks
-from ._stats import Stats, UnitRecord
 
 AUDIO_ROWS_PER_UNIT = 800   # audio without video is kept whole; decode it in 32-s stretches
 
@@ -45,187 +38,78 @@ def units(seg: MediaSegment) -> list:
     return np.split(order, np.flatnonzero(np.diff(unit[order])) + 1)
 
 
-class _PlannedRows:
-    """Rows a tower encoded whole at planning (libmtmd's 30-s windows), by range like AudioRows."""
+class Frames:
+    """The frames of a media item, a unit's worth at a time: video frames are read and resized on a
+    thread (PyAV and PIL release the GIL) while the previous unit is encoded and decoded."""
 
-    def __init__(self, rows: np.ndarray):
-        self.rows = rows
-
-    def take(self, start: int, n: int) -> np.ndarray:
-        return self.rows[start:start + n]
-
-    def close(self) -> None:
-        pass
-
-
-class _CountingRows:
-    """AudioRows, counting the encoder steps it runs (usage["omnisift"]["encoder_calls"])."""
-
-    def __init__(self, rows: AudioRows, stats: Stats):
-        self.rows, self.stats = rows, stats
-
-    def take(self, start: int, n: int) -> np.ndarray:
-        self.stats.encoder_calls["audio"] += 1
-        return self.rows.take(start, n)
-
-    def close(self) -> None:
-        self.rows.close()
-
-
-class Pipeline:
-    """Decodes plans into one llama-cpp-python context with one model's encoders.
-
-    batch_rows: kept rows of consecutive units are decoded together, up to this many per flush
-    (0: the context's n_batch; 1: every unit on its own, as before batching across units).
-    reuse_identical_pairs: a frame pair pixel-identical to the pair before takes its rows instead
-    of being encoded again (the encoder is deterministic, so the rows are the same).
-    """
-
-    def __init__(self, *, vision, audio, engine, uses_mrope: bool, n_embd: int, batch_rows: int = 0,
-                 reuse_identical_pairs: bool = True):
-        self.vision = vision
-        self.audio = audio
-        self.engine = engine
-        self.uses_mrope = uses_mrope
-        self.n_embd = n_embd
-        self.batch_rows = batch_rows
-        self.reuse_identical_pairs = reuse_identical_pairs
-
-    def decode(self, llama, plan: Plan, start: int, stop: int, stats: Stats, *, sift_head=None,
-               on_unit: Optional[Callable] = None, progress: Optional[Callable] = None) -> None:
-        """Decodes the plan's positions [start, stop) into `llama`, whose context holds [0, start)
-        already; `stop` is a segment boundary. Media that starts before `start` must not be cut."""
-        for seg in plan.segments:
-            if seg.end <= start or seg.start >= stop:
-                continue
-            if isinstance(seg, TextSegment):
-                if llama.n_tokens != max(seg.start, start):
-                    raise RuntimeError(f"context at position {llama.n_tokens}, the plan at {max(seg.start, start)}")
-                with stats.timer("prefill"):
-                    llama.eval(seg.tokens[max(start - seg.start, 0):])
-                continue
-            if seg.start < start:
-                raise RuntimeError("a media item cannot be decoded from its middle")
-            self._media(llama, plan, seg, stats, sift_head, on_unit, progress)
-            if progress is not None:
-                progress("prefill", seg.end - start, len(plan.ids) - start)
-
-    # --- one media item
-
-    def _media(self, llama, plan: Plan, seg: MediaSegment, stats: Stats, sift_head, on_unit, progress) -> None:
-        ctx = llama.ctx
-        self._next = seg.start   # the next position under ordinary RoPE
-        self._last_pair = None   # (frames, rows) of the pair encoded last, within this item
-        if seg.open_tokens:
-            self._tokens(ctx, seg.open_tokens, seg.start, stats)
-        lay, s = seg.layout, plan.settings
-        frames = audio = None
+    def __init__(self, seg: MediaSegment):
+        self.seg = seg
+        self.per_grid = 1 if seg.probe.kind == "image" else 2
+        self._iter = None
         if seg.probe.kind == "video":
-            # Frames are read and resized on a thread (PyAV and PIL release the GIL) while the previous
-            # unit is encoded and decoded; the queue bounds what is held to two units of frames.
-            frames = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video,
-                                                        budget=seg.item.budget), depth=4)
-        if seg.probe.audio_rows is not None:
-            audio = _PlannedRows(seg.probe.audio_rows)
-        elif seg.probe.n_audio:
-            # the track is read a second time, 2 s at a time, next to the frames it goes with; PyAV
-            # decodes and resamples it on a thread (it releases the GIL), a few blocks ahead
-            blocks = _media.iter_audio(seg.item.source, AUDIO_BLOCK, budget=seg.item.budget)
-            audio = _CountingRows(AudioRows(self.audio, _prefetch(blocks, depth=4), seg.probe.audio_plan), stats)
-        # One C call per unit sifts it and queues its kept rows; the queue is decoded n_batch rows at a
-        # time, so a llama_decode takes several units' rows (t ascends from unit to unit).
-        prefill = Prefill(ctx, self.engine, sift_params(s, sift_head), self.batch_rows)
-        try:
-            all_units = units(seg)
-            for done, rows_idx in enumerate(all_units):
-                rows = self._encode_unit(seg, rows_idx, frames, audio, stats)
-                mod = lay.modality[rows_idx]
-                pos = lay.positions[:, rows_idx]
-                keep = prefill.add(rows, mod, pos, renumber_from=-1 if self.uses_mrope else self._next)
-                if not self.uses_mrope:
-                    self._next += int(keep.sum())
-                if on_unit is not None:
-                    on_unit(UnitRecord(seg.index, seg.probe.kind, mod, lay.source[rows_idx], pos, keep, rows))
-                if progress is not None:
-                    progress("encode", done + 1, len(all_units))
-            prefill.flush()
-        finally:
-            st = prefill.stats()
-            stats.timings["compress"] += st["t_sift_ms"]
-            stats.timings["prefill"] += st["t_decode_ms"]
-            stats.media_batches += st["n_decode_calls"]
-            prefill.close()
-            if frames is not None:
-                frames.close()
-            if audio is not None:
-                audio.close()
-        if seg.close_tokens:
-            self._tokens(ctx, seg.close_tokens, seg.end - 1, stats)
-        if not self.uses_mrope and self._next != seg.end:
-            raise RuntimeError(f"decoded up to position {self._next}, the plan expected {seg.end}")
-        llama.input_ids[seg.start:seg.end] = seg.placeholders
-        llama.n_tokens = seg.end
-        stats.media_cells += seg.n_cells
+            # the queue bounds what is held to two units of frames
+            self._iter = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video,
+                                                                     budget=seg.item.budget), depth=4)
 
-    def _encode_unit(self, seg: MediaSegment, rows_idx: np.ndarray, frames, audio, stats: Stats) -> np.ndarray:
-        """The encoder rows of one unit, in the unit's (sequence) order."""
-        lay = seg.layout
-        if seg.probe.kind == "image":
-            with stats.timer("media_decode"):
-                gh, gw = seg.probe.grid
-                pixels = _resize(_media.read_image(seg.item.source, seg.item.budget), gh * 28, gw * 28)
-            with stats.timer("encode_vision"):
-                rows, _, _ = self.vision.encode([pixels])
-            stats.encoder_calls["vision"] += 1
-            return rows
-        out = np.empty((len(rows_idx), self.n_embd), np.float32)
-        mod, src = lay.modality[rows_idx], lay.source[rows_idx]
-        last = self._last_pair
-        for k in np.unique(src[mod == S.MODALITY_VIDEO]):
-            with stats.timer("media_decode"):
-                pair = [next(frames, None), next(frames, None)]
-            if pair[1] is None:
-                raise ModelFileError(seg.item.label, "the video stream ended before its announced length")
-            if (self.reuse_identical_pairs and last is not None
-                    and all(np.array_equal(a, b) for a, b in zip(pair, last[0]))):
-                # A pair pixel-identical to the one before (slides, screen recordings, a still
-                # camera) has the same rows: the encoder is deterministic.
-                grid, (rh, rw) = last[1], seg.probe.grid
-                stats.pairs_reused += 1
-            else:
-                with stats.timer("encode_vision"):
-                    grid, rh, rw = self.vision.encode(pair)
-                stats.encoder_calls["vision"] += 1
-                last = (pair, grid)
-            if (rh, rw) != seg.probe.grid:
-                raise ModelFileError(seg.item.label, f"libmtmd made a {rh}x{rw} grid of frames sized for "
-                                                     f"{seg.probe.grid[0]}x{seg.probe.grid[1]}")
-            sel = (mod == S.MODALITY_VIDEO) & (src == k)
-            out[sel] = grid   # a grid's rows are consecutive and in row-major order
-        self._last_pair = last
-        is_audio = mod == S.MODALITY_AUDIO
-        if is_audio.any():
-            a = src[is_audio]
-            with stats.timer("encode_audio"):
-                out[is_audio] = audio.take(int(a.min()), int(a.max() - a.min()) + 1)[a - a.min()]
-        return out
+    def take(self, n_grids: int) -> list:
+        """The frames of the next n_grids grids (uint8 [h, w, 3], C-contiguous)."""
+        if n_grids == 0:
+            return []
+        if self._iter is None:   # an image: one grid, one frame
+            gh, gw = self.seg.probe.grid
+            return [np.ascontiguousarray(_resize(_media.read_image(self.seg.item.source, self.seg.item.budget), gh * 28, gw * 28))]
+        out = [next(self._iter, None) for _ in range(self.per_grid * n_grids)]
+        if out and out[-1] is None:
+            raise ModelFileError(self.seg.item.label, "the video stream ended before its announced length")
+        return [np.ascontiguousarray(f, dtype=np.uint8) for f in out]
 
-    # --- decoding at explicit positions
+    def close(self) -> None:
+        if self._iter is not None:
+            self._iter.close()
 
-    def _positions(self, layout_pos: np.ndarray) -> np.ndarray:
-        if self.uses_mrope:
-            return layout_pos
-        n = layout_pos.shape[-1]
-        out = np.arange(self._next, self._next + n, dtype=np.int32)
-        self._next += n
-        return np.broadcast_to(out, layout_pos.shape) if layout_pos.ndim == 2 else out
 
-    def _tokens(self, ctx, tokens: list, pos: int, stats: Stats) -> None:
-        toks = np.ascontiguousarray(tokens, dtype=np.int32)
-        positions = np.ascontiguousarray(self._positions(np.full(len(toks), pos, np.int32)), dtype=np.int32)
-        with stats.timer("prefill"):
-            C.check(C.omnisift_decode_tokens(ctx, toks.ctypes.data_as(C._int32_p), len(toks),
-                                             positions.ctypes.data_as(C._int32_p), 0, 0), "decode")
+class AudioFeed:
+    """A media item's audio, given to C as the stream grows: for our windowed tower, log-mel
+    features of the next whole 2-s windows (the track read a second time, 2 s at a time, on a
+    thread, a few blocks ahead); for towers that encoded the whole clip at planning (libmtmd's), those
+    rows. ``until(end)`` returns what brings the stream to at least `end` rows (None: it holds them)."""
+
+    def __init__(self, seg: MediaSegment):
+        self.mel = seg.probe.audio_rows is None
+        self.given = 0
+        if self.mel:
+            blocks = _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK, budget=seg.item.budget), depth=4)
+            self._steps = _mel_stream.iter_window_features(blocks, seg.probe.audio_plan)
+            # rows of the stream once window w is encoded (the C rule, asked once per item, not per unit)
+            self._ends = window_rows(seg.probe.audio_plan.n_samples)[:, 1]
+        else:
+            self._rows = np.ascontiguousarray(seg.probe.audio_rows, dtype=np.float32)
+
+    def until(self, end: int) -> Optional[np.ndarray]:
+        if self.given >= end:
+            return None
+        if not self.mel:
+            out, self.given = self._rows[self.given:end], end
+            return out
+        parts = []
+        while self.given < end:
+            first, features = next(self._steps)
+            parts.append(features)
+            if first < len(self._ends):   # else a last window of 1 or 2 frames, which has no row
+                self.given = int(self._ends[first])
+        return np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0], dtype=np.float32)
+
+    def finish(self) -> None:
+        """Runs the stream to its end (at most a last window of 1 or 2 frames, which has no row),
+        where pass 2 is checked against the plan."""
+        if self.mel:
+            for first, _ in self._steps:
+                if first < len(self._ends):
+                    raise RuntimeError("audio rows left over after the item's last unit")
+
+    def close(self) -> None:
+        if self.mel:
+            self._steps.close()
 
 
 def _prefetch(iterator, depth: int):

@@ -206,6 +206,13 @@ def omnisift_audio_n_tokens(n_frames: int) -> int: ...
       ctypes.POINTER(ctypes.c_float), ctypes.c_int64], ctypes.c_int32)
 def omnisift_audio_tower_encode(tower: int, mel, n_frames: int, out, n_out_rows: int) -> int: ...
 
+# --- mmproj: one audio tower in memory
+
+
+@_fn("omnisift_mmproj_write_vision_only", [ctypes.c_char_p, ctypes.c_char_p], ctypes.c_int32)
+def omnisift_mmproj_write_vision_only(src: bytes, dst: bytes) -> int: ...
+
+
 # --- decoding
 _float_p = ctypes.POINTER(ctypes.c_float)
 _int32_p = ctypes.POINTER(ctypes.c_int32)
@@ -223,57 +230,91 @@ def omnisift_decode_embd(lctx, embd, n_rows: int, n_embd: int, pos, seq_id: int,
 def omnisift_decode_tokens(lctx, tokens, n_tokens: int, pos, seq_id: int, logits_last: int) -> int: ...
 
 
-# --- prefill: sift compression units and decode their kept rows, batched across units
+# --- context: one call per compression unit encodes, sifts and queues it
 
-omnisift_prefill_p = ctypes.c_void_p
+omnisift_context_p = ctypes.c_void_p
 
 
-class omnisift_prefill_params(ctypes.Structure):
+class omnisift_context_params(ctypes.Structure):
     _fields_ = [
         ("seq_id", ctypes.c_int32),
         ("max_rows", ctypes.c_int64),
+        ("reuse_identical", ctypes.c_int32),
     ]
 
 
-class omnisift_prefill_stats(ctypes.Structure):
+class omnisift_unit(ctypes.Structure):
+    _fields_ = [
+        ("n_rows", ctypes.c_int64),
+        ("modality", ctypes.c_void_p),
+        ("source", ctypes.c_void_p),
+        ("pos", ctypes.c_void_p),
+        ("renumber_from", ctypes.c_int32),
+        ("frames", ctypes.c_void_p),
+        ("n_frames", ctypes.c_int32),
+        ("frames_per_grid", ctypes.c_int32),
+        ("width", ctypes.c_int32),
+        ("height", ctypes.c_int32),
+        ("mel", ctypes.c_void_p),
+        ("n_mel_frames", ctypes.c_int64),
+        ("audio_rows", ctypes.c_void_p),
+        ("n_audio_rows", ctypes.c_int64),
+        ("embd", ctypes.c_void_p),
+    ]
+
+
+class omnisift_context_stats(ctypes.Structure):
     _fields_ = [
         ("n_rows_in", ctypes.c_int64),
         ("n_rows_kept", ctypes.c_int64),
         ("n_flushes", ctypes.c_int64),
         ("n_decode_calls", ctypes.c_int64),
+        ("n_vision_calls", ctypes.c_int64),
+        ("n_grids_reused", ctypes.c_int64),
+        ("n_audio_calls", ctypes.c_int64),
+        ("t_vision_ms", ctypes.c_double),
+        ("t_audio_ms", ctypes.c_double),
         ("t_sift_ms", ctypes.c_double),
         ("t_decode_ms", ctypes.c_double),
         ("bytes_host_copied", ctypes.c_int64),
     ]
 
 
-@_fn("omnisift_prefill_default_params", [], omnisift_prefill_params)
-def omnisift_prefill_default_params() -> omnisift_prefill_params: ...
+@_fn("omnisift_context_default_params", [], omnisift_context_params)
+def omnisift_context_default_params() -> omnisift_context_params: ...
 
 
-@_fn("omnisift_prefill_init", [ctypes.c_void_p, omnisift_prefill_params], omnisift_prefill_p)
-def omnisift_prefill_init(lctx, params: omnisift_prefill_params) -> int: ...
+@_fn("omnisift_context_init",
+     [ctypes.c_void_p, ctypes.c_void_p, omnisift_engine_p, omnisift_audio_tower_p, omnisift_context_params],
+     omnisift_context_p)
+def omnisift_context_init(lctx, mctx, engine, tower, params: omnisift_context_params) -> int: ...
 
 
-@_fn("omnisift_prefill_free", [omnisift_prefill_p], None)
-def omnisift_prefill_free(prefill: int) -> None: ...
+@_fn("omnisift_context_free", [omnisift_context_p], None)
+def omnisift_context_free(ctx: int) -> None: ...
 
 
-@_fn("omnisift_prefill_add",
-     [omnisift_prefill_p, omnisift_engine_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-      ctypes.c_void_p, ctypes.POINTER(omnisift_sift_params), ctypes.c_int32, ctypes.c_void_p],
-     ctypes.c_int32)
-def omnisift_prefill_add(prefill: int, engine, embd: int, n_rows: int, n_embd: int, modality: int, pos: int,
-                         params, renumber_from: int, keep) -> int: ...
+@_fn("omnisift_context_begin", [omnisift_context_p, ctypes.POINTER(omnisift_sift_params)], ctypes.c_int32)
+def omnisift_context_begin(ctx: int, params) -> int: ...
 
 
-@_fn("omnisift_prefill_flush", [omnisift_prefill_p, ctypes.c_int32], ctypes.c_int32)
-def omnisift_prefill_flush(prefill: int, logits_last: int) -> int: ...
+@_fn("omnisift_context_add", [omnisift_context_p, ctypes.POINTER(omnisift_unit), ctypes.c_void_p], ctypes.c_int32)
+def omnisift_context_add(ctx: int, unit, keep) -> int: ...
 
 
-@_fn("omnisift_prefill_n_queued", [omnisift_prefill_p], ctypes.c_int64)
-def omnisift_prefill_n_queued(prefill: int) -> int: ...
+@_fn("omnisift_context_end", [omnisift_context_p, ctypes.c_int32], ctypes.c_int32)
+def omnisift_context_end(ctx: int, logits_last: int) -> int: ...
 
 
-@_fn("omnisift_prefill_get_stats", [omnisift_prefill_p], omnisift_prefill_stats)
-def omnisift_prefill_get_stats(prefill: int) -> omnisift_prefill_stats: ...
+@_fn("omnisift_context_unit_rows",
+     [omnisift_context_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)],
+     ctypes.POINTER(ctypes.c_float))
+def omnisift_context_unit_rows(ctx: int, n_rows, n_embd): ...
+
+
+@_fn("omnisift_context_n_queued", [omnisift_context_p], ctypes.c_int64)
+def omnisift_context_n_queued(ctx: int) -> int: ...
+
+
+@_fn("omnisift_context_get_stats", [omnisift_context_p], omnisift_context_stats)
+def omnisift_context_get_stats(ctx: int) -> omnisift_context_stats: ...

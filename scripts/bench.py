@@ -289,7 +289,7 @@ def child_omni(spec: dict) -> dict:
     llm = pyomnisift.Llama(spec["llm"], spec["mmproj"], n_ctx=spec["n_ctx"], n_batch=N_BATCH,
                            n_threads=spec["n_threads"], n_threads_batch=spec["n_threads"], flash_attn=True,
                            n_gpu_layers=spec.get("n_gpu_layers", 0), verbose=False)
-    pipeline = llm.chat_handler.pipeline
+    pipeline = llm.chat_handler.context
     pipeline.batch_rows = cfg.get("batch_rows", 0)
     pipeline.reuse_identical_pairs = cfg.get("reuse_identical_pairs", True)
     stages = {"loaded": _status_kb("VmRSS")}

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Host <-> device bytes and host copies per compression unit (what libomnisift moves, not llama.cpp).
 
-A unit is what the pipeline hands omnisift_prefill_add: two frame grids of GRID tokens and 50 audio
+A unit is what the context hands omnisift_context_add: two frame grids of GRID tokens and 50 audio
 tokens (2 s of video with sound) at Qwen2.5-Omni-7B's width (D = 3584), sifted at the paper's 35%
 setting (anchor selector). Part 1 sifts units one by one on the engine's device and prints its
-counters per unit (omnisift_engine_stats); part 2 queues sifted units through omnisift_prefill into
+counters per unit (omnisift_engine_stats); part 2 queues sifted units through omnisift_context into
 the tiny test LLM (its own width) and prints the prefill's host copies per kept row. "previous" is
 the rule of the code before issue 18 (every graph input staged on the host, then uploaded: the first
 grid twice, anchors and audio padded per graph; kept rows copied into the queue, then into each
@@ -73,10 +73,12 @@ def part1(engine, grid: int, n_units: int) -> None:
 
 
 def part2(engine, grid: int, n_units: int) -> None:
+    import ctypes
+
     import llama_cpp
 
-    from pyomnisift import assets, tiny_model
-    from pyomnisift._prefill import Prefill, sift_params
+    from pyomnisift import assets, omnisift_cpp as C, tiny_model
+    from pyomnisift._context import sift_params
     from pyomnisift._settings import Settings
 
     out = assets.default_cache_dir() / "tiny-model-0"
@@ -92,13 +94,28 @@ def part2(engine, grid: int, n_units: int) -> None:
     emb = np.ascontiguousarray(emb[:, :d])
     per = 2 * grid + AUDIO_PER_CHUNK
     params = sift_params(Settings(VIDEO_RETENTION, AUDIO_RETENTION, 1.0, "anchor", 0, 2.0, False))
-    with Prefill(llm.ctx, engine, params) as pf:
+    # the compression context fed each unit's rows (as omnisift_context_add takes them when given)
+    oc = C.check_ptr(C.omnisift_context_init(llm.ctx, None, engine.ptr, None, C.omnisift_context_default_params()),
+                     "context")
+    try:
+        C.check(C.omnisift_context_begin(oc, ctypes.byref(params)))
         n_kept = 0
         for u in range(n_chunks):
             sl = slice(u * per, (u + 1) * per)
-            n_kept += int(pf.add(emb[sl], mod[sl], pos[:, sl]).sum())
-        pf.flush()
-        st = pf.stats()
+            rows = np.ascontiguousarray(emb[sl], dtype=np.float32)
+            m = np.ascontiguousarray(mod[sl], dtype=np.int32)
+            p = np.ascontiguousarray(pos[:, sl], dtype=np.int32)
+            src = np.zeros(len(m), np.int32)
+            unit = C.omnisift_unit(n_rows=len(m), modality=m.ctypes.data, source=src.ctypes.data, pos=p.ctypes.data,
+                                   renumber_from=-1, embd=rows.ctypes.data)
+            keep = np.ones(len(m), np.uint8)
+            C.check(C.omnisift_context_add(oc, ctypes.byref(unit), keep.ctypes.data))
+            n_kept += int(keep.sum())
+        C.check(C.omnisift_context_end(oc, 0))
+        s = C.omnisift_context_get_stats(oc)
+        st = {k: getattr(s, k) for k, _ in C.omnisift_context_stats._fields_}
+    finally:
+        C.omnisift_context_free(oc)
     llm.close()
     row = d * F
     print(f"\n2) prefill queue into the tiny LLM (width {d}, {'offloaded' if gpu else 'CPU'}): "

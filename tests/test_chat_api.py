@@ -100,43 +100,20 @@ def test_streaming_shapes_and_content(omni, plain, assets):
 # --- multi-turn: the media is encoded once
 
 
-class Counter:
-    """Counts calls of the encoders, wrapping the instances' own methods."""
-
-    def __init__(self, handler):
-        self.calls = {"vision": 0, "audio": 0}
-        for name, obj, meth in (("vision", handler.vision, "encode"), ("audio", handler.audio, "encode_windows")):
-            original = getattr(obj, meth)
-
-            def wrapped(*a, _o=original, _n=name, **k):
-                self.calls[_n] += 1
-                return _o(*a, **k)
-
-            setattr(obj, meth, wrapped)
-        self._restore = [(handler.vision, "encode"), (handler.audio, "encode_windows")]
-
-    def close(self):
-        for obj, meth in self._restore:
-            delattr(obj, meth)
-
-
 def test_follow_up_reuses_the_video(omni, assets):
     clear(omni)
-    counter = Counter(omni.chat_handler)
-    try:
-        turn1 = user(video(assets["test-3.mp4"]), text("What happens?"))
-        first = omni.create_chat_completion(turn1, max_tokens=MAX, temperature=0.0)
-        assert counter.calls["vision"] == 10 and counter.calls["audio"] == 6   # 10 s of audio: 6 windows
-        turn2 = turn1 + [first["choices"][0]["message"], {"role": "user", "content": "And the sound?"}]
-        second = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)
-        assert counter.calls == {"vision": 10, "audio": 6}          # nothing encoded again
-        st = second["usage"]["omnisift"]
-        assert st["media_reused"] == 1 and st["media_cells_decoded"] == 0
-        again = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)   # regenerate
-        assert again["choices"][0]["message"] == second["choices"][0]["message"]
-        assert counter.calls == {"vision": 10, "audio": 6}
-    finally:
-        counter.close()
+    turn1 = user(video(assets["test-3.mp4"]), text("What happens?"))
+    first = omni.create_chat_completion(turn1, max_tokens=MAX, temperature=0.0)
+    # 10 grids; 10 s of audio (6 windows) encoded as the 5 units ask for it, one tower call each
+    assert first["usage"]["omnisift"]["encoder_calls"] == {"vision": 10, "audio": 5}
+    turn2 = turn1 + [first["choices"][0]["message"], {"role": "user", "content": "And the sound?"}]
+    second = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)
+    st = second["usage"]["omnisift"]
+    assert st["encoder_calls"] == {"vision": 0, "audio": 0}          # nothing encoded again
+    assert st["media_reused"] == 1 and st["media_cells_decoded"] == 0
+    again = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)   # regenerate
+    assert again["choices"][0]["message"] == second["choices"][0]["message"]
+    assert again["usage"]["omnisift"]["encoder_calls"] == {"vision": 0, "audio": 0}
     clear(omni)   # the follow-up's answer is the one a fresh context gives the whole conversation
     fresh = omni.create_chat_completion(turn2, max_tokens=MAX, temperature=0.0)
     assert fresh["choices"][0]["message"] == second["choices"][0]["message"]
@@ -398,21 +375,22 @@ def test_failure_mid_prompt_leaves_no_trace(omni, assets):
     fresh = omni.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
     clear(omni)
     omni.create_chat_completion(TEXT_MSGS, max_tokens=2)   # something in the context before
-    vision = omni.chat_handler.vision
-    original, calls = vision.encode, []
+    from pyomnisift import _context
 
-    def failing(frames):
+    original, calls = _context._Handle.add, []
+
+    def failing(self, *args, **kwargs):   # the fourth unit's C call fails, after three were queued or decoded
         calls.append(1)
         if len(calls) == 4:
             raise RuntimeError("encoder failed")
-        return original(frames)
+        return original(self, *args, **kwargs)
 
-    vision.encode = failing
+    _context._Handle.add = failing
     try:
         with pytest.raises(RuntimeError, match="encoder failed"):
             omni.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
     finally:
-        del vision.encode
+        _context._Handle.add = original
     again = omni.create_chat_completion(msgs, max_tokens=MAX, temperature=0.0)
     assert again["choices"][0]["message"] == fresh["choices"][0]["message"]
     assert again["usage"]["omnisift"]["media_reused"] == 0

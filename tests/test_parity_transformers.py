@@ -153,13 +153,13 @@ def write_video(path: Path, seconds: float, with_audio: bool, fps: int = 10, siz
 class Recorder:
     """What our pipeline decodes, in decode order: token ids (media rows as their placeholder
     token), (t, h, w) decode positions, and what was decoded (to replay it). Text goes through
-    llama-cpp-python's eval (positions n_tokens on) and the pipeline's token decode, media rows
-    through the prefill queue: each unit's kept rows and positions come from its on_unit record
+    llama-cpp-python's eval (positions n_tokens on) and the context's token decode, media rows
+    through the C context's queue: each unit's kept rows and positions come from its on_unit record
     (the queue decodes them in this order, several units per batch)."""
 
     def __init__(self, model, tokenizer):
         self.ids, self.pos, self.calls = [], [], []
-        self.model, self.pipeline = model, model.chat_handler.pipeline
+        self.model, self.pipeline = model, model.chat_handler.context
         placeholder = {m: tokenizer.convert_tokens_to_ids(t) for m, t in TOKEN_OF.items()}
         eval_, tokens_ = model.eval, self.pipeline._tokens
 
@@ -172,9 +172,9 @@ class Recorder:
             record_tokens(toks, np.arange(model.n_tokens, model.n_tokens + len(toks)))
             return eval_(toks)
 
-        def tokens(ctx, toks, pos, stats):
-            record_tokens(toks, np.full(len(toks), pos))
-            return tokens_(ctx, toks, pos, stats)
+        def tokens(ctx, toks, pos, nxt, stats):
+            record_tokens(toks, np.full(len(toks), pos) if self.pipeline.uses_mrope else np.arange(nxt, nxt + len(toks)))
+            return tokens_(ctx, toks, pos, nxt, stats)
 
         def on_unit(u):
             if not u.keep.any():
