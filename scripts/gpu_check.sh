@@ -60,7 +60,7 @@ grep -q ggml-cuda "$OUT/llama_cpp_lib.txt" || { log "no libggml-cuda: not a GPU 
 step pyomnisift 120 $VENV/bin/pip install -q --no-index --no-build-isolation --no-deps \
     --config-settings=build-dir=build/gpu . || exit 1
 
-TESTS="test_device_leg.py test_sift.py test_prefill.py test_pipeline.py test_chat_api.py test_audio_stream.py test_bad_inputs.py"
+TESTS="test_device_leg.py test_sift.py test_context.py test_pipeline.py test_chat_api.py test_audio_stream.py test_bad_inputs.py"
 $VENV/bin/python -c "import transformers, safetensors" 2>/dev/null && TESTS="$TESTS test_sift_head.py test_audio_tower.py"
 step gpu-tests "$(( $(left) > 200 ? 200 : $(left) ))" sh -c "cd tests && OMNISIFT_TEST_GPU=1 ../$VENV/bin/python -m pytest \
     -q -rs -p no:cacheprovider --junitxml=../$OUT/gpu-tests.xml $TESTS"
