@@ -31,7 +31,13 @@ const char * omnisift_engine_device(const omnisift_engine * engine) {
 }
 
 struct omnisift_engine_stats omnisift_engine_get_stats(const omnisift_engine * engine) {
-    return engine ? engine->runner().stats() : omnisift_engine_stats{};
+    omnisift_engine_stats out{};
+    if (engine) {
+        const omnisift::runner_stats & s = engine->runner().stats();
+        out = {s.n_graphs, s.n_nodes, s.n_nodes_off_device, s.n_splits, s.bytes_to_device, s.bytes_from_device,
+               s.bytes_host_copied};
+    }
+    return out;
 }
 
 void omnisift_engine_reset_stats(omnisift_engine * engine) {

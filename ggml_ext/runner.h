@@ -10,8 +10,6 @@
 // checks it on a device whose buffers are not host memory). stats() counts what it cost.
 #pragma once
 
-#include "omnisift.h"
-
 #include "ggml.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -21,6 +19,18 @@
 #include <vector>
 
 namespace omnisift {
+
+// What the graphs cost in placement and transfers (the engine hands it out as the C API's
+// omnisift_engine_stats; kept here so that ggml_ext/ needs nothing from cpp/).
+struct runner_stats {
+    int64_t n_graphs = 0;
+    int64_t n_nodes = 0;
+    int64_t n_nodes_off_device = 0;
+    int64_t n_splits = 0;
+    int64_t bytes_to_device = 0;
+    int64_t bytes_from_device = 0;
+    int64_t bytes_host_copied = 0;
+};
 
 class graph_runner {
 public:
@@ -80,7 +90,7 @@ public:
     // Copies a computed tensor (contiguous) to host memory of ggml_nbytes(t) bytes.
     void read(const ggml_tensor * t, void * dst);
 
-    const omnisift_engine_stats & stats() const { return stats_; }
+    const runner_stats & stats() const { return stats_; }
     void reset_stats() { stats_ = {}; }
     // Host-side staging copies made by the graphs' callers (counted, not performed, here).
     void note_host_copy(size_t bytes) { stats_.bytes_host_copied += (int64_t) bytes; }
@@ -90,7 +100,7 @@ private:
     ggml_backend_t backend_ = nullptr;       // chosen device
     ggml_backend_t cpu_backend_ = nullptr;   // fallback for unsupported ops (== backend_ on CPU)
     ggml_backend_sched_t sched_ = nullptr;
-    omnisift_engine_stats stats_{};
+    runner_stats stats_{};
 };
 
 } // namespace omnisift

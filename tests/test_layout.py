@@ -79,3 +79,14 @@ def test_demo_runs_from_an_installed_package(tmp_path, tiny_model):
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "test-3.mp4" in p.stdout and " 25% |" in p.stdout
+
+
+def test_graphs_folder_includes_nothing_from_the_c_api_above_it():
+    """ggml_ext/ (the graphs) sits below cpp/ (the C API): no quoted include of a cpp/ header."""
+    import re
+
+    cpp_headers = {p.name for p in (ROOT / "cpp").glob("*.h")}
+    assert "omnisift.h" in cpp_headers
+    offenders = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / "ggml_ext").iterdir())
+                 for m in re.findall(r'#include\s+"([^"]+)"', p.read_text()) if Path(m).name in cpp_headers]
+    assert not offenders, offenders
