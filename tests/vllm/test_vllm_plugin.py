@@ -189,7 +189,7 @@ def test_vllm_serve_openai_client(tmp_path, model_dir, media):
         [str(Path(sys.executable).parent / "vllm"), "serve", model_dir, "--port", str(port),
          "--host", "127.0.0.1", "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
          "--max-num-seqs", "2", "--seed", "0", "--chat-template", str(template),
-         "--allowed-local-media-path", str(tmp_path),
+         "--allowed-local-media-path", str(tmp_path), "--trust-request-mm-kwargs",
          "--limit-mm-per-prompt", json.dumps({"image": 0, "video": 1, "audio": 1}),
          "--mm-processor-kwargs", json.dumps(server_defaults)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
