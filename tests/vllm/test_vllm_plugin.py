@@ -56,6 +56,8 @@ def run_vllm(tmp_path: Path, model_dir: str, media_path: Path, requests: list, p
     spec_path = tmp_path / f"spec-{plugin}-{tensor_parallel_size}.json"
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    if tensor_parallel_size > 1:  # one NUMA node here: vLLM asks for the workers' cores by hand
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i % os.cpu_count()) for i in range(tensor_parallel_size))
     env["VLLM_PLUGINS"] = "omnisift" if plugin else "none"
     if record:
         env["PYOMNISIFT_VLLM_RECORD"] = str(record)
@@ -184,10 +186,10 @@ def test_vllm_serve_openai_client(tmp_path, model_dir, media):
     env = {**os.environ, "VLLM_PLUGINS": "omnisift", "VLLM_CPU_KVCACHE_SPACE": "1"}
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model_dir, "--port", str(port),
+        [str(Path(sys.executable).parent / "vllm"), "serve", model_dir, "--port", str(port),
          "--host", "127.0.0.1", "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
          "--max-num-seqs", "2", "--seed", "0", "--chat-template", str(template),
-         "--allowed-local-media-path", str(tmp_path),
+         "--allowed-local-media-path", str(tmp_path), "--trust-request-mm-kwargs",
          "--limit-mm-per-prompt", json.dumps({"image": 0, "video": 1, "audio": 1}),
          "--mm-processor-kwargs", json.dumps(server_defaults)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

