@@ -13,8 +13,7 @@ from ._engine import Engine, default_engine
 from ._errors import ModelFileError, OmniSiftError
 from ._handler import OmniSIFTChatHandler
 from ._llama import Llama
-from ._media_limits import MediaLimits
-from ._media_source import MediaPolicy
+from .media import MediaLimits, MediaPolicy
 from ._settings import Settings
 from ._stats import UnitRecord
 from ._model_info import check_pair, read_llm_info, read_mmproj_info

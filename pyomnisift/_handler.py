@@ -26,8 +26,8 @@ import llama_cpp
 from llama_cpp import llama_chat_format
 
 from ._engine import Engine
-from ._media_limits import MediaLimits
-from ._media_source import LIBRARY, MediaPolicy
+from .media.limits import MediaLimits
+from .media.source import LIBRARY, MediaPolicy
 from ._model_info import check_pair, read_llm_info
 from ._context import Context
 from ._plan import Planner, Plan, overflow

@@ -19,8 +19,8 @@ import llama_cpp
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
 from ._devices import add_rpc_servers
 from ._handler import OmniSIFTChatHandler
-from ._media_limits import MediaLimits
-from ._media_source import LIBRARY, MediaPolicy
+from .media.limits import MediaLimits
+from .media.source import LIBRARY, MediaPolicy
 from ._model_info import read_llm_info
 from ._settings import Settings
 from ._sift import SiftHead

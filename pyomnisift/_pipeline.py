@@ -15,7 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import _media, _mel_stream, _sequence as S
+from . import _mel_stream, _sequence as S
+from .media import decode
 from ._audio import window_rows
 from ._errors import ModelFileError
 from ._plan import AUDIO_BLOCK, MediaSegment
@@ -48,7 +49,7 @@ class Frames:
         self._iter = None
         if seg.probe.kind == "video":
             # the queue bounds what is held to two units of frames
-            self._iter = _prefetch(_media.iter_video_frames(seg.item.source, info=seg.probe.video,
+            self._iter = _prefetch(decode.iter_video_frames(seg.item.source, info=seg.probe.video,
                                                                      budget=seg.item.budget), depth=4)
 
     def take(self, n_grids: int) -> list:
@@ -57,7 +58,7 @@ class Frames:
             return []
         if self._iter is None:   # an image: one grid, one frame
             gh, gw = self.seg.probe.grid
-            return [np.ascontiguousarray(_resize(_media.read_image(self.seg.item.source, self.seg.item.budget), gh * 28, gw * 28))]
+            return [np.ascontiguousarray(_resize(decode.read_image(self.seg.item.source, self.seg.item.budget), gh * 28, gw * 28))]
         out = [next(self._iter, None) for _ in range(self.per_grid * n_grids)]
         if out and out[-1] is None:
             raise ModelFileError(self.seg.item.label, "the video stream ended before its announced length")
@@ -78,7 +79,7 @@ class AudioFeed:
         self.mel = seg.probe.audio_rows is None
         self.given = 0
         if self.mel:
-            blocks = _prefetch(_media.iter_audio(seg.item.source, AUDIO_BLOCK, budget=seg.item.budget), depth=4)
+            blocks = _prefetch(decode.iter_audio(seg.item.source, AUDIO_BLOCK, budget=seg.item.budget), depth=4)
             self._steps = _mel_stream.iter_window_features(blocks, seg.probe.audio_plan)
             # rows of the stream once window w is encoded (the C rule, asked once per item, not per unit)
             self._ends = window_rows(seg.probe.audio_plan.n_samples)[:, 1]

@@ -21,7 +21,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import _media, _mel_stream, _sequence as S
+from . import _mel_stream, _sequence as S
+from .media import decode, sampling
 from ._audio import n_tokens as audio_n_tokens
 from ._errors import ModelFileError
 from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Prompt
@@ -62,7 +63,7 @@ class Probe:
     """What a media item costs, read from its headers and streams (nothing encoded)."""
     kind: str                                  # "image" | "audio" | "video"
     grid: tuple = (0, 0)                       # merged tokens (h, w) of an image / video frame
-    video: Optional[object] = None             # _media.VideoInfo
+    video: Optional[object] = None             # decode.VideoInfo
     n_audio: int = 0                           # audio rows
     n_samples: int = 0                         # 16 kHz samples of the audio
     audio_rows: Optional[np.ndarray] = None    # towers that only encode whole clips (libmtmd's)
@@ -232,13 +233,13 @@ class Planner:
         if self.vision is None or not self.vision.supports_vision:
             raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
         if item.kind == "image":
-            pixels = _media.read_image(item.source, item.budget)
+            pixels = decode.read_image(item.source, item.budget)
             try:
-                h, w = _media.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
+                h, w = sampling.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
             except ValueError as e:    # as a video's "cannot be sampled": name the file
                 raise ModelFileError(item.label, f"cannot be sized for the model: {e}") from e
             return Probe("image", grid=(h // 28, w // 28))
-        info = _media.probe_video(item.source, settings.video_fps, budget=item.budget)
+        info = decode.probe_video(item.source, settings.video_fps, budget=item.budget)
         warnings: tuple = ()
         n_samples, rows, audio_plan = 0, None, None
         if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
@@ -257,9 +258,9 @@ class Planner:
         count and the log-mel peak, nothing held (rows None). Towers that encode whole clips
         (libmtmd's): the rows, now (plan None)."""
         if self.audio_windowed:
-            plan = _mel_stream.scan(_media.iter_audio(item.source, AUDIO_BLOCK, budget=item.budget))
+            plan = _mel_stream.scan(decode.iter_audio(item.source, AUDIO_BLOCK, budget=item.budget))
             return plan.n_samples, plan, None
-        pcm = _media.read_audio(item.source, budget=item.budget)
+        pcm = decode.read_audio(item.source, budget=item.budget)
         return len(pcm), None, (self.audio.encode_audio(pcm) if len(pcm) else None)
 
     def _require_audio(self, item: MediaItem) -> None:

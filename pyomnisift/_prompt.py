@@ -15,8 +15,8 @@ import re
 import secrets
 from typing import Any, Optional, Union
 
-from ._media_limits import MediaBudget, MediaLimits
-from ._media_source import LIBRARY, MediaPolicy, resolve_audio, resolve_url
+from .media.limits import MediaBudget, MediaLimits
+from .media.source import LIBRARY, MediaPolicy, resolve_audio, resolve_url
 
 VISION_BOS, VISION_EOS = "<|vision_bos|>", "<|vision_eos|>"
 AUDIO_BOS, AUDIO_EOS = "<|audio_bos|>", "<|audio_eos|>"
@@ -90,8 +90,8 @@ def tokenize_text(tokenize, text: str, add_bos: bool) -> list:
 def build_prompt(messages: list[dict[str, Any]], render, policy: MediaPolicy = LIBRARY,
                  limits: Optional[MediaLimits] = None) -> Prompt:
     """`render(messages) -> str` applies the chat template to messages with string content; media
-    sources are resolved under `policy` (_media_source), and their decoding shares one budget
-    within `limits` (_media_limits)."""
+    sources are resolved under `policy` (media.source), and their decoding shares one budget
+    within `limits` (media.limits)."""
     budget = MediaBudget(limits)
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")

@@ -100,7 +100,7 @@ def _check_inputs(args, media: bool = True) -> None:
 
 def _probe_media(args) -> None:
     """Opens every media file before the model loads, so that a file that is no media fails at once."""
-    from . import _media
+    from .media import decode
 
     for path in args.video:
         import av
@@ -111,7 +111,7 @@ def _probe_media(args) -> None:
                     raise CliError(f"{path}: has no video stream" + ("; pass it with --audio" if c.streams.audio else ""))
         except av.error.FFmpegError:
             pass    # probe_video says what is wrong with it
-        _media.probe_video(path, args.video_fps)
+        decode.probe_video(path, args.video_fps)
     for path in args.image:
         from PIL import Image, UnidentifiedImageError
 
@@ -121,7 +121,7 @@ def _probe_media(args) -> None:
         except (UnidentifiedImageError, OSError) as e:
             raise CliError(f"{path}: cannot be read as an image ({e})") from None
     for path in args.audio:
-        with _media._open(path, "audio") as c:     # FFmpeg limited to media, as every open
+        with decode._open(path, "audio") as c:     # FFmpeg limited to media, as every open
             if not c.streams.audio:
                 raise CliError(f"{path}: has no audio stream")
 

@@ -180,7 +180,7 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
     """Draws the picture of `records` (UnitRecords of one run on `path`); returns a VizResult."""
     from PIL import Image, ImageDraw
 
-    from . import _media
+    from .media import decode
 
     if kind not in ("video", "audio", "image"):
         raise ValueError(f"kind must be video, audio or image, got {kind!r}")
@@ -188,21 +188,21 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
     pcm, duration = None, 0.0
     if kind in ("video", "audio"):
         try:
-            pcm = _media.read_audio(path)
-            duration = len(pcm) / _media.SAMPLE_RATE
+            pcm = decode.read_audio(path)
+            duration = len(pcm) / decode.SAMPLE_RATE
         except Exception:
             pcm = None          # a video without a sound track
     frames_of: dict = {}
     tw = thumb_width
     if kind == "video":
-        info = _media.probe_video(path, video_fps)
+        info = decode.probe_video(path, video_fps)
         th = max(1, round(tw * info.height / info.width))
         duration = duration or info.duration
         order = sorted(masks)
         if len(order) > max_pairs:
             order = [order[i] for i in np.unique(np.round(np.linspace(0, len(order) - 1, max_pairs)).astype(int))]
         wanted = {2 * g + f for g in order for f in (0, 1)}
-        for i, frame in enumerate(_media.iter_video_frames(path, video_fps)):
+        for i, frame in enumerate(decode.iter_video_frames(path, video_fps)):
             if i in wanted:
                 frames_of[i] = frame
         gw_expected, gh_expected = info.width // PATCH, info.height // PATCH
@@ -211,7 +211,7 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
                 raise ValueError(f"grid {g} is {masks[g].shape}, but frames of {info.width}x{info.height} make "
                                  f"{gh_expected}x{gw_expected} patches (is video_fps the model's?)")
     elif kind == "image":
-        img = _media.read_image(path)
+        img = decode.read_image(path)
         order = sorted(masks)[:1]
         tw = max(thumb_width, 2 * thumb_width + 6)
         if order:

@@ -157,7 +157,7 @@ def child_mtmd(spec: dict) -> dict:
     from llama_cpp import mtmd_cpp as M
     from llama_cpp._logger import llama_log_callback
 
-    from pyomnisift import _media
+    from pyomnisift.media import decode
 
     M.mtmd_log_set(llama_log_callback, None)
     M.mtmd_helper_log_set(llama_log_callback, None)
@@ -193,8 +193,8 @@ def child_mtmd(spec: dict) -> dict:
     t0 = time.perf_counter()
     # --- media decoding: all frames and the audio track, as the full-token path needs them at once
     a = time.perf_counter()
-    frames = list(_media.iter_video_frames(spec["clip"]))
-    pcm = _media.read_audio(spec["clip"])
+    frames = list(decode.iter_video_frames(spec["clip"]))
+    pcm = decode.read_audio(spec["clip"])
     t["media_decode"] = (time.perf_counter() - a) * 1e3
     stages["media_decoded"] = _status_kb("VmRSS")
     # --- prompt: one marker per frame (adjacent mergeable frames pair into one chunk), one for audio
@@ -333,13 +333,13 @@ def child_main(spec: dict) -> int:
 
 def plan_clip(path: Path) -> dict:
     """Token counts known before running: sizes n_ctx to hold baseline A's prompt."""
-    from pyomnisift import _media
+    from pyomnisift.media import decode
     from pyomnisift._audio import n_tokens as audio_token_count
 
-    info = _media.probe_video(path)
+    info = decode.probe_video(path)
     gh, gw = info.height // 28, info.width // 28
     n_grids = info.n_sampled // 2
-    pcm = _media.read_audio(path)
+    pcm = decode.read_audio(path)
     n_audio = audio_token_count(len(pcm))
     a_audio = 750 * math.ceil(len(pcm) / (30 * 16000) + 1e-9)     # libmtmd: whole 30-s windows
     a_text = 16 * n_grids + 64        # "<|vision_start|>"/"<|vision_end|>" as plain text per chunk + template

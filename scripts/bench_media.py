@@ -209,10 +209,10 @@ def prepare_media() -> dict[str, Path]:
 
 
 def main() -> int:
-    from pyomnisift import _media
+    from pyomnisift.media import decode
 
     for name, path in prepare_media().items():
-        info = _media.probe_video(path)
+        info = decode.probe_video(path)
         print(f"{name}\t{path}\t{info.duration:.2f} s\t{info.width}x{info.height} after resize\t"
               f"{info.n_sampled} frames at 2 fps\taudio={info.has_audio}")
     return 0

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import pyomnisift
-from pyomnisift import _audio, _media, _mel, _mel_stream
+from pyomnisift import _audio, _mel, _mel_stream
+from pyomnisift.media import decode
 
 SR = 16000
 LENGTHS = [0.3, 2.0, 2.01, 29.99, 30.0, 31.0, 95.0]
@@ -107,7 +108,7 @@ def test_one_block_and_float64():
 
 @pytest.mark.parametrize("name", ["test-2.mp3", "test-3.mp4"])
 def test_real_tracks(assets, name):
-    pcm = _media.read_audio(assets[name])
+    pcm = decode.read_audio(assets[name])
     for sizes in ([159], [32000], [100003], SIZES):
         check_features(pcm, sizes)
 
@@ -148,7 +149,7 @@ def test_rows_equal_whole_clip(tower, seconds):
 
 
 def test_rows_of_real_track(tower, assets):
-    pcm = _media.read_audio(assets["test-3.mp4"])
+    pcm = decode.read_audio(assets["test-3.mp4"])
     plan = _mel_stream.scan(blocks_of(pcm, [100003]))
     rows = np.concatenate([r for _, r in tower.iter_encode(blocks_of(pcm, [159]), plan)])
     np.testing.assert_array_equal(rows, tower.encode(pcm))

@@ -15,8 +15,8 @@ import pytest
 
 from media_clips import level, patch_mkv_duration, write_clip
 from media_reference import reference_env
-from pyomnisift import _media
-from pyomnisift._video_sampling import frame_indices, plan_sampling
+from pyomnisift.media import decode
+from pyomnisift.media.sampling import frame_indices, plan_sampling
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,7 +81,7 @@ def reference(clips):
 
 
 def _ours(path, keys):
-    return _media.probe_video(path, **keys)
+    return decode.probe_video(path, **keys)
 
 
 @pytest.mark.parametrize("name", list(CLIPS) + ["over_mkv", "under_mkv"])
@@ -116,7 +116,7 @@ def test_frames_match_reference(name, clips, reference):
     (PIL's bicubic against torch's)."""
     tmp, paths = clips
     ref = np.load(tmp / f"{name}.ref.npy")
-    ours = np.stack(list(_media.iter_video_frames(paths[name])))
+    ours = np.stack(list(decode.iter_video_frames(paths[name])))
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
     assert diff.mean() < 3.0, f"{name}: mean abs difference {diff.mean():.2f}"
@@ -131,9 +131,9 @@ def test_rotation_upright(clips):
     """A 90-degree display matrix: the frame reaches the model rotated as a player shows it
     (counter-clockwise, so the white top-left block of the stored frame is bottom-left)."""
     _, paths = clips
-    info = _media.probe_video(paths["rot90"])
+    info = decode.probe_video(paths["rot90"])
     assert info.rotation == 90 and (info.source_height, info.source_width) == (112, 84)
-    frame = next(_media.iter_video_frames(paths["rot90"], info=info))
+    frame = next(decode.iter_video_frames(paths["rot90"], info=info))
     h, w = frame.shape[:2]
     assert h > w
     assert frame[-h // 8:, : w // 8].mean() > 240 and frame[: h // 8, : w // 8].mean() < 100
@@ -147,7 +147,7 @@ def test_pixel_budget_matches_reference(clips, monkeypatch):
     path = write_clip(tmp / "budget.mp4", n_frames=20, fps=2, size=(400, 300))
     [ref] = run_reference([{"video": str(path)}], tmp, {"MODEL_SEQ_LEN": "1600"})["clips"]
     monkeypatch.setenv("MODEL_SEQ_LEN", "1600")
-    info = _media.probe_video(path)
+    info = decode.probe_video(path)
     assert info.max_pixels == pytest.approx(1600 * 28 * 28 * 0.9 / 20 * 2)
     assert [info.height, info.width] == ref["size"] and info.height * info.width < 400 * 300
     assert info.frame_indices.tolist() == ref["indices"] and info.sample_fps == ref["sample_fps"]
@@ -175,9 +175,9 @@ def test_frame_indices_float32_like_torch():
 
 def test_iter_frames_count_and_size(clips):
     _, paths = clips
-    info = _media.probe_video(paths["long"])
+    info = decode.probe_video(paths["long"])
     n = 0
-    for frame in _media.iter_video_frames(paths["long"], info=info):
+    for frame in decode.iter_video_frames(paths["long"], info=info):
         assert frame.shape == (info.height, info.width, 3)
         n += 1
     assert n == info.n_sampled == 768
@@ -195,10 +195,10 @@ def test_seeking_gives_the_frames_of_decoding_in_order(clip, clips, assets, monk
                           stream_options={"g": "8", "bf": "2"})
     else:
         path = assets[clip]
-    info = _media.probe_video(path, fps=4.0)
-    monkeypatch.setattr(_media, "_SEEK_GAIN", 0)
-    seeking = list(_media._iter_seeking(path, str(path), info, _media._frame_converter(info)))
-    in_order = list(_media.iter_video_frames(path, info=info, seek=False))
+    info = decode.probe_video(path, fps=4.0)
+    monkeypatch.setattr(decode, "_SEEK_GAIN", 0)
+    seeking = list(decode._iter_seeking(path, str(path), info, decode._frame_converter(info)))
+    in_order = list(decode.iter_video_frames(path, info=info, seek=False))
     assert len(seeking) == len(in_order) == info.n_sampled
     for k, (a, b) in enumerate(zip(seeking, in_order)):
         np.testing.assert_array_equal(a, b, err_msg=f"frame {k} (source {info.frame_indices[k]})")
@@ -207,7 +207,7 @@ def test_seeking_gives_the_frames_of_decoding_in_order(clip, clips, assets, monk
 def test_rules_on_many_numbers(tmp_path):
     """The reference's smart_resize and smart_nframes themselves, on a grid of sizes, bounds, frame
     counts and rates (odd sizes, extreme aspect ratios, sources below and above 2 fps, clamps)."""
-    from pyomnisift._video_sampling import smart_nframes, smart_resize
+    from pyomnisift.media.sampling import smart_nframes, smart_resize
 
     rng = np.random.default_rng(0)
     sizes = [[int(h), int(w), lo, hi] for h, w in rng.integers(1, 4000, (300, 2))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyomnisift import _audio, _mel, _media
+from pyomnisift import _audio, _mel
+from pyomnisift.media import decode
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def reference(extractor, pcm: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", ["test-2.mp3", "test-3.mp4"])
 def test_real_audio_matches_whisper_extractor(assets, extractor, name):
     pytest.importorskip("av")
-    pcm = _media.read_audio(assets[name])
+    pcm = decode.read_audio(assets[name])
     assert len(pcm) > 5 * 16000
     ours, ref = _mel.log_mel(pcm), reference(extractor, pcm)
     assert ours.shape == ref.shape == (_mel.n_frames(len(pcm)), 128)

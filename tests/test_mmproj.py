@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from pyomnisift import _media, omnisift_cpp as C
+from pyomnisift import omnisift_cpp as C
+from pyomnisift.media import decode
 from pyomnisift._mtmd import MtmdEncoder, vision_only
 
 
@@ -40,7 +41,7 @@ def test_libmtmd_loads_vision_only_and_encodes_the_same(tiny_omni, tiny_model, a
                        image_min_tokens=1, image_max_tokens=16384, verbose=False)
     try:
         assert whole.supports_audio and not part.supports_audio
-        pixels = _media.read_image(assets["test-1.jpeg"])[:224, :280]
+        pixels = decode.read_image(assets["test-1.jpeg"])[:224, :280]
         a, b = whole.encode([pixels]), part.encode([pixels])
         assert a[1:] == b[1:] and np.array_equal(a[0], b[0])
     finally:

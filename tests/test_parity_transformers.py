@@ -31,7 +31,8 @@ import torch  # noqa: E402  (references: a missing one must fail, not skip)
 import transformers  # noqa: F401,E402
 
 import pyomnisift  # noqa: E402
-from pyomnisift import _media, _sequence as S  # noqa: E402
+from pyomnisift import _sequence as S  # noqa: E402
+from pyomnisift.media import decode  # noqa: E402
 
 import hf_reference as H  # noqa: E402  (tests/ is on the path: pytest's rootdir conftest)
 from decode_helpers import clear, decode_rows, decode_tokens, logits_of, prefill  # noqa: E402
@@ -90,7 +91,7 @@ def media(assets, tmp_path_factory):
     # 224x168: multiples of 28 inside the image bounds, so neither side resizes.
     out["image"] = d / "image.png"
     Image.open(assets["test-1.jpeg"]).convert("RGB").resize((224, 168), Image.BICUBIC).save(out["image"])
-    speech = _media.read_audio(assets["test-2.mp3"])
+    speech = decode.read_audio(assets["test-2.mp3"])
     out["audio-4s"] = write_wav(d / "audio-4s.wav", speech[16000:16000 + 4 * 16000])    # two full 2-s windows
     out["audio-2.6s"] = write_wav(d / "audio-2.6s.wav", speech[:41600])                 # a partial last window
     out["video"] = write_video(d / "video.mp4", seconds=4, with_audio=False)
@@ -211,16 +212,16 @@ def run_case(ours, processor, media, case: str, video_fps: float = 2.0):
         parts.append(_openai_part(kind, path))
         hf_parts.append({"type": kind})
         if kind == "image":
-            kw["images"] = [_media.read_image(path)]
+            kw["images"] = [decode.read_image(path)]
         elif kind == "audio":
-            kw["audio"] = [_media.read_audio(path)]
+            kw["audio"] = [decode.read_audio(path)]
         else:
-            kw["videos"] = [np.stack(list(_media.iter_video_frames(path, video_fps)))]
+            kw["videos"] = [np.stack(list(decode.iter_video_frames(path, video_fps)))]
             # the reference's processor is given the fps frames were really sampled at
             # (process_mm_info's video_sample_fps): the asked fps unless the frame count was clamped
-            kw["video_fps"] = _media.probe_video(path, video_fps).sample_fps
+            kw["video_fps"] = decode.probe_video(path, video_fps).sample_fps
             if "+audio" in case:
-                kw["audio"] = [_media.read_audio(path)]
+                kw["audio"] = [decode.read_audio(path)]
                 kw["audio_in_video"] = True
     parts.append({"type": "text", "text": QUESTION})
     hf_parts.append({"type": "text", "text": QUESTION})
@@ -270,7 +271,7 @@ def reference(results, thinker):
 
 
 def test_numpy_patchify_is_the_image_processor(processor, media):
-    H.check_patchify(processor, _media.read_image(media["image"]))
+    H.check_patchify(processor, decode.read_image(media["image"]))
 
 
 @pytest.mark.parametrize("case", ["text", "image", "audio-4s", "audio-2.6s", "video", "video+audio"])

@@ -14,7 +14,8 @@ import pytest
 from llama_cpp import mtmd_cpp as mtmd
 
 import pyomnisift
-from pyomnisift import _media, _sequence as S
+from pyomnisift import _sequence as S
+from pyomnisift.media import decode, sampling
 from pyomnisift._errors import ModelFileError
 
 from decode_helpers import clear, collect_units, decode_rows, decode_tokens, logits_of, prefill
@@ -86,8 +87,8 @@ def write_video(path, seconds: float, fps: int = 10, size=(112, 84), with_audio:
 
 def test_image_prompt_matches_mtmd_eval_chunks(omni, assets):
     """Compression off, same token stream: our decode at our positions == mtmd_helper_eval_chunks."""
-    pixels = _media.read_image(assets["test-1.jpeg"])
-    h, w = _media.smart_resize(*pixels.shape[:2], 56 * 56, 28 * 28 * 1280)
+    pixels = decode.read_image(assets["test-1.jpeg"])
+    h, w = sampling.smart_resize(*pixels.shape[:2], 56 * 56, 28 * 28 * 1280)
     from PIL import Image
 
     pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BICUBIC))
@@ -149,7 +150,7 @@ def test_audio_llm_with_ordinary_rope_matches_mtmd_eval_chunks(tiny_audio_model,
         assert m.n_tokens == out["prompt_tokens"]  # contiguous positions: one per KV cell
 
         prompt = m.chat_handler.formatter(messages=[{"role": "user", "content": "<__media__>Transcribe."}]).prompt.encode()
-        pcm = _media.read_audio(assets["test-2.mp3"])
+        pcm = decode.read_audio(assets["test-2.mp3"])
         bm = mtmd.mtmd_bitmap_init_from_audio(len(pcm), pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
         chunks = mtmd.mtmd_input_chunks_init()
         try:
@@ -317,9 +318,8 @@ def test_static_frames_are_encoded_once(omni, tmp_path):
     st = prefill(omni, msgs, video_retention=0.5)["omnisift"]
     assert st["encoder_calls"]["vision"] == 1 and st["frame_pairs_reused"] == 5   # 6 s at 2 fps: 6 pairs, 1 encoded
     # what encoding any of the six pairs gives, through libmtmd from Python (not the C context)
-    from pyomnisift import _media
 
-    frames = list(_media.iter_video_frames(str(path), info=_media.probe_video(str(path), 2.0)))
+    frames = list(decode.iter_video_frames(str(path), info=decode.probe_video(str(path), 2.0)))
     expected = omni.chat_handler.vision.encode(frames[:2])[0]
     clear(omni)
     _, (rows, modality, _, _) = collect_units(functools.partial(prefill, omni), msgs, video_retention=0.5)

@@ -245,7 +245,7 @@ def test_media_errors_name_files_as_the_request_did(server, layout):
 
 def test_library_keeps_paths_and_decodes_urls_once(tmp_path, monkeypatch):
     """The Python API: any path of the caller's (relative ones too), a file:// URL decoded once."""
-    from pyomnisift._media_source import LIBRARY, MediaPolicy, MediaSourceError, resolve_audio, resolve_url
+    from pyomnisift.media.source import LIBRARY, MediaPolicy, MediaSourceError, resolve_audio, resolve_url
 
     write_wav(tmp_path / "my%20song.wav", seconds=0.5)
     monkeypatch.chdir(tmp_path)
@@ -313,17 +313,17 @@ def test_playlists_and_stream_descriptions_are_refused(server, layout, good, mon
 def test_every_pyav_open_is_limited_to_media(tmp_path):
     """The library itself (any caller): a playlist file given as a path is refused, not followed."""
     from pyomnisift import ModelFileError
-    from pyomnisift import _media
+    from pyomnisift.media import decode
 
     write_wav(tmp_path / "inner.wav", seconds=1.0)
     playlist = tmp_path / "list.wav"
     playlist.write_bytes(b"ffconcat version 1.0\nfile inner.wav\n")
-    for read in (_media.read_audio, _media.probe_video):
+    for read in (decode.read_audio, decode.probe_video):
         with pytest.raises(ModelFileError, match="not a media file"):
             read(playlist)
         with pytest.raises(ModelFileError, match="not a media file"):
             read(io.BytesIO(playlist.read_bytes()))
-    assert len(_media.read_audio(tmp_path / "inner.wav")) == 16000     # real media still reads
+    assert len(decode.read_audio(tmp_path / "inner.wav")) == 16000     # real media still reads
 
 
 # --- item 3: bounded work, refused early

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import pyomnisift
-from pyomnisift import _media, viz
+from pyomnisift import viz
+from pyomnisift.media import decode
 from tool_clips import write_clip
 
 HAS_ON_UNIT = hasattr(pyomnisift, "UnitRecord")
@@ -73,7 +74,7 @@ def check_dimming(result, frame_ok=lambda p: p.mean() > 200, dim_ok=lambda p: p.
 
 
 def test_render_size_and_dimmed_patches_match_the_mask(white_clip):
-    info = _media.probe_video(white_clip, 2.0)
+    info = decode.probe_video(white_clip, 2.0)
     n_grids = info.n_sampled // 2
     recs = synthetic_records(info, n_grids)
     t0 = time.perf_counter()
@@ -97,7 +98,7 @@ def test_render_size_and_dimmed_patches_match_the_mask(white_clip):
 
 def test_render_samples_at_most_max_pairs(white_clip, tmp_path):
     clip = write_clip(tmp_path / "long.mp4", seconds=6.0, color=WHITE)
-    info = _media.probe_video(clip, 2.0)
+    info = decode.probe_video(clip, 2.0)
     result = viz.render(clip, "video", synthetic_records(info, info.n_sampled // 2), max_pairs=3)
     assert len(result.shown) == 3 and result.shown[0] == 0 and result.shown[-1] == info.n_sampled // 2 - 1
     assert f"3 of {info.n_sampled // 2} pairs shown" in result.title
@@ -109,7 +110,7 @@ def test_pruned_patches_stay_visible_on_a_dark_clip(tmp_path):
     """On a black clip, darkening alone would leave pruned and kept patches equally black: every
     pruned patch carries the hatch's bright lines, no kept patch has any."""
     clip = write_clip(tmp_path / "dark.mp4", seconds=2.0, color=(0, 0, 0))
-    info = _media.probe_video(clip, 2.0)
+    info = decode.probe_video(clip, 2.0)
     result = viz.render(clip, "video", synthetic_records(info, info.n_sampled // 2, seed=3))
     px = np.asarray(result.image.convert("RGB"))
     n_pruned = 0
@@ -130,7 +131,7 @@ def test_pruned_patches_stay_visible_on_a_dark_clip(tmp_path):
 def test_the_legend_shows_each_mark(white_clip):
     """The legend (under the title) holds a kept and a pruned patch and a kept and a pruned audio
     token, drawn as the picture draws them."""
-    info = _media.probe_video(white_clip, 2.0)
+    info = decode.probe_video(white_clip, 2.0)
     result = viz.render(white_clip, "video", synthetic_records(info, info.n_sampled // 2))
     band = np.asarray(result.image.convert("RGB"))[10 + 18:10 + 30].reshape(-1, 3)
     colours = {tuple(c) for c in band}

@@ -51,7 +51,7 @@ class LimitSettings(BaseSettings):
                                                "video item, from its header before decoding, then as read.")
 
     def media_limits(self):
-        from .._media_limits import MediaLimits
+        from ..media.limits import MediaLimits
 
         return MediaLimits(self.max_frame_pixels, self.max_video_pixels, self.max_media_seconds)
 

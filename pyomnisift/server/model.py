@@ -1,13 +1,13 @@
 """The one model the server holds, the lock that serializes requests on it, and the checks a request
 passes before it waits for the model: its media sources resolved under the server's policy
-(pyomnisift._media_source) and its size within the server's limits."""
+(pyomnisift.media.source) and its size within the server's limits."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 
-from .._media_source import MediaPolicy, MediaSourceError, resolve_audio, resolve_url
+from ..media.source import MediaPolicy, MediaSourceError, resolve_audio, resolve_url
 from .settings import ModelSettings, ServerSettings
 
 
@@ -32,7 +32,7 @@ def _resolved(param: str, resolve, *args):
 
 def check_messages(messages: list, settings: ServerSettings) -> list:
     """Plain dicts for Llama.create_chat_completion, every media source resolved once under the
-    server's policy (_media_source: data URI bytes decoded, local files only under
+    server's policy (media.source: data URI bytes decoded, local files only under
     --allowed_media_dir), and the request's size within the limits (messages, media parts, text),
     all before the request waits for the model."""
     policy = MediaPolicy.server(settings.allowed_media_dir)

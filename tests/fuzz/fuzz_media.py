@@ -1,4 +1,4 @@
-"""Fuzz media ingestion (_media.probe_video + iter_video_frames, read_audio, read_image) with
+"""Fuzz media ingestion (media.decode.probe_video + iter_video_frames, read_audio, read_image) with
 mutated and truncated bytes. The first byte picks the reader; the rest is the file. Seeds: small
 generated mp4 / webm / mkv / mp3 / wav / png / jpeg / gif / tiff / bmp / webp files, and the pinned test-1.jpeg cut down."""
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from _common import cache_dir, expect, main
 
-from pyomnisift import _media
+from pyomnisift.media import decode
 
 READERS = ["video", "audio", "image"]
 
@@ -87,13 +87,13 @@ def test_one(data: bytes) -> None:
         return
     reader, src = READERS[data[0] % 3], io.BytesIO(data[1:])
     if reader == "video":
-        info = expect(_media.probe_video, src)
+        info = expect(decode.probe_video, src)
         if info is not None:
-            expect(lambda: sum(1 for _ in _media.iter_video_frames(src, info=info)))
+            expect(lambda: sum(1 for _ in decode.iter_video_frames(src, info=info)))
     elif reader == "audio":
-        expect(_media.read_audio, src)
+        expect(decode.read_audio, src)
     else:
-        expect(_media.read_image, src)
+        expect(decode.read_image, src)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pyomnisift import _prompt
 from pyomnisift._template import QWEN25_OMNI_CHAT_TEMPLATE
 from pyomnisift.server.app import _validation_message
-from pyomnisift._media_source import MediaPolicy
+from pyomnisift.media.source import MediaPolicy
 from pyomnisift.server.model import check_messages
 from pyomnisift.server.settings import ServerSettings
 from pyomnisift.server.types import OmniChatCompletionRequest

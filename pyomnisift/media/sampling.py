@@ -1,7 +1,7 @@
 """Which frames of a video reach the model, at what size: the rules of Qwen's own preprocessing
 package, ``qwen-omni-utils`` (``qwen_omni_utils.v2_5.vision_process``: ``smart_nframes``,
 ``smart_resize``, ``fetch_video``), restated on plain numbers so that they can be computed from a
-stream's frame count and rate before anything is decoded. No PyAV here; see ``_media.py``.
+stream's frame count and rate before anything is decoded. No PyAV here; see ``decode.py``.
 
 The rules, for a stream of ``total_frames`` frames at ``video_fps`` (its average rate):
 

@@ -4,7 +4,7 @@ streamed in blocks), images as RGB. Every failure to read a file is a ModelFileE
 
 Frames and audio blocks are yielded lazily, so a long video is never held whole in memory.
 
-Video, in short (the rules themselves are in ``_video_sampling.py``):
+Video, in short (the rules themselves are in ``sampling.py``):
 
 * ``probe_video`` counts the stream's frames by demuxing its packets (no decoding), as the
   reference's default reader, decord, does (``VideoReader`` indexes every packet; ``len(vr)`` is
@@ -45,12 +45,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ._errors import ModelFileError
-from ._media_limits import (FORMAT_WHITELIST, PROTOCOLS_FILE, PROTOCOLS_INLINE, MediaBudget, allowed_format)
-from ._video_sampling import (  # noqa: F401  (re-exported: the pipeline uses these names)
-    FPS, FRAME_FACTOR, MAX_FRAMES, MIN_FRAMES, PATCH_FACTOR, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS,
-    frame_indices, frame_pixel_budget, model_seq_len, plan_sampling, smart_nframes, smart_resize,
-    video_total_pixels)
+from .._errors import ModelFileError
+from .limits import FORMAT_WHITELIST, PROTOCOLS_FILE, PROTOCOLS_INLINE, MediaBudget, allowed_format
+from .sampling import FPS, FRAME_FACTOR, MIN_FRAMES, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, plan_sampling
 
 SAMPLE_RATE = 16000
 _SEEK_GAIN = 32              # frames a seek must skip to be worth it (threaded decoders restart slowly)
@@ -530,11 +527,6 @@ def iter_audio(path, block_samples: int, sample_rate: int = SAMPLE_RATE,
                 fill = 0
     if fill:
         yield buf[:fill].copy()
-
-
-def count_audio_samples(path, sample_rate: int = SAMPLE_RATE, budget: Optional[MediaBudget] = None) -> int:
-    """``len(read_audio(path))`` by a streaming pass (decoded and resampled, nothing held)."""
-    return sum(len(part) for part in _resampled_blocks(path, sample_rate, budget))
 
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ._errors import ModelFileError
+from .._errors import ModelFileError
 
 # FFmpeg demuxers that read one self-contained media file. Everything else is refused before it is
 # opened: playlists and references to other files (concat, hls, dash, image2 patterns, ...),
