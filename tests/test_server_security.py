@@ -525,7 +525,7 @@ class _LongLlama:
     """Generates until should_stop() says the client left (polled per token, as pyomnisift.Llama)."""
 
     def __init__(self):
-        self.stopped = []
+        self.stopped, self.n_tokens = [], 0
 
     def create_chat_completion(self, messages, stream=False, should_stop=None, **kw):
         assert not stream and should_stop is not None
@@ -535,11 +535,27 @@ class _LongLlama:
         self.stopped.append(time.time() - start)
         return {"object": "chat.completion", "choices": [], "usage": {}}
 
+    def create_completion(self, prompt, stream=False, stopping_criteria=None, **kw):
+        """/v1/completions' path: llama-cpp-python asks the stopping criteria after each token."""
+        assert not stream and stopping_criteria is not None
+        start = time.time()
+        while not stopping_criteria([], None) and time.time() - start < 60:
+            self.sample()
+            time.sleep(0.005)
+        self.stopped.append(time.time() - start)
+        return {"object": "text_completion", "choices": [], "usage": {}}
+
+    def sample(self, *args, **kwargs):
+        return 0
+
     def close(self):
         pass
 
 
-def test_non_streaming_generation_stops_when_its_client_leaves():
+@pytest.mark.parametrize("route,body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "long"}], "max_tokens": 100000}),
+    ("/v1/completions", {"prompt": "long", "max_tokens": 100000})])
+def test_non_streaming_generation_stops_when_its_client_leaves(route, body, monkeypatch):
     import asyncio
 
     from pyomnisift.server import create_app
@@ -547,10 +563,12 @@ def test_non_streaming_generation_stops_when_its_client_leaves():
 
     model = OmniModel.__new__(OmniModel)
     model.llama, model.alias, model.lock, model.waiting, model.streams = _LongLlama(), "fake", asyncio.Lock(), 0, []
+    # the token counter reads llama.cpp's vocabulary, which the stand-in has none of
+    monkeypatch.setattr("llama_cpp.llama_vocab_is_eog", lambda vocab, token: False)
+    model.llama._model = type("M", (), {"vocab": None})()
     with Server(create_app(server_settings=_settings(), model=model)) as s:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(s.base + "/v1/chat/completions", timeout=1.0,
-                       json={"messages": [{"role": "user", "content": "long"}], "max_tokens": 100000})
+            httpx.post(s.base + route, timeout=1.0, json=body)
         deadline = time.time() + 20
         while not model.llama.stopped and time.time() < deadline:
             time.sleep(0.05)

@@ -12,13 +12,11 @@ carry absolute paths or object reprs (redact.py).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 import traceback
 from typing import Optional
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -35,7 +33,7 @@ from .model import OmniModel, check_messages
 from .redact import redact
 from .limits import RequestGuard
 from .settings import ModelSettings, ServerSettings, Settings
-from .streaming import json_response, locked_stream
+from .streaming import json_response, locked_stream, result_watching_client
 from .types import OMNISIFT_FIELDS, OmniChatCompletionRequest
 
 # Fields of llama_cpp.server's request that pyomnisift.Llama.create_chat_completion does not take
@@ -162,17 +160,13 @@ async def create_chat_completion(request: Request, body: OmniChatCompletionReque
     kwargs = _call_kwargs(body, messages, model)
     llama = model.llama
     metrics = request.app.state.metrics
-    model.waiting += 1
-    try:
-        await model.lock.acquire()
-    finally:
-        model.waiting -= 1
+    await model.acquire()
     if not body.stream:
         # Generated on a thread; a client that leaves meanwhile stops it at its next token.
         stop = {"stop": False}
         kwargs["should_stop"] = lambda: stop["stop"]
         try:
-            out = await _watching(request, stop, run_in_threadpool(lambda: llama.create_chat_completion(**kwargs)))
+            out = await result_watching_client(request, stop, run_in_threadpool(lambda: llama.create_chat_completion(**kwargs)))
         finally:
             model.lock.release()
         metrics.observe_usage(out.get("usage"))
@@ -197,24 +191,6 @@ async def health(request: Request):
     ok = model is not None and model.llama is not None
     return JSONResponse({"status": "ok" if ok else "loading", "model": model.alias if ok else None},
                         status_code=200 if ok else 503)
-
-
-async def _watching(request: Request, stop: dict, work):
-    """The result of `work` (a thread's); while it runs, a client that leaves sets stop["stop"]
-    (polled per token), and the thread is still awaited so that the model is released idle."""
-    pending = asyncio.ensure_future(work)
-    while True:
-        try:
-            done, _ = await asyncio.wait({pending}, timeout=0.2)
-        except BaseException:
-            stop["stop"] = True
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({pending})
-            raise
-        if done:
-            return pending.result()
-        if not stop["stop"] and await request.is_disconnected():
-            stop["stop"] = True
 
 
 def _loc(loc) -> Optional[str]:

@@ -115,6 +115,14 @@ class OmniModel:
         self.waiting = 0           # requests queued behind the lock (interrupt_requests)
         self.streams: list = []    # one record per finished stream: chunks sent, how it ended
 
+    async def acquire(self) -> None:
+        """Waits for the model lock, counted in `waiting` meanwhile (interrupt_requests reads it)."""
+        self.waiting += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.waiting -= 1
+
     def close(self) -> None:
         llama, self.llama = self.llama, None
         if llama is not None:

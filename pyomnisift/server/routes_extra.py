@@ -19,7 +19,7 @@ from .._sampled import SampledTokens
 from . import params
 from .app import OmniRouteErrorHandler, authenticate, get_model, stream_error
 from .model import OmniModel
-from .streaming import json_response, locked_stream
+from .streaming import json_response, locked_stream, result_watching_client
 from .types import DetokenizeRequest, OmniCompletionRequest, TokenizeRequest
 
 router = APIRouter(route_class=OmniRouteErrorHandler)
@@ -56,18 +56,15 @@ async def create_completion(request: Request, body: OmniCompletionRequest, model
     kwargs = _completion_kwargs(body, model)
     llama = model.llama
     metrics = request.app.state.metrics
-    model.waiting += 1
-    try:
-        await model.lock.acquire()
-    finally:
-        model.waiting -= 1
+    await model.acquire()
     t0 = time.perf_counter()
     if not body.stream:
-        counter = SampledTokens(llama)
+        # Generated on a thread; a client that leaves meanwhile stops it at its next token.
+        counter, stop = SampledTokens(llama), {"stop": False}
         try:
             counter.start()
-            out = await run_in_threadpool(lambda: llama.create_completion(
-                stopping_criteria=counter.criteria(None), **kwargs))
+            out = await result_watching_client(request, stop, run_in_threadpool(lambda: llama.create_completion(
+                stopping_criteria=counter.criteria(lambda ids, logits: stop["stop"]), **kwargs)))
         finally:
             counter.stop()
             model.lock.release()

@@ -36,6 +36,24 @@ def json_response(obj) -> Response:
     return Response(dumps(obj), media_type="application/json")
 
 
+async def result_watching_client(request: Request, stop: dict, work):
+    """The result of `work` (a thread's); while it runs, a client that leaves sets stop["stop"]
+    (polled per token), and the thread is still awaited so that the model is released idle."""
+    pending = asyncio.ensure_future(work)
+    while True:
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=0.2)
+        except BaseException:
+            stop["stop"] = True
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({pending})
+            raise
+        if done:
+            return pending.result()
+        if not stop["stop"] and await request.is_disconnected():
+            stop["stop"] = True
+
+
 class _LockedEventSource(EventSourceResponse):
     """An SSE response that runs `on_close` however it ends (even if it never starts streaming)."""
 
