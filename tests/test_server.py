@@ -31,13 +31,18 @@ def _free_port() -> int:
 
 
 class Server:
+    """uvicorn in a thread, started as __main__ starts it (its uvicorn_options included)."""
+
     def __init__(self, app):
         import uvicorn
+
+        from pyomnisift.server.limits import uvicorn_options
 
         self.app = app
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    **uvicorn_options(app.state.server_settings)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

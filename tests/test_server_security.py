@@ -13,7 +13,6 @@ import io
 import os
 import socket
 import struct
-import threading
 import time
 import urllib.parse
 import zlib
@@ -23,47 +22,13 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from test_server import Server  # noqa: E402
 from tool_clips import write_clip, write_wav  # noqa: E402
 
 LINUX = os.path.exists("/proc/self/net/udp")
 
 
 # --- a server with the connection limits of `pyomnisift serve`
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """uvicorn in a thread, started as __main__ starts it (its uvicorn_options included)."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        from pyomnisift.server.limits import uvicorn_options
-
-        self.app = app
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    **uvicorn_options(app.state.server_settings)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):
@@ -475,7 +440,7 @@ def test_api_key_is_checked_before_the_body(model):
         assert out.startswith(b"HTTP/1.1 401"), out[:200]        # not 408: the body was not awaited
         out = _raw(s.port, head + b"Authorization: Bearer wrong\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 401"), out[:200]
-        # with the key, the body is awaited, but only for --body_timeout (a client that trickles)
+        # with the key, a body declared over --max_body_bytes is refused before it is read
         out = _raw(s.port, head + b"Authorization: Bearer sekrit\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 413"), out[:200]              # a key, but over --max_body_bytes
         # with the key, the body is awaited, but only for --body_timeout (a client that trickles)
