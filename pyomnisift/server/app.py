@@ -62,7 +62,7 @@ def _bad_input(error: Exception) -> ErrorResponse:
 class OmniRouteErrorHandler(RouteErrorHandler):
     """llama_cpp.server's handler; a request the model refuses (bad media, bad settings) is a 400."""
 
-    def error_message_wrapper(self, error, body=None, settings=None):
+    def error_message_wrapper(self, error, body=None):
         if _is_bad_input(error):
             return 400, _bad_input(error)
         return super().error_message_wrapper(error, body)

@@ -78,16 +78,6 @@ def check_messages(messages: list, settings: ServerSettings) -> list:
     return out
 
 
-def public_message(message: str, settings: ServerSettings) -> str:
-    """An error text for a client: the allowed media folder's absolute path taken out (errors name
-    files relative to it, as requests do)."""
-    root = settings.allowed_media_dir
-    if root:
-        for prefix in {os.path.realpath(root), os.path.abspath(root)}:
-            message = message.replace(prefix + os.sep, "").replace(prefix, ".")
-    return message
-
-
 class OmniModel:
     """pyomnisift.Llama, loaded once; `lock` serializes requests (one context, one KV cache)."""
 
