@@ -16,6 +16,7 @@ import pytest
 
 import pyomnisift
 
+from amx_hidden import hidden_amx_env
 from decode_helpers import clear, logits_of
 from device import LLM_KW
 
@@ -202,13 +203,19 @@ def tiny_q8(tiny_model, tmp_path_factory):
     return _quantized(tiny_model, tmp_path_factory, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q8_0")
 
 
-def _load_log(model, args: str, amx: bool = False) -> str:
+@pytest.fixture(scope="module")
+def no_amx_env(tmp_path_factory):
+    return hidden_amx_env(tmp_path_factory.mktemp("amx"))
+
+
+def _load_log(model, args: str, amx: bool = False, env=None, code: str = "") -> str:
     """llama.cpp's load log of pyomnisift.Llama(model, **args) in a child (llama.cpp logs to stderr);
-    amx=True makes the child's AMX detection answer yes (this machine has none)."""
+    amx=True makes the child's AMX detection answer yes (whatever this CPU has); env=no_amx_env hides
+    AMX from ggml; `code` runs after the load with the model as `m`."""
     code = ("import pyomnisift, pyomnisift._cpu as c\n"
             + ("c.cpu_has_amx = lambda: True\n" if amx else "")
-            + f"pyomnisift.Llama({str(model)!r}, n_ctx=256, verbose=True, {args})")
-    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            + f"m = pyomnisift.Llama({str(model)!r}, n_ctx=256, verbose=True, {args})\n" + code)
+    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert log.returncode == 0, log.stderr[-2000:]
     return log.stderr
 
@@ -221,9 +228,11 @@ def test_quantized_model_loads_and_generates(tiny_q8, tiny_model):
 
 @pytest.mark.parametrize("flag,repacks", [("True", True), ("False", False)])
 def test_use_extra_bufts_reaches_llama_cpp(tiny_q8, flag, repacks):
-    """The knob is what llama.cpp loads with: its load log names the CPU_REPACK buffer type only
-    when extra buffer types are on (a child process: llama.cpp logs to the process's stderr)."""
-    assert ("CPU_REPACK" in _load_log(tiny_q8, f"use_extra_bufts={flag}")) == repacks
+    """The knob is what llama.cpp loads with: its load log names an extra buffer type (CPU_REPACK,
+    or AMX on a CPU with AMX) only when extra buffer types are on (a child process: llama.cpp logs to
+    the process's stderr)."""
+    log = _load_log(tiny_q8, f"use_extra_bufts={flag}")
+    assert bool(re.search(r"(CPU_REPACK|AMX) model buffer size", log)) == repacks
 
 
 @pytest.fixture(scope="module")
@@ -237,10 +246,11 @@ def _repack_buffer(log: str):
     return None if m is None else float(m.group(1))
 
 
-def test_cpu_repack_places_what_llama_cpp_would(tiny_q4_0):
+def test_cpu_repack_places_what_llama_cpp_would(tiny_q4_0, no_amx_env):
     """With extra buffer types off (the AMX-safe load), cpu_repack=True puts into CPU_REPACK exactly
-    what llama.cpp itself puts there with them on: the same buffer size in its own load log."""
-    own = _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=True"))
+    what llama.cpp itself puts there with them on (on a CPU with AMX: with AMX hidden from ggml, as
+    on a CPU without it): the same buffer size in its own load log."""
+    own = _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=True", env=no_amx_env))
     assert own is not None and own > 0
     assert _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=False")) is None
     assert _repack_buffer(_load_log(tiny_q4_0, "use_extra_bufts=False, cpu_repack=True")) == own
@@ -250,17 +260,19 @@ def test_cpu_repack_places_what_llama_cpp_would(tiny_q4_0):
     assert _repack_buffer(_load_log(tiny_q4_0, "cpu_repack=False", amx=True)) is None
 
 
-def test_cpu_repack_gives_llama_cpp_s_own_logits(tiny_q4_0):
-    """Same kernels on the same weights: the logits equal llama.cpp's own repacked load's, bit for bit."""
+def test_cpu_repack_gives_llama_cpp_s_own_logits(tiny_q4_0, no_amx_env, tmp_path):
+    """Same kernels on the same weights: the logits equal llama.cpp's own repacked load's, bit for bit
+    (its load in a child with AMX hidden: on a CPU with AMX, llama.cpp's own load would take the AMX
+    path, which crashes on the first decode)."""
     prompt = list(range(100, 140))
-
-    def logits(**kw):
-        with pyomnisift.Llama(str(tiny_q4_0), n_ctx=256, n_threads=2, **kw) as m:
-            m.eval(prompt)
-            return logits_of(m)
-
-    own = logits(use_extra_bufts=True)
-    np.testing.assert_array_equal(logits(use_extra_bufts=False, cpu_repack=True), own)
+    out = tmp_path / "own.npy"
+    _load_log(tiny_q4_0, "use_extra_bufts=True, n_threads=2", env=no_amx_env,
+              code=f"import numpy as np, llama_cpp\nm.eval({prompt})\n"
+                   f"np.save({str(out)!r}, np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(m.ctx, -1), "
+                   "shape=(m.n_vocab(),)))")
+    with pyomnisift.Llama(str(tiny_q4_0), n_ctx=256, n_threads=2, use_extra_bufts=False, cpu_repack=True) as m:
+        m.eval(prompt)
+        np.testing.assert_array_equal(logits_of(m), np.load(out))
 
 
 def test_cpu_repack_argument_checked(tiny_q4_0):
