@@ -141,7 +141,8 @@ RPC_VENV := .venv-rpc
 RPC_PY := $(RPC_VENV)/bin/python
 RPC_FLAGS := -DGGML_RPC=on
 DEVICE_TESTS := test_device_leg.py test_sift.py test_sift_head.py test_audio_tower.py test_audio_stream.py \
-                test_context.py test_pipeline.py test_chat_api.py test_bad_inputs.py test_foundation.py
+                test_context.py test_pipeline.py test_chat_api.py test_bad_inputs.py test_foundation.py \
+                test_media_cache.py
 $(RPC_VENV)/.deps: pyproject.toml scripts/build_llama_wheel.sh | install
 	$(PYTHON) -m venv $(RPC_VENV)
 	$(RPC_PY) -m pip install -q --upgrade pip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import omnisift_cpp as _C
 from ._audio import AudioTower
+from .cache import MediaCache, MediaDiskCache, MediaRAMCache
 from ._devices import add_rpc_servers
 from ._engine import Engine, default_engine
 from ._errors import ModelFileError, OmniSiftError
@@ -49,7 +50,8 @@ def _check_runtime() -> None:
 _check_runtime()
 
 __all__ = [
-    "Llama", "OmniSIFTChatHandler", "MediaLimits", "MediaPolicy", "Settings", "UnitRecord", "n_kept",
+    "Llama", "OmniSIFTChatHandler", "MediaCache", "MediaRAMCache", "MediaDiskCache", "MediaLimits", "MediaPolicy",
+    "Settings", "UnitRecord", "n_kept",
     "AudioTower", "Engine", "default_engine", "ModelFileError", "OmniSiftError", "check_pair",
     "read_llm_info", "read_mmproj_info", "library_version", "llama_cpp_python_version",
     "SiftHead", "sift", "add_rpc_servers",

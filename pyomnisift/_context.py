@@ -21,8 +21,10 @@ import contextlib
 import ctypes
 import signal
 import threading
+import warnings
 from typing import Callable, Optional
 
+import llama_cpp
 import numpy as np
 
 from . import omnisift_cpp as C
@@ -30,6 +32,7 @@ from ._pipeline import AudioFeed, Frames, units
 from ._plan import MediaSegment, Plan, TextSegment
 from ._internals import Handle
 from ._sift import c_params
+from ._state_cache import PrefixStates
 from ._stats import Stats, UnitRecord
 
 
@@ -81,28 +84,73 @@ class Context:
         return p
 
     def prefill(self, llama, plan: Plan, stats: Stats, *, sift_head=None, on_unit: Optional[Callable] = None,
-                progress: Optional[Callable] = None) -> None:
+                progress: Optional[Callable] = None, states: Optional[PrefixStates] = None) -> None:
         """Makes the context hold the plan up to its last media item (the text after it is left to
-        create_completion, which reuses its own prefix): what it holds already is kept, the rest
-        trimmed and decoded."""
-        start = stats.prefill_from = self.reusable_prefix(llama, plan)
+        create_completion, which reuses its own prefix): what it holds already is kept, a longer
+        prefix ending with media is restored from ``states`` (a media cache), the rest trimmed and
+        decoded; the state after every media item decoded goes into ``states``."""
+        start = self.reusable_prefix(llama, plan)
         stats.media_reused = sum(1 for seg in plan.media if seg.end <= start)
+        if states is not None and start < plan.media_end:
+            start = self._restore(llama, plan, states, start, stats)
+        stats.prefill_from = start
         if start >= plan.media_end:
             return
         llama._ctx.kv_cache_seq_rm(-1, start, -1)
         llama.n_tokens = start
         try:
             with _interrupt_between_units() as interrupted:
-                self._decode(llama, plan, start, plan.media_end, stats, sift_head, on_unit, progress, interrupted)
+                self._decode(llama, plan, start, plan.media_end, stats, sift_head, on_unit, progress, interrupted,
+                             states)
         except BaseException:
             # A half-decoded prompt must not leak into the next request: start it afresh.
             self.reset(llama)
             raise
 
+    # --- the media cache
+
+    def _restore(self, llama, plan: Plan, states: PrefixStates, start: int, stats: Stats) -> int:
+        """The longest cached prefix past ``start`` into an emptied context; the position decoding
+        goes on from (``start`` when nothing was restored)."""
+        with stats.timer("cache"):
+            hit = states.longest(plan, after=start)
+            if hit is None:
+                return start
+            end, key, state = hit
+            self.reset(llama)
+            buf = ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
+            if llama_cpp.llama_state_seq_set_data(llama.ctx, buf, len(state), 0) != len(state):
+                # llama.cpp refused it (a state it cannot read): decode from scratch, never this entry again
+                states.cache.discard(key)
+                self.reset(llama)
+                stats.warnings.append("a media cache entry llama.cpp could not restore was removed")
+                warnings.warn(stats.warnings[-1], stacklevel=4)
+                return 0
+        llama.input_ids[:end] = plan.ids[:end]
+        llama.n_tokens = end
+        stats.media_reused = 0
+        stats.media_restored = sum(1 for seg in plan.media if seg.end <= end)
+        return end
+
+    @staticmethod
+    def _store(llama, plan: Plan, end: int, states: PrefixStates, stats: Stats) -> None:
+        """The state of the context, which holds the plan up to ``end``, into the media cache."""
+        key = states.key(plan.ids[:end])
+        if key in states.cache:
+            return
+        with stats.timer("cache"):
+            n = llama_cpp.llama_state_seq_get_size(llama.ctx, 0)
+            buf = (ctypes.c_uint8 * n)()
+            written = llama_cpp.llama_state_seq_get_data(llama.ctx, buf, n, 0)
+            state = ctypes.string_at(buf, written)
+            del buf
+            states.cache.put(key, state)
+        stats.cache_bytes_stored += len(state)
+
     # --- decoding
 
     def _decode(self, llama, plan: Plan, start: int, stop: int, stats: Stats, sift_head, on_unit, progress,
-                interrupted) -> None:
+                interrupted, states: Optional[PrefixStates]) -> None:
         oc = _Handle(llama.ctx, self.vision, self.audio, self.engine, self.batch_rows, self.reuse_identical_pairs)
         try:
             for seg in plan.segments:
@@ -117,6 +165,8 @@ class Context:
                 if seg.start < start:
                     raise RuntimeError("a media item cannot be decoded from its middle")
                 self._media(llama, oc, plan, seg, stats, sift_head, on_unit, progress, interrupted)
+                if states is not None:
+                    self._store(llama, plan, seg.end, states, stats)
                 if progress is not None:
                     progress("prefill", seg.end - start, len(plan.ids) - start)
         finally:

@@ -35,6 +35,7 @@ from ._prompt import build_prompt, tokenize_text
 from ._sampled import SampledTokens
 from ._settings import Settings, validate
 from ._sift import SiftHead
+from ._state_cache import PrefixStates, file_identity, identity
 from ._stats import Stats
 from ._template import QWEN25_OMNI_CHAT_TEMPLATE
 
@@ -125,8 +126,19 @@ class OmniSIFTChatHandler:
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.context = Context(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope)
+        self._gpu = gpu
+        self._identity = None
         self._llama = llama
         llama._stack.callback(self.close)
+
+    def _cache_identity(self, llama) -> bytes:
+        """What besides the prompt shapes the states of the media cache: the files and builds, the KV
+        cache, and this handler's devices, batching and head (hashed once, on the first use)."""
+        if self._identity is None:
+            self._identity = identity(llama, self.clip_model_path, extra=(
+                self._gpu, self.context.batch_rows, self.context.reuse_identical_pairs,
+                file_identity(self.sift_head.path) if self.sift_head is not None else b"-"))
+        return self._identity
 
     def _load_head(self, n_embd: int) -> Optional[SiftHead]:
         head = self._sift_head_arg
@@ -237,7 +249,10 @@ class OmniSIFTChatHandler:
         if plan.n_cells + reserve > n_ctx:
             raise overflow(plan, n_ctx, reserve if settings.fit_context else 0)
 
-        self.context.prefill(llama, plan, stats, sift_head=self.sift_head, on_unit=on_unit, progress=progress)
+        cache = getattr(llama, "media_cache", None)
+        states = PrefixStates(cache, self._cache_identity(llama)) if cache is not None else None
+        self.context.prefill(llama, plan, stats, sift_head=self.sift_head, on_unit=on_unit, progress=progress,
+                             states=states)
         return plan, stats, result
 
 

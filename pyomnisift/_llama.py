@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Union
 
 import llama_cpp
 
+from .cache import MediaCache
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
 from ._devices import add_rpc_servers
 from ._handler import OmniSIFTChatHandler
@@ -51,6 +52,10 @@ class Llama(llama_cpp.Llama):
     ``media_policy`` (``pyomnisift.MediaPolicy``): which local files messages may
     name (default: any); ``media_limits`` (``pyomnisift.MediaLimits``): the decoding a request may
     cause (frame size, pixels decoded, media duration; defaults in its docstring).
+    ``cache`` (``pyomnisift.MediaRAMCache`` / ``MediaDiskCache``, or later ``set_cache``): the media
+    cache, where the state of a prompt up to each decoded media item is kept, so that the same
+    prefix (same text before it, same media, same settings) in another conversation or another
+    process is restored instead of encoded again.
     """
 
     def __init__(self, model_path: Union[str, os.PathLike], mmproj_path: Optional[Union[str, os.PathLike]] = None,
@@ -64,7 +69,7 @@ class Llama(llama_cpp.Llama):
                  media_limits: Optional[MediaLimits] = None,
                  chat_handler: Optional[OmniSIFTChatHandler] = None,
                  progress: Optional[Callable[[str, int, int], None]] = None,
-                 rpc_servers: Union[None, str, list] = None, **kwargs: Any):
+                 rpc_servers: Union[None, str, list] = None, cache: Optional[MediaCache] = None, **kwargs: Any):
         if rpc_servers:   # before the model and the engine pick their devices
             add_rpc_servers(rpc_servers)
         model_path = os.fspath(model_path)
@@ -96,6 +101,9 @@ class Llama(llama_cpp.Llama):
                 raise self._load_progress.error from None   # the callback's, not "failed to load"
             raise
         handler.bind(self)   # load the encoders now: a bad mmproj fails here, not on the first request
+        self.media_cache: Optional[MediaCache] = None
+        if cache is not None:
+            self.set_cache(cache)
         if progress is not None:
             progress("load", _LoadProgress.TOTAL, _LoadProgress.TOTAL)
 
@@ -136,6 +144,15 @@ class Llama(llama_cpp.Llama):
         for name in additional_files or []:   # the other shards of a split GGUF, beside the first
             fetch(repo_id, name, **where)
         return cls(fetch(repo_id, filename, **where), **kwargs)
+
+    def set_cache(self, cache) -> None:
+        """A media cache (``MediaRAMCache`` / ``MediaDiskCache``) for the chat API's media prefixes, or
+        None for none; llama-cpp-python's own caches (``LlamaRAMCache`` ...) go to llama-cpp-python,
+        as in ``llama_cpp.Llama.set_cache``."""
+        if cache is None or isinstance(cache, MediaCache):
+            self.media_cache = cache
+        else:
+            super().set_cache(cache)
 
     @property
     def settings(self) -> Settings:

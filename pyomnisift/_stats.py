@@ -10,14 +10,17 @@ import numpy as np
 
 class Stats:
     def __init__(self):
-        self.timings = {k: 0.0 for k in ("media_decode", "encode_vision", "encode_audio", "compress", "prefill")}
+        self.timings = {k: 0.0 for k in ("media_decode", "encode_vision", "encode_audio", "compress", "prefill",
+                                           "cache")}
         self.warnings: list[str] = []
         self.media_reused = 0        # media items whose KV cells a previous request left in place
         self.media_cells = 0         # KV cells of media this request decoded
         self.encoder_calls = {"vision": 0, "audio": 0}
         self.pairs_reused = 0        # frame pairs identical to the one before: rows reused, not encoded
         self.media_batches = 0       # llama_decode calls that decoded media rows
-        self.prefill_from = 0        # the first position this request decodes (before: reused)
+        self.prefill_from = 0        # the first position this request decodes (before: reused or restored)
+        self.media_restored = 0      # media items whose state came from the media cache
+        self.cache_bytes_stored = 0  # bytes of state this request put into the media cache
 
     def timer(self, key: str):
         stats = self
@@ -40,6 +43,8 @@ class Stats:
         out["audio_selector"] = plan.settings.audio_selector
         out["prompt_cells"] = plan.n_cells
         out["media_reused"] = self.media_reused
+        out["media_restored"] = self.media_restored
+        out["cache_bytes_stored"] = self.cache_bytes_stored
         out["media_cells_decoded"] = self.media_cells
         out["encoder_calls"] = dict(self.encoder_calls)
         out["frame_pairs_reused"] = self.pairs_reused

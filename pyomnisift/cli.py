@@ -155,7 +155,7 @@ _FLAGS = {"video_retention": "--video-retention", "audio_retention": "--audio-re
           "video_fps": "--video-fps", "fit_context=True": "--fit-context", "fit_context": "--fit-context",
           "n_ctx": "-c/--ctx-size", "max_tokens": "-n/--n-predict", "n_threads": "-t/--threads",
           "n_gpu_layers": "-ngl/--n-gpu-layers", "as input_audio": "with --audio", "input_audio": "--audio",
-          "video_url": "--video", "image_url": "--image"}
+          "video_url": "--video", "image_url": "--image", "capacity_bytes": "--cache-size"}
 _FLAG_WORDS = re.compile("|".join(rf"(?<![\w-]){re.escape(k)}(?![\w])" for k in sorted(_FLAGS, key=len, reverse=True)))
 
 
@@ -244,6 +244,11 @@ def _add_chat_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--min-p", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     ap.add_argument("--stats", action="store_true", help="print token counts and timings after each answer")
+    ap.add_argument("--cache-dir", metavar="DIR", default=None,
+                    help="the media cache: states of prompts up to each video / audio / image kept in DIR, so "
+                         "that asking about the same media again (in another run) skips the encoders")
+    ap.add_argument("--cache-size", type=int, default=None, metavar="BYTES",
+                    help="the media cache's budget in bytes (default 2 GiB; least recently used go first)")
 
 
 def _stream_answer(llm, messages, args, out, progress) -> str:
@@ -280,6 +285,8 @@ def format_usage(usage: dict) -> str:
         c = st.get(kind)
         if isinstance(c, dict) and c.get("tokens_in"):
             parts.append(f"{kind} {c['tokens_in']}->{c['tokens_kept']}")
+    if st.get("media_restored"):
+        parts.append(f"{st['media_restored']} media from the cache")
     t = st.get("timings_ms") or {}
     if "ttft" in t:
         parts.append(f"TTFT {t['ttft']:.0f} ms")
@@ -290,7 +297,16 @@ def cmd_chat(args) -> int:
     _check_inputs(args)
     out = sys.stdout
     progress = progress_for(out)
+    if args.cache_size is not None and args.cache_dir is None:
+        raise CliError("--cache-size needs --cache-dir")
+    cache = None
+    if args.cache_dir is not None:
+        import pyomnisift
+
+        cache = pyomnisift.MediaDiskCache(args.cache_dir, *([args.cache_size] if args.cache_size is not None else []))
     llm = load_model(args, progress)
+    if cache is not None:
+        llm.set_cache(cache)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     media = media_parts(args)
 

@@ -100,7 +100,7 @@ class OmniModel:
                 kwargs[key] = value
         self.llama = pyomnisift.Llama(settings.model, settings.mmproj, **kwargs,
                                       media_policy=MediaPolicy.server(server.allowed_media_dir),
-                                      media_limits=server.media_limits())
+                                      media_limits=server.media_limits(), cache=_media_cache(settings))
         self.lock = asyncio.Lock()
         self.waiting = 0           # requests queued behind the lock (interrupt_requests)
         self.streams: list = []    # one record per finished stream: chunks sent, how it ended
@@ -117,3 +117,15 @@ class OmniModel:
         llama, self.llama = self.llama, None
         if llama is not None:
             llama.close()
+
+
+def _media_cache(settings: ModelSettings):
+    if not settings.cache:
+        return None
+    import pyomnisift
+
+    if settings.cache_type == "ram":
+        return pyomnisift.MediaRAMCache(settings.cache_size)
+    from .._converter import default_cache_dir
+
+    return pyomnisift.MediaDiskCache(settings.cache_dir or default_cache_dir() / "media-cache", settings.cache_size)

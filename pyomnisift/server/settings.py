@@ -41,6 +41,15 @@ class ModelSettings(BaseSettings):
                              "llama_cpp.server's setting of that name: needed for logprobs (costs n_ctx x "
                              "n_vocab floats of memory, so off by default, unlike llama_cpp.server).")
     verbose: bool = Field(default=False, description="llama.cpp's own log on stderr.")
+    cache: bool = Field(default=False, description="Use the media cache: the state of a prompt up to each "
+                        "decoded media item is kept, so that the same media (after the same text, with the "
+                        "same settings) in another conversation skips the encoders.")
+    cache_type: Literal["ram", "disk"] = Field(default="ram", description="The media cache's kind: in memory, "
+                                               "or on disk in cache_dir (kept across restarts). Only used if cache is True.")
+    cache_size: int = Field(default=2 << 30, gt=0, description="The media cache's budget in bytes. Only used if "
+                            "cache is True.")
+    cache_dir: Optional[str] = Field(default=None, description="The disk cache's directory (default: "
+                                     "$PYOMNISIFT_CACHE/media-cache, or ~/.cache/pyomnisift/media-cache).")
 
 
 class ServerSettings(_LlamaServerSettings, LimitSettings):
