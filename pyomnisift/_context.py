@@ -1,7 +1,8 @@
 """The context: the one writer of llama's KV cache, ``input_ids`` and ``n_tokens``.
 
 It executes a plan (_plan.py) into a llama-cpp-python context: it finds the longest prefix the
-context already holds, trims the rest, decodes text through ``Llama.eval`` (positions ``n_tokens``
+context already holds (or restores a longer one, ending with media, from the media cache:
+_state_cache.py), trims the rest, decodes text through ``Llama.eval`` (positions ``n_tokens``
 onward) and each media item through libomnisift's ``omnisift_context``, one C call per compression
 unit (frames and audio features in; vision encoder, audio tower, sift, queue and batched
 llama_decode in C; kept rows at their original (t, h, w), or at consecutive positions for models
