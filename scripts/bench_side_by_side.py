@@ -33,7 +33,8 @@ for r in args["retention"]:
     res = llm.create_chat_completion(msgs, max_tokens=1, temperature=0.0, video_retention=r, audio_retention=r)
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
     out[str(r)] = dict(ttft_ms=res["usage"]["omnisift"]["timings_ms"]["ttft"], prompt=res["usage"]["prompt_tokens"],
-                       sha=hashlib.sha256(logits.tobytes()).hexdigest()[:16])
+                       sha=hashlib.sha256(logits.tobytes()).hexdigest()[:16],
+                       timings_ms=res["usage"]["omnisift"]["timings_ms"])
 print(json.dumps(out))
 """
 
