@@ -33,7 +33,8 @@ for r in args["retention"]:
     res = llm.create_chat_completion(msgs, max_tokens=1, temperature=0.0, video_retention=r, audio_retention=r)
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
     out[str(r)] = dict(ttft_ms=res["usage"]["omnisift"]["timings_ms"]["ttft"], prompt=res["usage"]["prompt_tokens"],
-                       sha=hashlib.sha256(logits.tobytes()).hexdigest()[:16])
+                       sha=hashlib.sha256(logits.tobytes()).hexdigest()[:16],
+                       timings_ms=res["usage"]["omnisift"]["timings_ms"])
 print(json.dumps(out))
 """
 
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--mmproj", required=True)
     ap.add_argument("--video", required=True)
+    ap.add_argument("--json", help="also write every run (per install, in run order) to this file")
     a = ap.parse_args()
     cfg = json.dumps(dict(model=a.model, mmproj=a.mmproj, video=a.video, retention=a.retention, threads=a.threads))
     runs = {"A": [], "B": []}
@@ -58,6 +60,8 @@ def main() -> None:
             if res.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
             runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(f"rep {rep} {name}: " + ", ".join(f"{r}: {v['ttft_ms']:.0f} ms ({v['prompt']} tokens, {v['sha']})"
+                                                   for r, v in runs[name][-1].items()), flush=True)
     print(f"{'retention':>9} | {'prompt':>6} | {'TTFT A ms':>9} | {'TTFT B ms':>9} | {'B / A':>6} | logits A == B (n = {a.reps})")
     for r in map(str, a.retention):
         ta = statistics.median(x[r]["ttft_ms"] for x in runs["A"])
@@ -65,6 +69,9 @@ def main() -> None:
         shas = {x[r]["sha"] for x in runs["A"] + runs["B"]}
         print(f"{r:>9} | {runs['B'][0][r]['prompt']:>6} | {ta:>9.0f} | {tb:>9.0f} | {tb / ta:>6.3f} | "
               f"{'yes' if len(shas) == 1 else 'NO: ' + ' '.join(sorted(shas))}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(args=vars(a), runs=runs), f, indent=1)
 
 
 if __name__ == "__main__":
