@@ -12,7 +12,7 @@ import pytest
 import pyomnisift
 
 from decode_helpers import clear
-from device import LLM_KW, RPC
+from device import LLM_KW, RPC, VULKAN
 from test_sift import random_sequence
 
 
@@ -26,6 +26,8 @@ def test_the_engine_is_the_device():
     if RPC:
         assert pyomnisift.default_engine().device == "RPC0"
         assert pyomnisift.add_rpc_servers(RPC) == {RPC: 1}    # registering again changes nothing
+    if VULKAN:
+        assert pyomnisift.default_engine().device == "Vulkan0"
     assert pyomnisift.Engine().device == pyomnisift.default_engine().device != "CPU"
 
 
