@@ -164,14 +164,20 @@ test-device: rpc-install
 # -DGGML_VULKAN=on into .venv-vulkan from the pinned sdist with patches/ggml-vulkan-layer-settings-guard.patch
 # (Debian 12's Vulkan headers 1.3.239 lack VK_EXT_layer_settings), cached like the RPC wheel; the CMake
 # tree stays in build/vulkan/wheel so that vulkan-backend-ops (ggml's own test-backend-ops, the lavapipe
-# crash's reproduction) builds on it. Each test file runs in its own pytest process
-# (scripts/run_isolated.py): a lavapipe crash takes one file down, is reported, and the rest still run.
+# crash's reproduction) builds on it. Each test file runs in child pytest processes
+# (scripts/run_isolated.py): a lavapipe crash ends one process, is reported with its test, and the
+# file goes on without it in a new process.
 VULKAN_VENV := .venv-vulkan
 VULKAN_PY := $(VULKAN_VENV)/bin/python
 VULKAN_FLAGS := -DGGML_VULKAN=on
 VULKAN_PATCH := patches/ggml-vulkan-layer-settings-guard.patch
 VULKAN_APT := mesa-vulkan-drivers libvulkan-dev glslc spirv-headers vulkan-tools
-VULKAN_ENV := GGML_VK_VISIBLE_DEVICES=0 OMNISIFT_TEST_VULKAN=1
+# GGML_VK_DISABLE_F16=1: f32 in every shader (the Vulkan analogue of CUDA's NVIDIA_TF32_OVERRIDE=0).
+# Our mat-muls already ask for GGML_PREC_F32, but on an fp16 device ggml-vulkan still rounds the STVP and
+# head graphs at f16 (scores off by up to 3.3e-4 against the float64 reference's 2e-5): README.
+# `make test-vulkan VULKAN_F16=` runs with the device's f16 paths instead.
+VULKAN_F16 ?= GGML_VK_DISABLE_F16=1
+VULKAN_ENV := GGML_VK_VISIBLE_DEVICES=0 OMNISIFT_TEST_VULKAN=1 $(VULKAN_F16)
 vulkan-deps:
 	dpkg -s $(VULKAN_APT) >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends $(VULKAN_APT); }
 
@@ -194,7 +200,7 @@ test-vulkan: vulkan-install
 
 # ggml's own test-backend-ops on Vulkan0, built from the same patched sdist (reusing build/vulkan/wheel
 # when the wheel was built here): `make vulkan-backend-ops` then
-#   GGML_VK_VISIBLE_DEVICES=0 build/vulkan/wheel/vendor/llama.cpp/bin/test-backend-ops -b Vulkan0 -o MUL_MAT
+#   GGML_VK_VISIBLE_DEVICES=0 build/vulkan/wheel/bin/test-backend-ops -b Vulkan0 -o MUL_MAT
 VULKAN_SRC := build/vulkan/src
 vulkan-backend-ops: vulkan-deps $(VULKAN_VENV)/.deps
 	[ -f $(VULKAN_SRC)/CMakeLists.txt ] || { mkdir -p $(VULKAN_SRC) && tar -xzf "$(SDIST)" -C $(VULKAN_SRC) --strip-components=1 \
