@@ -15,6 +15,7 @@ passed or was skipped.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import subprocess
@@ -27,11 +28,17 @@ TAIL = re.compile(r"\b(" + "|".join(OUTCOMES) + r")\s+\[\s*\d+%\]\s*$")   # a st
 SUMMARY = re.compile(r"^=+ .*\b(passed|failed|skipped|error|errors|deselected|no tests ran)\b.* in [\d.]+s")
 
 
-def run_once(command: list[str], path: str, deselect: list[str]) -> tuple[int, dict[str, str], str, bool]:
-    """One process on PATH: (returncode, {test: outcome}, the test it was in when it ended, summary seen)."""
-    args = [*command, "-v", *(f"--deselect={t}" for t in deselect), path]
+ROOTDIR = re.compile(r"^rootdir: (.+?)(,|$)")
+
+
+def run_once(command: list[str], path: str, deselect: list[str]) -> tuple[int, dict[str, str], str, bool, str]:
+    """One process on PATH: (returncode, {test: outcome}, the test it was in when it ended, summary seen,
+    pytest's rootdir). Test ids as pytest prints them (relative to the current directory); --deselect
+    wants them relative to the rootdir, so they are given so."""
+    prefix = os.path.relpath(os.path.abspath(path), _rootdir) if _rootdir else path
+    args = [*command, "-v", *(f"--deselect={prefix}{t[len(path):]}" for t in deselect), path]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    results, current, summary = {}, "", False
+    results, current, summary, rootdir = {}, "", False, ""
     assert proc.stdout is not None
     for line in proc.stdout:
         sys.stdout.write(line)
@@ -49,7 +56,12 @@ def run_once(command: list[str], path: str, deselect: list[str]) -> tuple[int, d
             current = ""
         if SUMMARY.match(line):
             summary = True
-    return proc.wait(), results, current, summary
+        if ROOTDIR.match(line):
+            rootdir = ROOTDIR.match(line).group(1)
+    return proc.wait(), results, current, summary, rootdir
+
+
+_rootdir = ""
 
 
 def main() -> int:
@@ -74,7 +86,9 @@ def main() -> int:
         while True:
             runs += 1
             print(f"=== {path} (process {runs})", flush=True)
-            rc, got, current, summary = run_once(command, path, sorted(results) + crashes)
+            global _rootdir
+            rc, got, current, summary, root = run_once(command, path, sorted(results) + crashes)
+            _rootdir = _rootdir or root
             results.update(got)
             if rc >= 0 and summary:
                 break
