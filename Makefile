@@ -157,7 +157,8 @@ rpc-install: $(RPC_VENV)/.deps
 test-device: rpc-install
 	cd tests && ../$(RPC_PY) ../scripts/with_rpc_server.py -- ../$(RPC_PY) -m pytest -q -rs -p no:cacheprovider $(DEVICE_TESTS)
 
-# A Vulkan target, not part of `make test` nor a CI gate (README, "A Vulkan target"): the device leg's
+# A Vulkan target, not part of `make test` nor a CI gate (README, "Vulkan: `make test-vulkan`, a target,
+# not a CI gate"): the device leg's
 # tests on Vulkan0, which on this machine is Mesa's lavapipe (a software Vulkan 1.3 device on the CPU;
 # ggml skips CPU-type Vulkan devices unless GGML_VK_VISIBLE_DEVICES names them). Debian's Vulkan
 # packages are installed here if missing (apt-get, in this target only). llama-cpp-python is built with

@@ -3,8 +3,8 @@
     python scripts/run_isolated.py [--max-crashes N] -- PYTEST_COMMAND ... -- FILE ...
 
 For a device whose driver can take the process down (lavapipe, Mesa's software Vulkan device,
-corrupts its heap in its queue thread under ggml's workloads: README, "Vulkan: a target, not a CI
-gate"): each file runs in a process of its own with `-v`; when that process dies (a signal, or an exit
+corrupts its heap in its queue thread under ggml's workloads: README, "Vulkan: `make test-vulkan`, a
+target, not a CI gate"): each file runs in a process of its own with `-v`; when that process dies (a signal, or an exit
 without pytest's summary line), the test it was running is recorded as crashed and the file is run
 again with every test that already has a result, and the crashed one, deselected, until the file is
 done or has crashed N times (default 40). Each test's outcome is read from pytest's `-v` lines.
