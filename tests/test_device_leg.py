@@ -12,7 +12,7 @@ import pytest
 import pyomnisift
 
 from decode_helpers import clear
-from device import LLM_KW, RPC
+from device import LLM_KW, RPC, VULKAN
 from test_sift import random_sequence
 
 
@@ -26,6 +26,8 @@ def test_the_engine_is_the_device():
     if RPC:
         assert pyomnisift.default_engine().device == "RPC0"
         assert pyomnisift.add_rpc_servers(RPC) == {RPC: 1}    # registering again changes nothing
+    if VULKAN:
+        assert pyomnisift.default_engine().device == "Vulkan0"
     assert pyomnisift.Engine().device == pyomnisift.default_engine().device != "CPU"
 
 
@@ -52,7 +54,12 @@ def test_audio_tower_runs_on_the_device_with_the_cpu_rows(tiny_model):
     dev.reset_stats()
     rows = on_dev.encode_features(mel)
     assert_on_device(dev.stats())
-    np.testing.assert_allclose(rows, on_cpu.encode_features(mel), rtol=0, atol=1e-5)
+    # RPC0 computes with the CPU's kernels: float rounding only. Vulkan multiplies the mmproj's f16
+    # weights by f32 activations, where the CPU rounds the activations to f16 first (ggml-cpu's f16
+    # dot product): rows differ by up to 1.3e-4 on lavapipe, so there both are held to the tolerance
+    # the CPU tower has against transformers on the same weights (test_audio_tower.py, atol 1e-3).
+    atol = 1e-3 if VULKAN else 1e-5
+    np.testing.assert_allclose(rows, on_cpu.encode_features(mel), rtol=0, atol=atol)
 
 
 def _logits(llm) -> np.ndarray:
