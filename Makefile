@@ -163,7 +163,7 @@ test-device: rpc-install
 # tests on Vulkan0, which on this machine is Mesa's lavapipe (a software Vulkan 1.3 device on the CPU;
 # ggml skips CPU-type Vulkan devices unless GGML_VK_VISIBLE_DEVICES names them). Debian's Vulkan
 # packages are installed here if missing (apt-get, in this target only). llama-cpp-python is built with
-# -DGGML_VULKAN=on into .venv-vulkan from the pinned sdist with patches/ggml-vulkan-layer-settings-guard.patch
+# -DGGML_VULKAN=on into .venv-vulkan from the pinned sdist with scripts/patches/ggml-vulkan-layer-settings-guard.patch
 # (Debian 12's Vulkan headers 1.3.239 lack VK_EXT_layer_settings), cached like the RPC wheel; the CMake
 # tree stays in build/vulkan/wheel so that vulkan-backend-ops (ggml's own test-backend-ops, the lavapipe
 # crash's reproduction) builds on it. Each test file runs in child pytest processes
@@ -172,7 +172,7 @@ test-device: rpc-install
 VULKAN_VENV := .venv-vulkan
 VULKAN_PY := $(VULKAN_VENV)/bin/python
 VULKAN_FLAGS := -DGGML_VULKAN=on
-VULKAN_PATCH := patches/ggml-vulkan-layer-settings-guard.patch
+VULKAN_PATCH := scripts/patches/ggml-vulkan-layer-settings-guard.patch
 VULKAN_APT := mesa-vulkan-drivers libvulkan-dev glslc spirv-headers vulkan-tools
 # GGML_VK_DISABLE_F16=1: f32 in every shader (the Vulkan analogue of CUDA's NVIDIA_TF32_OVERRIDE=0).
 # Our mat-muls already ask for GGML_PREC_F32, but on an fp16 device ggml-vulkan still rounds the STVP and

@@ -144,7 +144,6 @@ class Context:
             buf = (ctypes.c_uint8 * n)()
             written = llama_cpp.llama_state_seq_get_data(llama.ctx, buf, n, 0)
             state = ctypes.string_at(buf, written)
-            del buf
             states.cache.put(key, state)
         stats.cache_bytes_stored += len(state)
 

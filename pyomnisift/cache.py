@@ -204,6 +204,3 @@ class MediaDiskCache(MediaCache):
     @property
     def nbytes(self) -> int:
         return sum(size for _, size, _ in self._entries())
-
-    def close(self) -> None:
-        pass

@@ -3,7 +3,7 @@
 # arguments, e.g. -DGGML_RPC=on) into a wheel cached per machine, and prints the wheel's path.
 #
 #   scripts/build_llama_wheel.sh PYTHON SDIST -DGGML_RPC=on
-#   LLAMA_PATCH=patches/ggml-vulkan-layer-settings-guard.patch LLAMA_SRC_DIR=build/vulkan/src \
+#   LLAMA_PATCH=scripts/patches/ggml-vulkan-layer-settings-guard.patch LLAMA_SRC_DIR=build/vulkan/src \
 #       scripts/build_llama_wheel.sh PYTHON SDIST -DGGML_VULKAN=on
 #
 # Why not `CMAKE_ARGS=... pip install llama-cpp-python`: pip's wheel cache keys ignore CMAKE_ARGS,

@@ -62,7 +62,6 @@ def test_disk_cache_persists_and_drops_damaged_entries(tmp_path):
     c = MediaDiskCache(tmp_path / "c", capacity_bytes=1 << 24)
     c.put(b"k1", big)
     c.put(b"k2", small)
-    c.close()
     c = MediaDiskCache(tmp_path / "c", capacity_bytes=1 << 24)     # another process, later
     assert c.get(b"k1") == big and c.get(b"k2") == small
     path = _entry_files(tmp_path / "c")[-1]                        # the big one
@@ -113,7 +112,7 @@ def test_two_processes_never_read_a_half_written_entry(tmp_path):
     """One process rewrites entries (and evicts) as fast as it can while this one reads them: every
     read is whole (its checksum holds) or a miss, never a damaged entry."""
     d = str(tmp_path / "shared")
-    MediaDiskCache(d).close()
+    MediaDiskCache(d)                          # the directory, before both processes open it
     w = multiprocessing.get_context("spawn").Process(target=_writer, args=(d, 300))
     w.start()
     c = MediaDiskCache(d, capacity_bytes=8_000_000)
