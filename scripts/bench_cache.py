@@ -161,7 +161,7 @@ def main(argv=None) -> int:
             shutil.rmtree(d, ignore_errors=True)
         # a run cut short still leaves its repetitions on record
         print(f"rep {rep}: " + json.dumps(dict(off=alternating["off"][-1], ram=alternating["ram"][-1],
-                                               restart=restart[-1] if len(restart) > rep else None)), flush=True)
+                                               restart=restart[-1])), flush=True)
 
     lines = [f"Media cache on the server: model {a.model} ({MODELS[a.model].format(mmproj=a.mmproj)}), "
              f"clips {a.clips[0]} and {a.clips[1]}, {a.threads} threads, flash attention, n_batch 1024, "
