@@ -11,7 +11,7 @@ from ._audio import AudioTower
 from .cache import MediaCache, MediaDiskCache, MediaRAMCache
 from ._devices import add_rpc_servers
 from ._engine import Engine, default_engine
-from ._errors import ModelFileError, OmniSiftError
+from ._errors import ModelFileError, OmniSiftError, UnsupportedModelError
 from ._handler import OmniSIFTChatHandler
 from ._llama import Llama
 from .media import MediaLimits, MediaPolicy
@@ -52,7 +52,8 @@ _check_runtime()
 __all__ = [
     "Llama", "OmniSIFTChatHandler", "MediaCache", "MediaRAMCache", "MediaDiskCache", "MediaLimits", "MediaPolicy",
     "Settings", "UnitRecord", "n_kept",
-    "AudioTower", "Engine", "default_engine", "ModelFileError", "OmniSiftError", "check_pair",
+    "AudioTower", "Engine", "default_engine", "ModelFileError", "OmniSiftError", "UnsupportedModelError",
+    "check_pair",
     "read_llm_info", "read_mmproj_info", "library_version", "llama_cpp_python_version",
     "SiftHead", "sift", "add_rpc_servers",
 ]

@@ -14,3 +14,7 @@ class ModelFileError(OmniSiftError, ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class UnsupportedModelError(ModelFileError):
+    """A model pair of a family pyomnisift does not serve (llama-cpp-python's own chat handlers may)."""

@@ -28,6 +28,7 @@ from llama_cpp import llama_chat_format
 from ._engine import Engine
 from .media.limits import MediaLimits
 from .media.source import LIBRARY, MediaPolicy
+from ._families import family_of
 from ._model_info import check_pair, read_llm_info
 from ._context import Context
 from ._plan import Planner, Plan, overflow
@@ -104,7 +105,7 @@ class OmniSIFTChatHandler:
             # Qwen2.5-Omni's audio tower runs on 2-s windows, as the model was trained (not mtmd's
             # 30-s padding), in our tower; libmtmd then gets the mmproj without it (one audio tower
             # in memory). Other towers really are 30-s Whisper windows: libmtmd encodes them.
-            ours = mm_info.has_audio and mm_info.projector_type == "qwen2.5o"
+            ours = mm_info.has_audio and family_of(info, mm_info).windowed_audio
             mtmd_path = vision_only(self.clip_model_path) if ours and mm_info.has_vision else self.clip_model_path
             if ours and not mm_info.has_vision:
                 vision = None

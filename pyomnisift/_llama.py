@@ -22,7 +22,7 @@ from ._devices import add_rpc_servers
 from ._handler import OmniSIFTChatHandler
 from .media.limits import MediaLimits
 from .media.source import LIBRARY, MediaPolicy
-from ._model_info import read_llm_info
+from ._model_info import check_pair, read_llm_info
 from ._settings import Settings
 from ._sift import SiftHead
 
@@ -73,7 +73,12 @@ class Llama(llama_cpp.Llama):
         if rpc_servers:   # before the model and the engine pick their devices
             add_rpc_servers(rpc_servers)
         model_path = os.fspath(model_path)
-        read_llm_info(model_path)  # a clear error for a missing / non-GGUF / mmproj-as-model file
+        # a clear error for a missing / non-GGUF / mmproj-as-model file, or a pair of a family
+        # pyomnisift does not serve, before the model loads
+        if mmproj_path is None:
+            read_llm_info(model_path)
+        else:
+            check_pair(model_path, mmproj_path)
         if chat_handler is not None and mmproj_path is not None:
             raise ValueError("give either mmproj_path or chat_handler, not both")
         handler = chat_handler or OmniSIFTChatHandler(

@@ -13,7 +13,9 @@ from typing import Optional
 
 
 from ._errors import ModelFileError
+from ._families import family_of
 from ._gguf import GGUFFormatError, read_metadata
+
 
 @dataclasses.dataclass(frozen=True)
 class LLMInfo:
@@ -35,6 +37,8 @@ class MmprojInfo:
     has_audio: bool
     vision_projection_dim: Optional[int]
     audio_projection_dim: Optional[int]
+    vision_projector: Optional[str]   # each tower's projector type as clip.cpp resolves it, None: no tower
+    audio_projector: Optional[str]
 
 
 def _metadata(path, what: str) -> dict:
@@ -77,15 +81,21 @@ def read_mmproj_info(path) -> MmprojInfo:
     ptype = kv.get("clip.projector_type") or kv.get("clip.vision.projector_type") or ""
     v_dim = kv.get("clip.vision.projection_dim") if has_vision else None
     a_dim = kv.get("clip.audio.projection_dim") if has_audio else None
+    # clip.cpp: one clip.projector_type for every tower, else one per tower (mixed-modality files
+    # such as Qwen3-Omni's)
+    v_proj = str(kv.get("clip.projector_type") or kv.get("clip.vision.projector_type") or "") if has_vision else None
+    a_proj = str(kv.get("clip.projector_type") or kv.get("clip.audio.projector_type") or "") if has_audio else None
     return MmprojInfo(os.fspath(path), str(ptype), has_vision, has_audio,
                       int(v_dim) if v_dim is not None else None,
-                      int(a_dim) if a_dim is not None else None)
+                      int(a_dim) if a_dim is not None else None, v_proj, a_proj)
 
 
 def check_pair(model_path, mmproj_path) -> tuple[LLMInfo, MmprojInfo]:
-    """Checks that an mmproj can feed a model; raises naming the file and the mismatch."""
+    """Checks that an mmproj can feed a model and that pyomnisift serves their family
+    (``_families.SUPPORTED``); raises naming the file and the mismatch."""
     llm = read_llm_info(model_path)
     mm = read_mmproj_info(mmproj_path)
+    family_of(llm, mm)
     for kind, dim in (("vision", mm.vision_projection_dim), ("audio", mm.audio_projection_dim)):
         if dim is not None and dim != llm.n_embd:
             raise ModelFileError(

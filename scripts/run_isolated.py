@@ -8,6 +8,10 @@ target, not a CI gate"): each file runs in a process of its own with `-v`; when 
 without pytest's summary line), the test it was running is recorded as crashed and the file is run
 again with every test that already has a result, and the crashed one, deselected, until the file is
 done or has crashed N times (default 40). Each test's outcome is read from pytest's `-v` lines.
+lavapipe can also deadlock (every thread of the process waiting on a futex in libvulkan_lvp, the
+main one in ggml-vulkan's fence wait): a process whose tree uses no CPU time for --stall seconds
+(default 180; ggml spins on its fences and lavapipe computes on the CPU, so a working process never
+idles that long) is killed and its test recorded as hung, then handled as a crash.
 At the end: one line per file, the crashed tests, and the totals. Exit status 0 only when every test
 passed or was skipped.
 """
@@ -20,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 OUTCOMES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL", "XPASS")
@@ -31,13 +36,54 @@ SUMMARY = re.compile(r"^=+ .*\b(passed|failed|skipped|error|errors|deselected|no
 ROOTDIR = re.compile(r"^rootdir: (.+?)(,|$)")
 
 
-def run_once(command: list[str], path: str, deselect: list[str]) -> tuple[int, dict[str, str], str, bool, str]:
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of a process and its live descendants, from /proc (Linux: the Vulkan
+    target's machines)."""
+    parent, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:   # gone meanwhile
+            continue
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    total = 0
+    for pid, t in ticks.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        total += t if p == root else 0
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _watch_for_stall(proc: subprocess.Popen, stall: float, hung: threading.Event) -> None:
+    """Kills PROC's process group when its tree has used no CPU time for STALL seconds."""
+    last, since = -1.0, time.monotonic()
+    while proc.poll() is None:
+        time.sleep(min(10.0, stall / 4))
+        used = _tree_cpu_seconds(proc.pid)
+        if used - last > 0.05:
+            last, since = used, time.monotonic()
+        elif time.monotonic() - since >= stall:
+            hung.set()
+            os.killpg(proc.pid, signal.SIGKILL)
+            return
+
+
+def run_once(command: list[str], path: str, deselect: list[str],
+             stall: float) -> tuple[int, dict[str, str], str, bool, str, bool]:
     """One process on PATH: (returncode, {test: outcome}, the test it was in when it ended, summary seen,
-    pytest's rootdir). Test ids as pytest prints them (relative to the current directory); --deselect
-    wants them relative to the rootdir, so they are given so."""
+    pytest's rootdir, killed as hung). Test ids as pytest prints them (relative to the current
+    directory); --deselect wants them relative to the rootdir, so they are given so."""
     prefix = os.path.relpath(os.path.abspath(path), _rootdir) if _rootdir else path
     args = [*command, "-v", *(f"--deselect={prefix}{t[len(path):]}" for t in deselect), path]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            start_new_session=True)   # its own process group: a hung one is killed whole
+    hung = threading.Event()
+    threading.Thread(target=_watch_for_stall, args=(proc, stall, hung), daemon=True).start()
     results, current, summary, rootdir = {}, "", False, ""
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -58,7 +104,7 @@ def run_once(command: list[str], path: str, deselect: list[str]) -> tuple[int, d
             summary = True
         if ROOTDIR.match(line):
             rootdir = ROOTDIR.match(line).group(1)
-    return proc.wait(), results, current, summary, rootdir
+    return proc.wait(), results, current, summary, rootdir, hung.is_set()
 
 
 _rootdir = ""
@@ -67,6 +113,8 @@ _rootdir = ""
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-crashes", type=int, default=40, help="crashes per file before giving up on it")
+    ap.add_argument("--stall", type=float, default=180.0,
+                    help="seconds without CPU time after which a process is killed as hung")
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
@@ -87,12 +135,13 @@ def main() -> int:
             runs += 1
             print(f"=== {path} (process {runs})", flush=True)
             global _rootdir
-            rc, got, current, summary, root = run_once(command, path, sorted(results) + crashes)
+            rc, got, current, summary, root, hung = run_once(command, path, sorted(results) + crashes, args.stall)
             _rootdir = _rootdir or root
             results.update(got)
             if rc >= 0 and summary:
                 break
-            how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc} without a summary"
+            how = (f"hung: no CPU time for {args.stall:.0f} s, killed" if hung
+                   else f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc} without a summary")
             if not current:   # died outside a test (collection, start-up, exit): nothing left to skip
                 crashes.append(f"{path} (outside a test, {how})")
                 break

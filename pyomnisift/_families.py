@@ -1,0 +1,76 @@
+"""Which model family a GGUF pair is, told from its headers: the LLM's architecture and the mmproj's
+projector type per tower (as llama.cpp's converter writes them and clip.cpp reads them).
+
+A pair pyomnisift does not serve is refused here, by name, before anything loads. Serving it anyway
+would be a silent wrong answer: the sequence is built from one family's special tokens and M-RoPE
+layout (Qwen2.5-VL's vocabulary has no <|vision_bos|>; Qwen3-Omni lays audio and video out
+differently), and libmtmd would encode its media without complaint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Optional
+
+from ._errors import UnsupportedModelError
+
+if TYPE_CHECKING:   # _model_info calls family_of from check_pair
+    from ._model_info import LLMInfo, MmprojInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    architectures: tuple        # the LLM's general.architecture
+    vision: Optional[str]       # projector type of its vision tower (None: the family has none)
+    audio: Optional[str]        # projector type of its audio tower
+    windowed_audio: bool        # pyomnisift's own 2-s window tower encodes the audio (else libmtmd's 30-s)
+
+    def describe(self) -> str:
+        towers = " / ".join(t for t in dict.fromkeys((self.vision, self.audio)) if t)
+        return f"{self.name} ({'/'.join(self.architectures)} + {towers})"
+
+
+SUPPORTED = (
+    Family("Qwen2.5-Omni", ("qwen2vl",), vision="qwen2.5o", audio="qwen2.5o", windowed_audio=True),
+    Family("Qwen2-Audio", ("qwen2",), vision=None, audio="qwen2a", windowed_audio=False),
+)
+
+# Families whose pairs llama.cpp converts and runs but pyomnisift does not serve yet: (vision
+# projector, audio projector) -> name, so that the error names what the user has.
+KNOWN_UNSERVED = {
+    ("qwen2vl_merger", None): "Qwen2-VL",
+    ("qwen2.5vl_merger", None): "Qwen2.5-VL",
+    ("qwen3vl_merger", None): "Qwen3-VL",
+    ("qwen3vl_merger", "qwen3a"): "Qwen3-Omni",
+    (None, "qwen3a"): "Qwen3-Omni's audio tower (or Qwen3-ASR)",
+}
+
+
+def _served() -> str:
+    return ", ".join(f.describe() for f in SUPPORTED)
+
+
+def family_of(llm: LLMInfo, mm: MmprojInfo) -> Family:
+    """The family of a model and its mmproj; raises UnsupportedModelError naming what the pair is."""
+    towers = (mm.vision_projector, mm.audio_projector)
+    if towers == (None, None):
+        raise UnsupportedModelError(mm.path, "this mmproj has neither a vision nor an audio encoder")
+    for family in SUPPORTED:
+        if all(t is None or t == f for t, f in zip(towers, (family.vision, family.audio))):
+            if llm.architecture not in family.architectures:
+                raise UnsupportedModelError(
+                    mm.path, f"this mmproj is {family.name}'s, whose language model is a "
+                             f"{'/'.join(family.architectures)!s} GGUF, but {llm.path} is {llm.architecture!r}: "
+                             "pass the model it was converted with")
+            return family
+    what = " and ".join(f"a {kind} projector {t!r}" for kind, t in zip(("vision", "audio"), towers) if t)
+    name = KNOWN_UNSERVED.get(towers)
+    raise UnsupportedModelError(
+        mm.path, (f"this is {name}'s mmproj ({what}, model {llm.architecture!r}), "
+                  if name else f"this mmproj has {what or 'no tower'} (model {llm.architecture!r}), ")
+        + f"a family pyomnisift does not serve; it serves {_served()}, and any GGUF without an mmproj "
+          "as text. llama-cpp-python's own chat handlers run other families uncompressed")
+
+
+__all__ = ["Family", "SUPPORTED", "KNOWN_UNSERVED", "family_of"]

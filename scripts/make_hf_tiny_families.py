@@ -1,0 +1,150 @@
+"""Tiny random checkpoints of the Qwen families pyomnisift does not serve yet (Qwen2.5-VL, Qwen3-VL,
+Qwen3-Omni), built in transformers and converted with llama.cpp's own converter from the pinned
+sdist, as scripts/make_hf_tiny_omni.py does for Qwen2.5-Omni.
+
+What these GGUF pairs are is what llama.cpp's converter says they are (architecture, projector type
+per tower), which is what pyomnisift's family detection must recognise and refuse by name
+(tests/test_families.py). The vocabulary is the Qwen2 one of make_hf_tiny_omni (its added tokens are
+Qwen2.5-Omni's: enough for the converter; these checkpoints are not yet parity references).
+
+Output (cached): DIR/<family>/{hf/, llm.gguf, mmproj.gguf} with DIR = $PYOMNISIFT_CACHE/hf-tiny-families
+(default cache ~/.cache/pyomnisift); a stamp of this script's and make_hf_tiny_omni's hashes rebuilds
+them after an edit.
+
+Usage: python scripts/make_hf_tiny_families.py [--family NAME ...] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import make_hf_tiny_omni as omni
+from pyomnisift.assets import default_cache_dir, ensure_assets, ensure_converter, sha256_of
+
+TEXT = dict(vocab_size=omni.VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False)
+QWEN3_VISION = dict(depth=2, hidden_size=64, intermediate_size=96, num_heads=2, out_hidden_size=128,
+                    patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0])
+QWEN3_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, decoder_sparse_step=1,
+                 mlp_only_layers=[])
+MROPE = dict(rope_type="default", rope_theta=1e6, mrope_section=[4, 6, 6])
+# the image processors' settings of the released checkpoints (the converter reads mean / std)
+QWEN25_PRE = {k: v for k, v in omni.PREPROCESSOR.items() if not k.startswith(("feature", "sampling", "hop",
+                                                                              "chunk", "n_fft", "padding"))}
+QWEN25_PRE.update(processor_class="Qwen2_5_VLProcessor")
+QWEN3_PRE = dict(QWEN25_PRE, image_processor_type="Qwen2VLImageProcessorFast", patch_size=16,
+                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], processor_class="Qwen3VLProcessor")
+QWEN3_OMNI_PRE = dict(QWEN3_PRE, **{k: v for k, v in omni.PREPROCESSOR.items() if k.startswith(
+    ("feature", "sampling", "hop", "chunk", "n_fft", "padding"))}, processor_class="Qwen3OmniMoeProcessor")
+
+
+def _qwen25_vl():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = Qwen2_5_VLConfig(
+        text_config=dict(TEXT, rope_parameters=MROPE),
+        # depth >= 3: the converter maps the merger's mlp.2 through the vision block table
+        vision_config=dict(depth=4, hidden_size=64, intermediate_size=96, num_heads=2, out_hidden_size=128,
+                           fullatt_block_indexes=[1, 3], window_size=112))
+    return Qwen2_5_VLForConditionalGeneration(config), "Qwen2_5_VLForConditionalGeneration", QWEN25_PRE
+
+
+def _qwen3_vl():
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(text_config=dict(TEXT, rope_parameters=dict(MROPE, mrope_interleaved=True)),
+                           vision_config=QWEN3_VISION)
+    return Qwen3VLForConditionalGeneration(config), "Qwen3VLForConditionalGeneration", QWEN3_PRE
+
+
+def _qwen3_omni():
+    from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
+
+    thinker = dict(
+        text_config=dict(TEXT, **QWEN3_MOE, rope_parameters=dict(MROPE, mrope_interleaved=True)),
+        vision_config=QWEN3_VISION,
+        audio_config=dict(encoder_layers=2, d_model=64, encoder_attention_heads=4, encoder_ffn_dim=128,
+                          num_mel_bins=128, n_window=50, output_dim=128, max_source_positions=1500,
+                          downsample_hidden_size=32))
+    config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
+    return Qwen3OmniMoeForConditionalGeneration(config), "Qwen3OmniMoeForConditionalGeneration", QWEN3_OMNI_PRE
+
+
+FAMILIES = {"qwen2.5-vl": _qwen25_vl, "qwen3-vl": _qwen3_vl, "qwen3-omni": _qwen3_omni}
+
+
+def _write_model(build, out: Path, seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    model, architecture, preprocessor = build()
+    model = model.float().eval()
+    omni._randomize(model, seed)
+    model.save_pretrained(out)
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["architectures"] = [architecture]   # the name the converter registers the family under
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+
+
+def _mmproj_input(name: str, hf_dir: Path, root: Path) -> Path:
+    """The checkpoint the mmproj is converted from. The pinned converter cannot convert Qwen3-Omni's
+    vision tower as the checkpoint names it (Qwen3OmniMmprojModel.modify_tensors renames
+    "thinker.visual." to "model.visual.", which Qwen3VLVisionModel.modify_tensors and gguf-py's
+    tensor map do not know: "Can not map tensor 'model.visual.blocks.0.attn.proj.bias'"); its
+    filter_tensors does take "model.visual." (to "visual."), so the mmproj is converted from a copy
+    whose vision tensors are named so. The LLM is converted from the checkpoint as saved."""
+    if name != "qwen3-omni":
+        return hf_dir
+    from safetensors.torch import load_file, save_file
+
+    out = root / "hf-mmproj"
+    shutil.copytree(hf_dir, out)
+    tensors = load_file(out / "model.safetensors")
+    save_file({k.replace("thinker.visual.", "model.visual.", 1): v for k, v in tensors.items()},
+              out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def make_hf_tiny_family(name: str, cache_dir=None, seed: int = 0, force: bool = False) -> dict[str, Path]:
+    """{"hf": dir, "llm": llm.gguf, "mmproj": mmproj.gguf} of one family, building what is missing."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / "hf-tiny-families" / f"{name}-seed{seed}"
+    paths = {"hf": root / "hf", "llm": root / "llm.gguf", "mmproj": root / "mmproj.gguf"}
+    stamp = root / "generator.sha256"
+    generator = sha256_of(Path(__file__)) + sha256_of(Path(omni.__file__))
+    if (not force and all(p.exists() for p in paths.values()) and stamp.is_file()
+            and stamp.read_text() == generator):
+        return paths
+    assets = ensure_assets(cache)
+    converter = ensure_converter(cache)
+    shutil.rmtree(root, ignore_errors=True)
+    paths["hf"].mkdir(parents=True)
+    _write_model(FAMILIES[name], paths["hf"], seed)
+    omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"])
+    omni._convert(converter, _mmproj_input(name, paths["hf"], root), paths["mmproj"], mmproj=True)
+    omni._convert(converter, paths["hf"], paths["llm"], mmproj=False)
+    shutil.rmtree(root / "hf-mmproj", ignore_errors=True)
+    stamp.write_text(generator)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--family", action="append", choices=sorted(FAMILIES), help="default: all")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    for name in args.family or sorted(FAMILIES):
+        paths = make_hf_tiny_family(name, args.cache, args.seed, args.force)
+        print(name, paths["llm"], paths["mmproj"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The model family is told from the GGUF pair, and a pair pyomnisift does not serve is refused by name
+before anything loads (serving it would build a Qwen2.5-Omni sequence for another model: a silent
+wrong answer).
+
+The reference for what each pair is: llama.cpp's own converter (pinned sdist) run on tiny random
+transformers checkpoints of Qwen2.5-VL, Qwen3-VL and Qwen3-Omni (scripts/make_hf_tiny_families.py)
+and of Qwen2.5-Omni (scripts/make_hf_tiny_omni.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import pyomnisift
+from pyomnisift._families import SUPPORTED, family_of
+from test_cli import one_line_error, run
+from test_foundation import write_gguf
+
+# family directory -> the name the error must give
+UNSERVED = {"qwen2.5-vl": "Qwen2.5-VL", "qwen3-vl": "Qwen3-VL", "qwen3-omni": "Qwen3-Omni"}
+
+
+@pytest.fixture(scope="module")
+def converted():
+    import make_hf_tiny_families  # imports transformers: a missing reference fails, never skips
+
+    return {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in UNSERVED}
+
+
+@pytest.fixture(scope="module")
+def omni_pair():
+    import make_hf_tiny_omni
+
+    return make_hf_tiny_omni.make_hf_tiny_omni()
+
+
+@pytest.mark.parametrize("name", sorted(UNSERVED))
+def test_unserved_families_are_refused_by_name(converted, name):
+    paths = converted[name]
+    with pytest.raises(pyomnisift.UnsupportedModelError) as e:
+        pyomnisift.check_pair(paths["llm"], paths["mmproj"])
+    msg = str(e.value)
+    assert e.value.path == str(paths["mmproj"])
+    assert f"{UNSERVED[name]}'s mmproj" in msg, msg
+    for family in SUPPORTED:   # and says what is served
+        assert family.name in msg, msg
+    # the Llama class refuses before llama.cpp loads the model
+    with pytest.raises(pyomnisift.UnsupportedModelError, match=UNSERVED[name]):
+        pyomnisift.Llama(paths["llm"], paths["mmproj"], n_ctx=256)
+
+
+def test_unserved_family_text_only_still_loads(converted):
+    """Without an mmproj a GGUF is text, as in llama-cpp-python: any family's LLM answers."""
+    llm = pyomnisift.Llama(converted["qwen2.5-vl"]["llm"], n_ctx=256)
+    out = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=3, temperature=0)
+    assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_handler_refuses_on_its_first_use(converted):
+    """llama-cpp-python's way (a handler given to llama_cpp.Llama) refuses on the first request."""
+    import llama_cpp
+
+    paths = converted["qwen3-vl"]
+    handler = pyomnisift.OmniSIFTChatHandler(str(paths["mmproj"]))
+    llama = llama_cpp.Llama(str(paths["llm"]), chat_handler=handler, n_ctx=256, verbose=False)
+    with pytest.raises(pyomnisift.UnsupportedModelError, match="Qwen3-VL"):
+        llama.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=1)
+
+
+def test_cli_names_the_family(converted):
+    paths = converted["qwen3-omni"]
+    one_line_error(run("chat", "-m", paths["llm"], "--mmproj", paths["mmproj"], "-p", "hi"),
+                   "Qwen3-Omni", "does not serve")
+
+
+def test_served_pairs(omni_pair, tiny_audio_model):
+    llm, mm = pyomnisift.check_pair(omni_pair["llm"], omni_pair["mmproj"])
+    assert family_of(llm, mm).name == "Qwen2.5-Omni"
+    llm, mm = pyomnisift.check_pair(*tiny_audio_model)
+    assert family_of(llm, mm).name == "Qwen2-Audio"
+
+
+def test_mmproj_next_to_another_family_model(converted, omni_pair):
+    """Qwen2.5-Omni's mmproj beside Qwen3-VL's LLM (same width): refused naming both."""
+    with pytest.raises(pyomnisift.UnsupportedModelError) as e:
+        pyomnisift.check_pair(converted["qwen3-vl"]["llm"], omni_pair["mmproj"])
+    msg = str(e.value)
+    assert "Qwen2.5-Omni's" in msg and "'qwen3vl'" in msg and "qwen2vl" in msg, msg
+
+
+def test_unknown_projector(omni_pair, tmp_path):
+    mmproj = write_gguf(tmp_path / "gemma-mmproj.gguf", "clip", {
+        "clip.projector_type": "gemma3", "clip.has_vision_encoder": True, "clip.has_audio_encoder": False,
+        "clip.vision.projection_dim": 128})
+    with pytest.raises(pyomnisift.UnsupportedModelError, match=r"vision projector 'gemma3'.*does not serve"):
+        pyomnisift.check_pair(omni_pair["llm"], mmproj)
+    empty = write_gguf(tmp_path / "empty-mmproj.gguf", "clip", {
+        "clip.projector_type": "qwen2.5o", "clip.has_vision_encoder": False, "clip.has_audio_encoder": False})
+    with pytest.raises(pyomnisift.UnsupportedModelError, match="neither a vision nor an audio encoder"):
+        pyomnisift.check_pair(omni_pair["llm"], empty)
