@@ -13,6 +13,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Optional
 
 from ._errors import UnsupportedModelError
+from ._template import QWEN25_OMNI_CHAT_TEMPLATE, QWEN25_VL_CHAT_TEMPLATE
 
 if TYPE_CHECKING:   # _model_info calls family_of from check_pair
     from ._model_info import LLMInfo, MmprojInfo
@@ -25,6 +26,10 @@ class Family:
     vision: Optional[str]       # projector type of its vision tower (None: the family has none)
     audio: Optional[str]        # projector type of its audio tower
     windowed_audio: bool        # pyomnisift's own 2-s window tower encodes the audio (else libmtmd's 30-s)
+    chat_template: str          # the released one: the fallback for a GGUF without one
+    vision_bos: str = "<|vision_bos|>"   # the special tokens around an image or a video
+    vision_eos: str = "<|vision_eos|>"
+    positions_per_second: int = 25       # M-RoPE t ids per second of video (get_rope_index)
 
     def describe(self) -> str:
         towers = " / ".join(t for t in dict.fromkeys((self.vision, self.audio)) if t)
@@ -32,15 +37,23 @@ class Family:
 
 
 SUPPORTED = (
-    Family("Qwen2.5-Omni", ("qwen2vl",), vision="qwen2.5o", audio="qwen2.5o", windowed_audio=True),
-    Family("Qwen2-Audio", ("qwen2",), vision=None, audio="qwen2a", windowed_audio=False),
+    Family("Qwen2.5-Omni", ("qwen2vl",), vision="qwen2.5o", audio="qwen2.5o", windowed_audio=True,
+           chat_template=QWEN25_OMNI_CHAT_TEMPLATE),
+    # video without sound: position_id t = grid * seconds per grid * vision_config.tokens_per_second (2
+    # in every released Qwen2.5-VL; the GGUF does not carry it)
+    Family("Qwen2.5-VL", ("qwen2vl",), vision="qwen2.5vl_merger", audio=None, windowed_audio=False,
+           chat_template=QWEN25_VL_CHAT_TEMPLATE, vision_bos="<|vision_start|>", vision_eos="<|vision_end|>",
+           positions_per_second=2),
+    Family("Qwen2-Audio", ("qwen2",), vision=None, audio="qwen2a", windowed_audio=False,
+           chat_template=QWEN25_OMNI_CHAT_TEMPLATE),
 )
+# a model without an mmproj (text): Qwen2.5-Omni's template as the fallback, as before families
+TEXT_ONLY = SUPPORTED[0]
 
 # Families whose pairs llama.cpp converts and runs but pyomnisift does not serve yet: (vision
 # projector, audio projector) -> name, so that the error names what the user has.
 KNOWN_UNSERVED = {
     ("qwen2vl_merger", None): "Qwen2-VL",
-    ("qwen2.5vl_merger", None): "Qwen2.5-VL",
     ("qwen3vl_merger", None): "Qwen3-VL",
     ("qwen3vl_merger", "qwen3a"): "Qwen3-Omni",
     (None, "qwen3a"): "Qwen3-Omni's audio tower (or Qwen3-ASR)",
@@ -73,4 +86,4 @@ def family_of(llm: LLMInfo, mm: MmprojInfo) -> Family:
           "as text. llama-cpp-python's own chat handlers run other families uncompressed")
 
 
-__all__ = ["Family", "SUPPORTED", "KNOWN_UNSERVED", "family_of"]
+__all__ = ["Family", "SUPPORTED", "TEXT_ONLY", "KNOWN_UNSERVED", "family_of"]

@@ -28,7 +28,7 @@ from llama_cpp import llama_chat_format
 from ._engine import Engine
 from .media.limits import MediaLimits
 from .media.source import LIBRARY, MediaPolicy
-from ._families import family_of
+from ._families import TEXT_ONLY, family_of
 from ._model_info import check_pair, read_llm_info
 from ._context import Context
 from ._plan import Planner, Plan, overflow
@@ -38,7 +38,6 @@ from ._settings import Settings, validate
 from ._sift import SiftHead
 from ._state_cache import PrefixStates, file_identity, identity
 from ._stats import Stats
-from ._template import QWEN25_OMNI_CHAT_TEMPLATE
 
 _UNSUPPORTED = ("functions", "function_call", "tools", "tool_choice")
 
@@ -92,6 +91,7 @@ class OmniSIFTChatHandler:
             raise ValueError("an OmniSIFTChatHandler serves one Llama: create one handler per model")
         info = read_llm_info(llama.model_path)
         mm_info = check_pair(llama.model_path, self.clip_model_path)[1] if self.clip_model_path else None
+        self.family = family_of(info, mm_info) if mm_info is not None else TEXT_ONLY
         gpu = self.use_gpu if self.use_gpu is not None else llama.model_params.n_gpu_layers != 0
         threads = self.n_threads or llama.n_threads
         # The compression and audio graphs run where the LLM runs: the CPU unless layers are offloaded.
@@ -105,7 +105,7 @@ class OmniSIFTChatHandler:
             # Qwen2.5-Omni's audio tower runs on 2-s windows, as the model was trained (not mtmd's
             # 30-s padding), in our tower; libmtmd then gets the mmproj without it (one audio tower
             # in memory). Other towers really are 30-s Whisper windows: libmtmd encodes them.
-            ours = mm_info.has_audio and family_of(info, mm_info).windowed_audio
+            ours = mm_info.has_audio and self.family.windowed_audio
             mtmd_path = vision_only(self.clip_model_path) if ours and mm_info.has_vision else self.clip_model_path
             if ours and not mm_info.has_vision:
                 vision = None
@@ -125,6 +125,8 @@ class OmniSIFTChatHandler:
 
         self.planner = Planner(tokenize=tokenize,
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
+                               vision_wrappers=(self.family.vision_bos, self.family.vision_eos),
+                               positions_per_second=self.family.positions_per_second,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.context = Context(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope)
         self._gpu = gpu
@@ -157,7 +159,7 @@ class OmniSIFTChatHandler:
     def _formatter(self, llama) -> llama_chat_format.Jinja2ChatFormatter:
         # Built exactly as llama_cpp.Llama builds its "chat_template.default" handler, so that a text
         # prompt renders and tokenizes as llama-cpp-python's own.
-        template = self.chat_template or llama.metadata.get("tokenizer.chat_template") or QWEN25_OMNI_CHAT_TEMPLATE
+        template = self.chat_template or llama.metadata.get("tokenizer.chat_template") or self.family.chat_template
         eos, bos = llama.token_eos(), llama.token_bos()
         return llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
@@ -228,7 +230,8 @@ class OmniSIFTChatHandler:
             formatted["result"] = result
             return result.prompt
 
-        prompt = build_prompt(messages, render, self.media_policy, self.media_limits)
+        prompt = build_prompt(messages, render, self.media_policy, self.media_limits,
+                              (self.family.vision_bos, self.family.vision_eos))
         result = formatted["result"]
         stats = Stats()
         probes = []

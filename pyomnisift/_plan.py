@@ -188,7 +188,8 @@ class Planner:
     """Turns prompts into plans for one model: its tokenizer, RoPE kind and encoders."""
 
     def __init__(self, *, tokenize: Callable[[str, bool], list], uses_mrope: bool, vision, audio,
-                 audio_windowed: bool, head_id: str = ""):
+                 audio_windowed: bool, head_id: str = "", vision_wrappers: tuple = (VISION_BOS, VISION_EOS),
+                 positions_per_second: int = S.POSITIONS_PER_SECOND):
         self.tokenize = tokenize            # (text, add_bos) -> token ids
         self.uses_mrope = uses_mrope
         self.vision = vision                # MtmdEncoder or None
@@ -197,8 +198,9 @@ class Planner:
         self.head_id = head_id              # identity of the learned selector head, part of media keys
         self.audio_bos = tokenize(AUDIO_BOS, False)
         self.audio_eos = tokenize(AUDIO_EOS, False)
-        self.vision_bos = tokenize(VISION_BOS, False)
-        self.vision_eos = tokenize(VISION_EOS, False)
+        self.vision_bos = tokenize(vision_wrappers[0], False)
+        self.vision_eos = tokenize(vision_wrappers[1], False)
+        self.positions_per_second = positions_per_second   # the family's video t ids per second
         self._digests: dict = {}
         self._probes: dict = {}
 
@@ -244,6 +246,8 @@ class Planner:
         n_samples, rows, audio_plan = 0, None, None
         if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
             warnings = (f"{item.label}: {info.audio_error}; the video is used without sound",)
+        elif info.has_audio and self.audio is None:
+            warnings = (f"{item.label}: this model's mmproj has no audio tower; the video is used without its sound",)
         elif info.has_audio and self.audio is not None:
             try:
                 n_samples, audio_plan, rows = self._audio_cost(item)
@@ -286,7 +290,7 @@ class Planner:
 
     # --- layout
 
-    def _layout(self, probe: Probe, rows_start: int) -> Layout:
+    def _layout(self, probe: Probe, rows_start: int, label: str = "the video") -> Layout:
         gh, gw = probe.grid
         if probe.kind == "image":
             return Layout.of(S.image_blocks(gh, gw, rows_start))
@@ -294,9 +298,19 @@ class Planner:
             return Layout.of(S.audio_blocks(probe.n_audio, rows_start))
         n_grids = probe.video.n_grids
         seconds_per_grid = probe.video.seconds_per_grid   # the reference's second_per_grid_ts: 2 / sample fps
+        t = S.video_t(n_grids, seconds_per_grid, self.positions_per_second)
+        if len(np.unique(t)) < n_grids:
+            # grids sharing a t: the model cannot tell them apart in time, and the compression groups
+            # grids by t (omnisift.h); so few position ids a second (Qwen2.5-VL: 2) need grids >= 0.5 s
+            raise ValueError(
+                f"{label}: sampled at "
+                f"{2 / seconds_per_grid:.3g} frames a second, two frame pairs would share one time position "
+                f"of this model ({self.positions_per_second} a second): lower video_fps to at most "
+                f"{2 * self.positions_per_second} (a clip shorter than {4 / (2 * self.positions_per_second):g} s "
+                "is sampled faster: at least 4 frames)")
         if probe.n_audio:
             return Layout.of(S.video_with_audio_blocks(n_grids, gh, gw, probe.n_audio, rows_start, seconds_per_grid))
-        return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid))
+        return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid, self.positions_per_second))
 
     def _kept(self, layout: Layout, s: Settings) -> tuple[int, int]:
         """(rows kept, video rows kept) by the C rules."""
@@ -347,7 +361,7 @@ class Planner:
             text(tokens)
             start = pos
             rows_start = start + (1 if open_tokens else 0)
-            layout = self._layout(probe, rows_start)
+            layout = self._layout(probe, rows_start, item.label)
             n_kept, n_kept_video = self._kept(layout, settings)
             if self.uses_mrope:
                 end = S.end_position(layout.blocks, rows_start) + (1 if close_tokens else 0)

@@ -3,8 +3,9 @@
 Media parts become sentinels inside the message text, the model's chat template renders the
 messages, and the rendered string is split back at the sentinels. Any template that renders string
 content works this way, and the media wrappers are the model's own special tokens, written here:
-<|vision_bos|> / <|vision_eos|> around images and video, <|audio_bos|> / <|audio_eos|> around audio
-(video with sound: <|vision_bos|><|audio_bos|> ... <|audio_eos|><|vision_eos|>, as the reference).
+<|vision_bos|> / <|vision_eos|> around images and video (the family's: Qwen2.5-VL's <|vision_start|> /
+<|vision_end|>), <|audio_bos|> / <|audio_eos|> around audio (video with sound: <|vision_bos|><|audio_bos|>
+... <|audio_eos|><|vision_eos|>, as the reference).
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ def tokenize_text(tokenize, text: str, add_bos: bool) -> list:
 
 
 def build_prompt(messages: list[dict[str, Any]], render, policy: MediaPolicy = LIBRARY,
-                 limits: Optional[MediaLimits] = None) -> Prompt:
+                 limits: Optional[MediaLimits] = None, vision_wrappers: tuple = (VISION_BOS, VISION_EOS)) -> Prompt:
     """`render(messages) -> str` applies the chat template to messages with string content; media
     sources are resolved under `policy` (media.source), and their decoding shares one budget
-    within `limits` (media.limits)."""
+    within `limits` (media.limits). `vision_wrappers`: the model family's special tokens around an
+    image or a video (Qwen2.5-VL's <|vision_start|> / <|vision_end|>)."""
     budget = MediaBudget(limits)
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
@@ -114,7 +116,7 @@ def build_prompt(messages: list[dict[str, Any]], render, policy: MediaPolicy = L
                 text.append(protect(str(part.get("text", ""))))
                 continue
             item = _media_item(part, policy, budget)
-            bos, eos = (AUDIO_BOS, AUDIO_EOS) if item.kind == "audio" else (VISION_BOS, VISION_EOS)
+            bos, eos = (AUDIO_BOS, AUDIO_EOS) if item.kind == "audio" else vision_wrappers
             text.append(bos + _MEDIA.format(len(media)) + eos)
             media.append(item)
         flat.append(dict(msg, content="".join(text)))

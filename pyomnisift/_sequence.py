@@ -1,4 +1,5 @@
-"""The Qwen2.5-Omni sequence layout: which media rows go where, and their (t, h, w) positions.
+"""The Qwen2.5-Omni sequence layout: which media rows go where, and their (t, h, w) positions
+(Qwen2.5-VL's is the same without audio, at its own position ids per second).
 
 The ground truth is transformers' Qwen2.5-Omni `get_rope_index` (use_audio_in_video=True) and the
 processor's placeholder expansion; tests/test_sequence.py checks this module against it.
@@ -48,10 +49,12 @@ def audio_positions(n_tokens: int, start: int) -> np.ndarray:
     return np.broadcast_to(np.arange(n_tokens, dtype=np.int32) + start, (3, n_tokens)).copy()
 
 
-def video_t(n_grids: int, seconds_per_grid: float) -> np.ndarray:
+def video_t(n_grids: int, seconds_per_grid: float, positions_per_second: int = POSITIONS_PER_SECOND) -> np.ndarray:
+    """t of each grid, relative. Qwen2.5-Omni counts 25 position ids a second
+    (position_id_per_seconds), Qwen2.5-VL 2 (vision_config.tokens_per_second)."""
     # The reference truncates (long cast) after multiplying in float32.
     return (np.arange(n_grids, dtype=np.float32) * np.float32(seconds_per_grid)
-            * np.float32(POSITIONS_PER_SECOND)).astype(np.int64)
+            * np.float32(positions_per_second)).astype(np.int64)
 
 
 def image_blocks(grid_h: int, grid_w: int, start: int) -> list[Block]:
@@ -59,10 +62,10 @@ def image_blocks(grid_h: int, grid_w: int, start: int) -> list[Block]:
 
 
 def video_blocks(n_grids: int, grid_h: int, grid_w: int, start: int,
-                 seconds_per_grid: float = 1.0) -> list[Block]:
+                 seconds_per_grid: float = 1.0, positions_per_second: int = POSITIONS_PER_SECOND) -> list[Block]:
     """A video without its sound: the grids one after another."""
     return [Block(MODALITY_VIDEO, k, grid_positions(grid_h, grid_w, int(t), start))
-            for k, t in enumerate(video_t(n_grids, seconds_per_grid))]
+            for k, t in enumerate(video_t(n_grids, seconds_per_grid, positions_per_second))]
 
 
 def _chunk_of(t: np.ndarray, per_chunk: int) -> np.ndarray:

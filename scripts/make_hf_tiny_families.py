@@ -3,9 +3,11 @@ Qwen3-Omni), built in transformers and converted with llama.cpp's own converter 
 sdist, as scripts/make_hf_tiny_omni.py does for Qwen2.5-Omni.
 
 What these GGUF pairs are is what llama.cpp's converter says they are (architecture, projector type
-per tower), which is what pyomnisift's family detection must recognise and refuse by name
-(tests/test_families.py). The vocabulary is the Qwen2 one of make_hf_tiny_omni (its added tokens are
-Qwen2.5-Omni's: enough for the converter; these checkpoints are not yet parity references).
+per tower), which is what pyomnisift's family detection must recognise, and refuse by name where it
+does not serve the family (tests/test_families.py). Qwen2.5-VL is also the transformers reference of
+tests/test_parity_qwen25_vl.py: its vocabulary is the Qwen2 one of make_hf_tiny_omni with
+Qwen2.5-VL's added tokens in their released order (<|vision_start|> = 151652, <|video_pad|> = 151656);
+the others carry Qwen2.5-Omni's added tokens (enough for the converter).
 
 Output (cached): DIR/<family>/{hf/, llm.gguf, mmproj.gguf} with DIR = $PYOMNISIFT_CACHE/hf-tiny-families
 (default cache ~/.cache/pyomnisift); a stamp of this script's and make_hf_tiny_omni's hashes rebuilds
@@ -25,12 +27,22 @@ import make_hf_tiny_omni as omni
 from pyomnisift.assets import default_cache_dir, ensure_assets, ensure_converter, sha256_of
 
 TEXT = dict(vocab_size=omni.VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False)
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False,
+            rms_norm_eps=1e-6)   # the released models' (and the tiny Omni's); see README, "Found on the way"
 QWEN3_VISION = dict(depth=2, hidden_size=64, intermediate_size=96, num_heads=2, out_hidden_size=128,
                     patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0])
 QWEN3_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, decoder_sparse_step=1,
                  mlp_only_layers=[])
 MROPE = dict(rope_type="default", rope_theta=1e6, mrope_section=[4, 6, 6])
+# Qwen2.5-VL's (and Qwen2-VL's) added tokens in the released order, ids 151643 on
+QWEN25_VL_ADDED_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+]
+QWEN25_VL_MEDIA_TOKENS = dict(image_token="<|image_pad|>", video_token="<|video_pad|>",
+                              vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>")
 # the image processors' settings of the released checkpoints (the converter reads mean / std)
 QWEN25_PRE = {k: v for k, v in omni.PREPROCESSOR.items() if not k.startswith(("feature", "sampling", "hop",
                                                                               "chunk", "n_fft", "padding"))}
@@ -48,7 +60,8 @@ def _qwen25_vl():
         text_config=dict(TEXT, rope_parameters=MROPE),
         # depth >= 3: the converter maps the merger's mlp.2 through the vision block table
         vision_config=dict(depth=4, hidden_size=64, intermediate_size=96, num_heads=2, out_hidden_size=128,
-                           fullatt_block_indexes=[1, 3], window_size=112))
+                           fullatt_block_indexes=[1, 3], window_size=112,
+                           tokens_per_second=2))   # every released Qwen2.5-VL's (transformers' default is 4)
     return Qwen2_5_VLForConditionalGeneration(config), "Qwen2_5_VLForConditionalGeneration", QWEN25_PRE
 
 
@@ -125,12 +138,24 @@ def make_hf_tiny_family(name: str, cache_dir=None, seed: int = 0, force: bool = 
     shutil.rmtree(root, ignore_errors=True)
     paths["hf"].mkdir(parents=True)
     _write_model(FAMILIES[name], paths["hf"], seed)
-    omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"])
+    if name == "qwen2.5-vl":
+        omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"], QWEN25_VL_ADDED_TOKENS,
+                              QWEN25_VL_MEDIA_TOKENS)
+    else:
+        omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"])
     omni._convert(converter, _mmproj_input(name, paths["hf"], root), paths["mmproj"], mmproj=True)
     omni._convert(converter, paths["hf"], paths["llm"], mmproj=False)
     shutil.rmtree(root / "hf-mmproj", ignore_errors=True)
     stamp.write_text(generator)
     return paths
+
+
+def load_qwen25_vl(hf_dir):
+    """The transformers reference: Qwen2.5-VL in float32 with eager attention."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(hf_dir, dtype="float32",
+                                                              attn_implementation="eager").eval()
 
 
 def main(argv: list[str] | None = None) -> int:

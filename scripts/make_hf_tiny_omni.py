@@ -60,7 +60,13 @@ PREPROCESSOR = {
 }
 
 
-def _write_tokenizer(vocab_gguf: Path, out: Path) -> None:
+OMNI_MEDIA_TOKENS = dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", video_token="<|VIDEO|>",
+                         vision_bos_token="<|vision_bos|>", vision_eos_token="<|vision_eos|>",
+                         audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>")
+
+
+def _write_tokenizer(vocab_gguf: Path, out: Path, added_tokens: list = ADDED_TOKENS,
+                     media_tokens: dict = OMNI_MEDIA_TOKENS) -> None:
     from gguf import GGUFReader
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -78,21 +84,19 @@ def _write_tokenizer(vocab_gguf: Path, out: Path) -> None:
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     # Added in the released order first: the wrapper below would otherwise put its eos/pad tokens
     # and the non-"<|" tokens at other ids.
-    tok.add_tokens([AddedToken(t, special=t.startswith("<|"), normalized=False) for t in ADDED_TOKENS])
+    tok.add_tokens([AddedToken(t, special=t.startswith("<|"), normalized=False) for t in added_tokens])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=[t for t in ADDED_TOKENS if t.startswith("<|")],
+        additional_special_tokens=[t for t in added_tokens if t.startswith("<|")],
         model_max_length=32768)
-    ids = {t: fast.convert_tokens_to_ids(t) for t in ADDED_TOKENS}
-    assert ids == {t: N_REGULAR + i for i, t in enumerate(ADDED_TOKENS)}, ids
-    assert len(fast) == N_REGULAR + len(ADDED_TOKENS)
+    ids = {t: fast.convert_tokens_to_ids(t) for t in added_tokens}
+    assert ids == {t: N_REGULAR + i for i, t in enumerate(added_tokens)}, ids
+    assert len(fast) == N_REGULAR + len(added_tokens)
     fast.save_pretrained(out)
     # The processor reads the media token names from the tokenizer config.
     cfg_path = out / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg.update(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", video_token="<|VIDEO|>",
-               vision_bos_token="<|vision_bos|>", vision_eos_token="<|vision_eos|>",
-               audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>")
+    cfg.update(media_tokens)
     cfg_path.write_text(json.dumps(cfg, indent=2))
     # vocab.json + merges.txt for tools that read the slow format.
     (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))

@@ -1,5 +1,5 @@
-"""The model family is told from the GGUF pair, and a pair pyomnisift does not serve is refused by name
-before anything loads (serving it would build a Qwen2.5-Omni sequence for another model: a silent
+"""The model family is told from the GGUF pair (Qwen2.5-VL's served: tests/test_parity_qwen25_vl.py),
+and a pair pyomnisift does not serve is refused by name before anything loads (serving it would build a Qwen2.5-Omni sequence for another model: a silent
 wrong answer).
 
 The reference for what each pair is: llama.cpp's own converter (pinned sdist) run on tiny random
@@ -16,14 +16,14 @@ from test_cli import one_line_error, run
 from test_foundation import write_gguf
 
 # family directory -> the name the error must give
-UNSERVED = {"qwen2.5-vl": "Qwen2.5-VL", "qwen3-vl": "Qwen3-VL", "qwen3-omni": "Qwen3-Omni"}
+UNSERVED = {"qwen3-vl": "Qwen3-VL", "qwen3-omni": "Qwen3-Omni"}
 
 
 @pytest.fixture(scope="module")
 def converted():
     import make_hf_tiny_families  # imports transformers: a missing reference fails, never skips
 
-    return {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in UNSERVED}
+    return {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in (*UNSERVED, "qwen2.5-vl")}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_unserved_families_are_refused_by_name(converted, name):
 
 def test_unserved_family_text_only_still_loads(converted):
     """Without an mmproj a GGUF is text, as in llama-cpp-python: any family's LLM answers."""
-    llm = pyomnisift.Llama(converted["qwen2.5-vl"]["llm"], n_ctx=256)
+    llm = pyomnisift.Llama(converted["qwen3-vl"]["llm"], n_ctx=256)
     out = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=3, temperature=0)
     assert out["usage"]["completion_tokens"] >= 1
 
@@ -72,9 +72,11 @@ def test_cli_names_the_family(converted):
                    "Qwen3-Omni", "does not serve")
 
 
-def test_served_pairs(omni_pair, tiny_audio_model):
+def test_served_pairs(omni_pair, converted, tiny_audio_model):
     llm, mm = pyomnisift.check_pair(omni_pair["llm"], omni_pair["mmproj"])
     assert family_of(llm, mm).name == "Qwen2.5-Omni"
+    llm, mm = pyomnisift.check_pair(converted["qwen2.5-vl"]["llm"], converted["qwen2.5-vl"]["mmproj"])
+    assert family_of(llm, mm).name == "Qwen2.5-VL"
     llm, mm = pyomnisift.check_pair(*tiny_audio_model)
     assert family_of(llm, mm).name == "Qwen2-Audio"
 

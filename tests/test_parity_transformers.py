@@ -158,10 +158,10 @@ class Recorder:
     through the C context's queue: each unit's kept rows and positions come from its on_unit record
     (the queue decodes them in this order, several units per batch)."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, token_of: dict = TOKEN_OF):
         self.ids, self.pos, self.calls = [], [], []
         self.model, self.pipeline = model, model.chat_handler.context
-        placeholder = {m: tokenizer.convert_tokens_to_ids(t) for m, t in TOKEN_OF.items()}
+        placeholder = {m: tokenizer.convert_tokens_to_ids(t) for m, t in token_of.items()}
         eval_, tokens_ = model.eval, self.pipeline._tokens
 
         def record_tokens(toks, positions):
