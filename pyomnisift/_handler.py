@@ -34,7 +34,7 @@ from ._context import Context
 from ._plan import Planner, Plan, overflow
 from ._prompt import build_prompt, tokenize_text
 from ._sampled import SampledTokens
-from ._settings import Settings, validate
+from ._settings import Settings, validate, with_pruning_rate
 from ._sift import SiftHead
 from ._state_cache import PrefixStates, file_identity, identity
 from ._stats import Stats
@@ -48,7 +48,8 @@ class OmniSIFTChatHandler:
     Compression knobs are the fractions of tokens KEPT (defaults: the paper's 35% setting):
     ``video_retention`` per frame grid, ``audio_retention`` per chunk's audio (chosen by
     ``audio_selector``: "anchor", "vgas" with ``sift_head``, "random" or "none"), ``image_retention``
-    per image; 1.0 everywhere is the model's exact sequence. ``fit_context=True`` lowers video, then
+    per image; 1.0 everywhere is the model's exact sequence (``video_pruning_rate``: vLLM's name for
+    1 - ``video_retention``). ``fit_context=True`` lowers video, then
     audio retention until the prompt fits n_ctx. ``media_policy`` says which local files a message
     may name (default: any, the caller's own; the server's allows one folder or none) and
     ``media_limits`` bounds the decoding one request may cause (frame size, pixels, duration).
@@ -56,7 +57,7 @@ class OmniSIFTChatHandler:
 
     def __init__(self, clip_model_path: Optional[str] = None, *, verbose: bool = False,
                  use_gpu: Optional[bool] = None, n_threads: Optional[int] = None,
-                 video_retention: float = Settings.video_retention,
+                 video_retention: Optional[float] = None, video_pruning_rate: Optional[float] = None,
                  audio_retention: float = Settings.audio_retention,
                  image_retention: float = Settings.image_retention, audio_selector: str = "anchor",
                  sift_head: Union[None, str, os.PathLike, SiftHead] = None, video_fps: float = 2.0,
@@ -65,7 +66,9 @@ class OmniSIFTChatHandler:
         if clip_model_path is not None and not os.path.isfile(clip_model_path):
             raise FileNotFoundError(f"mmproj not found: {clip_model_path}")
         self.clip_model_path = None if clip_model_path is None else os.fspath(clip_model_path)
-        self.settings = validate(Settings(video_retention, audio_retention, image_retention, audio_selector,
+        video_retention = with_pruning_rate(video_retention, video_pruning_rate)
+        self.settings = validate(Settings(Settings.video_retention if video_retention is None else video_retention,
+                                          audio_retention, image_retention, audio_selector,
                                           seed, video_fps, fit_context))
         if self.settings.audio_selector == "vgas" and sift_head is None:
             raise ValueError('audio_selector="vgas" needs sift_head (a head GGUF from `pyomnisift convert-head`)')

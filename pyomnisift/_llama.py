@@ -23,7 +23,7 @@ from ._handler import OmniSIFTChatHandler
 from .media.limits import MediaLimits
 from .media.source import LIBRARY, MediaPolicy
 from ._model_info import check_pair, read_llm_info
-from ._settings import Settings
+from ._settings import Settings, with_pruning_rate
 from ._sift import SiftHead
 
 _CHAT_ARGS = [p for p in inspect.signature(llama_cpp.Llama.create_chat_completion).parameters
@@ -39,14 +39,15 @@ class Llama(llama_cpp.Llama):
     frame grid, ``audio_retention`` (0.6) per 2-second chunk's audio chosen by ``audio_selector``
     ("anchor" (training-free), "vgas" (the learned head in ``sift_head``), "random", "none"),
     ``image_retention`` (1.0) per image; 1.0 everywhere keeps the model's exact sequence.
-    ``fit_context=True`` lowers video, then audio retention until the prompt fits n_ctx.
+    ``video_pruning_rate``: vLLM's name for the fraction of video tokens pruned (EVS), accepted
+    instead of ``video_retention`` (= 1 - rate), here and per call. ``fit_context=True`` lowers video, then audio retention until the prompt fits n_ctx.
     ``use_extra_bufts``: llama.cpp's extra CPU weight buffer types (repacking); None (default) turns
     them off only on CPUs where llama.cpp 0.3.36 crashes with them (AMX), True / False forces.
     ``cpu_repack``: with extra buffer types off, still place the weights llama.cpp's CPU_REPACK
     buffer type handles there (its faster AVX2 / AVX-512 layouts, without the crashing AMX one);
     None (default) does so where the AMX rule turned them off and the layers stay on the CPU.
-    ``chat_template``: a Jinja template for a GGUF without one (default: the GGUF's, else
-    Qwen2.5-Omni's). ``rpc_servers``: ggml RPC servers ("host:port", a list or comma-separated, as
+    ``chat_template``: a Jinja template for a GGUF without one (default: the GGUF's, else the
+    released one of the model's family: Qwen2.5-Omni's, Qwen2.5-VL's). ``rpc_servers``: ggml RPC servers ("host:port", a list or comma-separated, as
     llama.cpp's ``--rpc``) registered as devices before the model loads (``add_rpc_servers``); with
     ``n_gpu_layers`` the LLM, the towers and the compression run there.
     ``media_policy`` (``pyomnisift.MediaPolicy``): which local files messages may
@@ -60,7 +61,8 @@ class Llama(llama_cpp.Llama):
 
     def __init__(self, model_path: Union[str, os.PathLike], mmproj_path: Optional[Union[str, os.PathLike]] = None,
                  *, n_ctx: int = 8192, n_batch: int = 1024, n_ubatch: Optional[int] = None,
-                 verbose: bool = False, video_retention: float = Settings.video_retention,
+                 verbose: bool = False, video_retention: Optional[float] = None,
+                 video_pruning_rate: Optional[float] = None,
                  audio_retention: float = Settings.audio_retention, image_retention: float = Settings.image_retention,
                  audio_selector: str = "anchor", sift_head: Union[None, str, os.PathLike, SiftHead] = None,
                  video_fps: float = 2.0, fit_context: bool = False, sift_seed: int = 0,
@@ -83,7 +85,8 @@ class Llama(llama_cpp.Llama):
             raise ValueError("give either mmproj_path or chat_handler, not both")
         handler = chat_handler or OmniSIFTChatHandler(
             None if mmproj_path is None else os.fspath(mmproj_path), verbose=verbose,
-            video_retention=video_retention, audio_retention=audio_retention, image_retention=image_retention,
+            video_retention=video_retention, video_pruning_rate=video_pruning_rate,
+            audio_retention=audio_retention, image_retention=image_retention,
             audio_selector=audio_selector, sift_head=sift_head, video_fps=video_fps, fit_context=fit_context,
             seed=sift_seed, chat_template=chat_template, n_threads=kwargs.get("n_threads"),
             media_policy=media_policy, media_limits=media_limits)
@@ -165,6 +168,7 @@ class Llama(llama_cpp.Llama):
         return self.chat_handler.settings
 
     def create_chat_completion(self, messages: list, *args: Any, video_retention: Optional[float] = None,
+                               video_pruning_rate: Optional[float] = None,
                                audio_retention: Optional[float] = None, image_retention: Optional[float] = None,
                                audio_selector: Optional[str] = None, video_fps: Optional[float] = None,
                                fit_context: Optional[bool] = None, sift_seed: Optional[int] = None,
@@ -193,7 +197,8 @@ class Llama(llama_cpp.Llama):
         defaults = {k: p.default for k, p in inspect.signature(llama_cpp.Llama.create_chat_completion).parameters.items()
                     if k in _CHAT_ARGS}
         settings = self.chat_handler.settings.with_overrides(dict(
-            video_retention=video_retention, audio_retention=audio_retention, image_retention=image_retention,
+            video_retention=with_pruning_rate(video_retention, video_pruning_rate), audio_retention=audio_retention,
+            image_retention=image_retention,
             audio_selector=audio_selector, video_fps=video_fps, fit_context=fit_context, seed=sift_seed))
         return self.chat_handler(llama=self, messages=messages, settings=settings, on_unit=on_unit,
                                  progress=progress, should_stop=should_stop, **{**defaults, **call})

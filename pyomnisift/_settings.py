@@ -47,6 +47,18 @@ def check_retention(name: str, value) -> float:
     return value
 
 
+def with_pruning_rate(video_retention, video_pruning_rate):
+    """video_retention, or vLLM's alias video_pruning_rate (the fraction of video tokens pruned) as
+    video_retention = 1 - rate; None when neither is given. Both given: ValueError."""
+    if video_pruning_rate is None:
+        return video_retention
+    if video_retention is not None:
+        raise ValueError("give video_retention or video_pruning_rate (vLLM's name for 1 - video_retention), "
+                         "not both")
+    # 12 decimals: 1 - 0.65 is 0.35000000000000003 in binary, and drop counts floor n * (1 - r)
+    return round(1.0 - check_retention("video_pruning_rate", video_pruning_rate), 12)
+
+
 def check_audio_selector(value, name: str = "audio_selector") -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")

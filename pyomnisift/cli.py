@@ -56,6 +56,8 @@ def _add_model_args(ap: argparse.ArgumentParser, media: bool = True) -> None:
     ap.add_argument("--video-fps", type=float, default=2.0, help="frames sampled per second of video (default 2)")
     ap.add_argument("--video-retention", type=float, default=None,
                     help="fraction of each frame grid's tokens kept (default: the library's, 0.33)")
+    ap.add_argument("--video-pruning-rate", type=float, default=None,
+                    help="vLLM's name for 1 - --video-retention: the fraction of video tokens pruned")
     ap.add_argument("--audio-retention", type=float, default=None,
                     help="fraction of each 2-s chunk's audio tokens kept (default: the library's, 0.6)")
     ap.add_argument("--image-retention", type=float, default=None,
@@ -84,7 +86,9 @@ def _check_inputs(args, media: bool = True) -> None:
         if (args.video or args.audio or args.image) and not args.mmproj:
             raise CliError("media (--video/--audio/--image) need --mmproj, the model's mmproj GGUF")
         _probe_media(args)
-    for name in ("video_retention", "audio_retention", "image_retention"):
+    if args.video_retention is not None and args.video_pruning_rate is not None:
+        raise CliError("give --video-retention or --video-pruning-rate (1 - retention), not both")
+    for name in ("video_retention", "video_pruning_rate", "audio_retention", "image_retention"):
         value = getattr(args, name)
         if value is not None and not RETENTION_MIN <= value <= RETENTION_MAX:
             raise CliError(f"--{name.replace('_', '-')} {value} is not in [{RETENTION_MIN:g}, {RETENTION_MAX:g}]")
@@ -128,7 +132,7 @@ def _probe_media(args) -> None:
 
 def _compression_kwargs(args) -> dict:
     out = {}
-    for name in ("video_retention", "audio_retention", "image_retention", "audio_selector"):
+    for name in ("video_retention", "video_pruning_rate", "audio_retention", "image_retention", "audio_selector"):
         value = getattr(args, name)
         if value is not None:
             out[name] = value
@@ -150,7 +154,7 @@ def load_model(args, progress=None):
 
 
 # The library's messages name its Python arguments; the command line names the flags that set them.
-_FLAGS = {"video_retention": "--video-retention", "audio_retention": "--audio-retention",
+_FLAGS = {"video_retention": "--video-retention", "video_pruning_rate": "--video-pruning-rate", "audio_retention": "--audio-retention",
           "image_retention": "--image-retention", "audio_selector": "--audio-selector", "sift_head": "--sift-head",
           "video_fps": "--video-fps", "fit_context=True": "--fit-context", "fit_context": "--fit-context",
           "n_ctx": "-c/--ctx-size", "max_tokens": "-n/--n-predict", "n_threads": "-t/--threads",

@@ -94,7 +94,8 @@ class OmniModel:
             kwargs["logits_all"] = True     # logprobs (llama-cpp-python keeps every position's logits)
         if settings.seed is not None:
             kwargs["seed"] = settings.seed
-        for key in ("video_retention", "audio_retention", "image_retention", "audio_selector", "sift_head"):
+        for key in ("video_retention", "video_pruning_rate", "audio_retention", "image_retention", "audio_selector",
+                    "sift_head"):
             value = getattr(settings, key)
             if value is not None:
                 kwargs[key] = value

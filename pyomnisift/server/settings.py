@@ -29,6 +29,8 @@ class ModelSettings(BaseSettings):
     seed: Optional[int] = Field(default=None, description="Default sampling seed.")
     video_retention: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,
                                              description="Default fraction of video tokens kept (library default 0.33).")
+    video_pruning_rate: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,
+                                                description="vLLM's name for 1 - video_retention (not both).")
     audio_retention: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,
                                              description="Default fraction of audio tokens kept (library default 0.6).")
     image_retention: Optional[float] = Field(default=None, ge=RETENTION_MIN, le=RETENTION_MAX,

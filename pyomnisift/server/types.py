@@ -97,11 +97,13 @@ class StreamOptions(BaseModel):
 
 class OmniChatCompletionRequest(CreateChatCompletionRequest):
     """OpenAI's chat request as llama_cpp.server takes it, plus (top-level, all optional) the
-    OmniSIFT settings for this request: video_retention, audio_retention, image_retention,
-    audio_selector, fit_context."""
+    OmniSIFT settings for this request: video_retention (or vLLM's video_pruning_rate), audio_retention,
+    image_retention, audio_selector, fit_context."""
 
     messages: List[OmniMessage] = Field(min_length=1, description="The conversation; omni content parts.")
     video_retention: Retention = Field(default=None, description="Fraction of each frame grid's tokens kept.")
+    video_pruning_rate: Retention = Field(default=None, description="vLLM's name for 1 - video_retention "
+                                          "(not both).")
     audio_retention: Retention = Field(default=None, description="Fraction of each 2-s chunk's audio tokens kept.")
     image_retention: Retention = Field(default=None, description="Fraction of an image's tokens kept.")
     audio_selector: Optional[Literal[tuple(AUDIO_SELECTORS)]] = Field(default=None)
@@ -128,4 +130,5 @@ class DetokenizeRequest(BaseModel):
     tokens: List[int] = Field(description="Token ids.")
 
 
-OMNISIFT_FIELDS = ("video_retention", "audio_retention", "image_retention", "audio_selector", "fit_context")
+OMNISIFT_FIELDS = ("video_retention", "video_pruning_rate", "audio_retention", "image_retention", "audio_selector",
+                   "fit_context")
