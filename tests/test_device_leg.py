@@ -13,6 +13,7 @@ import pyomnisift
 
 from decode_helpers import clear
 from device import LLM_KW, RPC, VULKAN
+from test_parity_transformers import MAX_ABS, VISION_ROWS_ATOL
 from test_sift import random_sequence
 
 
@@ -86,6 +87,12 @@ def test_compressed_video_prompt_on_the_device_is_the_cpu_run(tiny_model, assets
             answer = m.create_chat_completion(msgs, max_tokens=12, temperature=0.0)
             results[where] = (first["usage"], logits, answer["choices"][0]["message"]["content"], units)
     dev, cpu = results["device"], results["cpu"]
+    # RPC computes with the CPU's kernels, on a graph split the same way: float rounding only. Vulkan
+    # (lavapipe: f32 shaders, where ggml-cpu rounds activations to f16 against the mmproj's f16
+    # kernels) differs by up to 1.2e-3 in the vision rows: there both runs are held to what the
+    # towers meet against transformers (vision 3e-3: test_parity_transformers.py; audio 1e-3), and
+    # the logits to the parity tests' 2e-3.
+    rows_atol, logits_atol = (VISION_ROWS_ATOL, MAX_ABS) if VULKAN else (1e-4, 1e-4)
     omni_dev, omni_cpu = dev[0]["omnisift"], cpu[0]["omnisift"]
     for m in ("video", "audio"):
         assert omni_dev[m] == omni_cpu[m]                               # tokens in / kept per modality
@@ -95,7 +102,6 @@ def test_compressed_video_prompt_on_the_device_is_the_cpu_run(tiny_model, assets
     for (kind_d, keep_d, rows_d), (kind_c, keep_c, rows_c) in zip(dev[3], cpu[3]):
         assert kind_d == kind_c
         np.testing.assert_array_equal(keep_d, keep_c)                   # the same tokens kept, unit by unit
-        np.testing.assert_allclose(rows_d, rows_c, rtol=0, atol=1e-4)   # encoder rows (towers on the device)
+        np.testing.assert_allclose(rows_d, rows_c, rtol=0, atol=rows_atol)   # encoder rows (towers on the device)
     assert dev[2] == cpu[2]                                         # greedy answer
-    # The server computes with the CPU's kernels, on a graph split the same way: float rounding only.
-    np.testing.assert_allclose(dev[1], cpu[1], rtol=0, atol=1e-4 * max(1.0, float(np.abs(cpu[1]).max())))
+    np.testing.assert_allclose(dev[1], cpu[1], rtol=0, atol=logits_atol * max(1.0, float(np.abs(cpu[1]).max())))

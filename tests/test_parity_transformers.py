@@ -287,6 +287,36 @@ def test_prompt_and_positions_match_reference(results, thinker, case):
     np.testing.assert_array_equal(positions, H.rope_index(thinker, inputs))
 
 
+# libmtmd's vision tower against transformers' (f32 weights both): 1.7e-3 measured on the CPU (rows up
+# to 3.0). The tolerance a device's vision rows are held to where they may differ from the CPU's by
+# more than the RPC leg's 1e-4 (test_device_leg.py on Vulkan: lavapipe's f32 shaders against
+# ggml-cpu's f16-rounded activations on f16 kernels).
+VISION_ROWS_ATOL = 3e-3
+
+
+def vision_rows(inputs, thinker) -> tuple[np.ndarray, np.ndarray]:
+    """(ours, the reference's) vision rows of a video case: ours as libmtmd encoded them (the rows
+    decoded at retention 1.0, grid by grid), the reference's vision tower (get_video_features) on its
+    processor's pixels."""
+    ours = np.concatenate([data for kind, data, _ in inputs["our_calls"] if kind == "rows"])
+    with torch.no_grad():
+        out = thinker.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        ref = (out.pooler_output if hasattr(out, "pooler_output") else out)
+        ref = (torch.cat(ref) if isinstance(ref, (tuple, list)) else ref).numpy()
+    return ours, ref
+
+
+def test_vision_rows_match_reference(results, thinker):
+    """The vision tower alone (a 4-s video: 4 grids of 140 rows): libmtmd's rows against
+    transformers' on the same pixels (f32 weights in both; the tower's full-attention
+    and window-attention blocks, the merger)."""
+    ours, ref = vision_rows(results("video")[3], thinker)
+    assert ours.shape == ref.shape == (4 * 140, 128), (ours.shape, ref.shape)
+    diff = float(np.abs(ours - ref).max())
+    print(f"\nvision rows: {ours.shape[0]} rows, max abs diff {diff:.2e} (rows up to {np.abs(ref).max():.2f})")
+    assert diff < VISION_ROWS_ATOL, diff
+
+
 @pytest.mark.parametrize("case", ["text", "image", "audio-4s", "audio-2.6s", "video"])
 def test_logits_match_reference(results, reference, case):
     """Where the sequence order and llama.cpp's position order agree, plain parity."""
