@@ -58,12 +58,20 @@ def _env():
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT at its default disposition, as under a terminal. A test run
+    started in the background by a non-interactive shell (`cmd &`) inherits SIGINT ignored, and a
+    Python started so keeps it ignored (no KeyboardInterrupt to test)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_api_stops_within_one_unit_and_the_next_request_is_fresh(tiny_model, long_clip, tmp_path):
     llm, mmproj = tiny_model
     log = tmp_path / "stderr.txt"   # verbose: llama.cpp's and clip's log, through the Python callback
     with open(log, "w") as errf:
         child = subprocess.Popen([sys.executable, "-P", "-c", CHILD, str(llm), str(mmproj), str(long_clip)],
-                                 stdout=subprocess.PIPE, stderr=errf, text=True, env=_env())
+                                 stdout=subprocess.PIPE, stderr=errf, text=True, env=_env(),
+                                     preexec_fn=_default_sigint)
         lines = []
         try:
             for line in child.stdout:
@@ -90,7 +98,8 @@ def test_cli_ends_with_status_130(tiny_model, long_clip):
     llm, mmproj = tiny_model
     cmd = [sys.executable, "-P", "-m", "pyomnisift", "chat", "-m", str(llm), "--mmproj", str(mmproj),
            "--video", str(long_clip), "-p", "What happens?", "-n", "4", "-c", "16384", "-t", "2"]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                             preexec_fn=_default_sigint)
     time.sleep(4.0)   # loaded and encoding (60 units take far longer than the load)
     t0 = time.perf_counter()
     child.send_signal(signal.SIGINT)
