@@ -3,8 +3,8 @@ projector type per tower (as llama.cpp's converter writes them and clip.cpp read
 
 A pair pyomnisift does not serve is refused here, by name, before anything loads. Serving it anyway
 would be a silent wrong answer: the sequence is built from one family's special tokens and M-RoPE
-layout (Qwen2.5-VL's vocabulary has no <|vision_bos|>; Qwen3-Omni lays audio and video out
-differently), and libmtmd would encode its media without complaint.
+layout (Qwen3-VL writes timestamps as text between frames and interleaves its sections; Qwen3-Omni
+lays audio and video out otherwise), and libmtmd would encode its media without complaint.
 """
 
 from __future__ import annotations
