@@ -145,3 +145,17 @@ def last_logits(thinker, inputs, visible: np.ndarray | None = None) -> np.ndarra
                             position_ids=positions, use_audio_in_video=inputs["use_audio_in_video"],
                             use_cache=False)
         return thinker.lm_head(out.last_hidden_state[0, -1]).numpy()
+
+
+def logits_of_recorded(table, text_model, lm_head, calls, positions: np.ndarray) -> tuple[int, np.ndarray]:
+    """(tokens, last logits) of a recorded prompt (Recorder.calls: text tokens and kept media rows in
+    decode order) through a reference text model: tokens embedded by its own table, rows as given,
+    at our position ids [3, L], its own causal mask."""
+    import torch
+
+    with torch.no_grad():
+        embeds = torch.cat([table(torch.tensor(data, dtype=torch.long)) if kind == "tokens" else torch.from_numpy(data)
+                            for kind, data, _ in calls]).float()[None]
+        hidden = text_model(inputs_embeds=embeds, position_ids=torch.from_numpy(positions.astype(np.int64))[:, None, :],
+                            attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long), use_cache=False)
+        return embeds.shape[1], lm_head(hidden.last_hidden_state[0, -1]).numpy()

@@ -212,18 +212,11 @@ def test_compressed_decode_matches_reference(ours, processor, media, model, vide
     keep = np.concatenate([u.keep for u in units])
     ref_keep, _ = R.sift(rows, modality, unit_pos, video_retention=video_retention)
     np.testing.assert_array_equal(keep, ref_keep)
-    table = model.get_input_embeddings()
-    with torch.no_grad():
-        pieces = [table(torch.tensor(data, dtype=torch.long)) if kind == "tokens" else torch.from_numpy(data)
-                  for kind, data, _ in rec.calls]
-        embeds = torch.cat(pieces).float()[None]
-        assert embeds.shape[1] == out["prompt_tokens"] == positions.shape[1]
-        hidden = model.model.language_model(
-            inputs_embeds=embeds, position_ids=torch.from_numpy(positions.astype(np.int64))[:, None, :],
-            attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long), use_cache=False)
-        ref = model.lm_head(hidden.last_hidden_state[0, -1]).numpy()
+    n, ref = H.logits_of_recorded(model.get_input_embeddings(), model.model.language_model, model.lm_head,
+                                  rec.calls, positions)
+    assert n == out["prompt_tokens"] == positions.shape[1]
     max_abs, cos = agreement(logits, ref)
-    print(f"\nQwen2.5-VL video at video_retention {video_retention}: {embeds.shape[1]} tokens "
+    print(f"\nQwen2.5-VL video at video_retention {video_retention}: {n} tokens "
           f"({st['tokens_kept']} of {st['tokens_in']} video), max abs diff {max_abs:.2e}, cosine {cos:.9f}")
     assert max_abs < MAX_ABS and cos > MIN_COS, f"max abs diff {max_abs:.2e}, cosine {cos:.9f}"
 

@@ -528,18 +528,11 @@ def test_compressed_decode_matches_reference_on_kept_rows(ours, processor, media
     positions = rec.positions
     visible = H.position_order_mask(positions)
     assert (visible == np.tril(np.ones_like(visible))).all()
-    table = thinker.get_input_embeddings()
-    with torch.no_grad():
-        pieces = [table(torch.tensor(data, dtype=torch.long)) if kind == "tokens" else torch.from_numpy(data)
-                  for kind, data, _ in rec.calls]
-        embeds = torch.cat(pieces).float()[None]
-        assert embeds.shape[1] == out["prompt_tokens"] == positions.shape[1]
-        hidden = thinker.model(inputs_embeds=embeds, position_ids=torch.from_numpy(positions.astype(np.int64))[:, None, :],
-                               attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long), use_cache=False)
-        ref = thinker.lm_head(hidden.last_hidden_state[0, -1]).numpy()
+    n, ref = H.logits_of_recorded(thinker.get_input_embeddings(), thinker.model, thinker.lm_head, rec.calls, positions)
+    assert n == out["prompt_tokens"] == positions.shape[1]
     max_abs, cos = agreement(ours_logits, ref)
-    print(f"\nvideo at video_retention {video_retention}: {embeds.shape[1]} of "
-          f"{st['tokens_in'] + embeds.shape[1] - st['tokens_kept']} tokens, max abs diff {max_abs:.2e}, cosine {cos:.9f}")
+    print(f"\nvideo at video_retention {video_retention}: {n} of "
+          f"{st['tokens_in'] + n - st['tokens_kept']} tokens, max abs diff {max_abs:.2e}, cosine {cos:.9f}")
     assert max_abs < MAX_ABS and cos > MIN_COS, f"max abs diff {max_abs:.2e}, cosine {cos:.9f}"
 
 
