@@ -80,6 +80,10 @@ struct omnisift_context {
     omnisift_audio_tower * tower = nullptr;
     omnisift_context_params params{};
     int64_t n_embd = 0;
+    // The width the sift scores: the main embedding. Rows of a deepstack model (Qwen3-VL's tower)
+    // carry n_embd_main-wide features for later layers after it, which the method does not score.
+    int64_t n_embd_main = 0;
+    std::vector<float> main_rows;
     int64_t n_mel = 0;
     omnisift_context_stats stats{};
 
@@ -103,6 +107,12 @@ struct omnisift_context {
     std::vector<int32_t> q_t, q_h, q_w;
 
     int64_t n_queued() const { return (int64_t) q_t.size(); }
+
+    void check_finite(int64_t n) const {
+        for (int64_t i = 0; i < n * n_embd; ++i) {
+            require(std::isfinite(unit[i]), "row " + std::to_string(i / n_embd) + " holds NaN or inf");
+        }
+    }
 
     void clear_queue() {
         q_embd.clear();
@@ -172,12 +182,19 @@ struct omnisift_context {
         std::vector<uint8_t> kept(n, 1);
         if (sift) {
             const auto t0 = clock_type::now();
-            omnisift::sift_checked(engine, unit.data(), n, n_embd, u.modality, u.pos, &sift_params, kept.data(), nullptr);
+            const float * scored = unit.data();
+            if (n_embd_main < n_embd) {
+                check_finite(n);   // the sift checks only the slice it reads
+                main_rows.resize((size_t) (n * n_embd_main));
+                for (int64_t i = 0; i < n; ++i) {
+                    std::copy_n(unit.data() + i * n_embd, n_embd_main, main_rows.data() + i * n_embd_main);
+                }
+                scored = main_rows.data();
+            }
+            omnisift::sift_checked(engine, scored, n, n_embd_main, u.modality, u.pos, &sift_params, kept.data(), nullptr);
             stats.t_sift_ms += ms_since(t0);
         } else {
-            for (int64_t i = 0; i < n * n_embd; ++i) {
-                require(std::isfinite(unit[i]), "row " + std::to_string(i / n_embd) + " holds NaN or inf");
-            }
+            check_finite(n);
         }
         int64_t n_kept = 0;
         for (uint8_t k : kept) n_kept += k;
@@ -366,6 +383,7 @@ omnisift_context * omnisift_context_init(struct llama_context * lctx, struct mtm
         oc->tower = tower;
         oc->params = params;
         oc->n_embd = llama_model_n_embd_inp(llama_get_model(lctx));
+        oc->n_embd_main = std::min<int64_t>(oc->n_embd, llama_model_n_embd(llama_get_model(lctx)));
         if (oc->params.max_rows <= 0) oc->params.max_rows = (int64_t) llama_n_batch(lctx);
         if (tower) {
             const int64_t w = omnisift_audio_tower_n_embd(tower);

@@ -1,4 +1,4 @@
-// C API: omnisift_mmproj_write_vision_only, an mmproj without its audio tower for libmtmd.
+// C API: omnisift_mmproj_write_vision_only / _audio_only, an mmproj with one of its towers for libmtmd.
 #include "omnisift.h"
 #include "error.h"
 
@@ -26,24 +26,26 @@ bool is_audio_tensor(const char * name) {
     return std::strncmp(name, "a.", 2) == 0 || std::strncmp(name, "mm.a.", 5) == 0;
 }
 
-void write_vision_only(const std::string & src, const std::string & dst, bool & created) {
+// keep_audio: the audio tower is kept and the vision tower dropped (else the reverse).
+void write_one_tower(const std::string & src, const std::string & dst, bool keep_audio, bool & created) {
     ggml_context * meta_raw = nullptr;
     gguf_init_params ip = {/*.no_alloc =*/ true, /*.ctx =*/ &meta_raw};
     std::unique_ptr<gguf_context, gguf_deleter> in(gguf_init_from_file(src.c_str(), ip));
     if (!in) fail(status::file, src + ": not a readable GGUF file");
     std::unique_ptr<ggml_context, ggml_deleter> meta(meta_raw);
-    const int64_t kv = gguf_find_key(in.get(), "clip.has_vision_encoder");
+    const char * kept_key = keep_audio ? "clip.has_audio_encoder" : "clip.has_vision_encoder";
+    const int64_t kv = gguf_find_key(in.get(), kept_key);
     if (kv < 0 || gguf_get_kv_type(in.get(), kv) != GGUF_TYPE_BOOL || !gguf_get_val_bool(in.get(), kv)) {
-        fail(status::file, src + ": not an mmproj with a vision tower");
+        fail(status::file, src + (keep_audio ? ": not an mmproj with an audio tower" : ": not an mmproj with a vision tower"));
     }
 
     std::unique_ptr<gguf_context, gguf_deleter> out(gguf_init_empty());
     gguf_set_kv(out.get(), in.get());
-    gguf_set_val_bool(out.get(), "clip.has_audio_encoder", false);
+    gguf_set_val_bool(out.get(), keep_audio ? "clip.has_vision_encoder" : "clip.has_audio_encoder", false);
     std::vector<int64_t> kept;
     for (int64_t i = 0; i < gguf_get_n_tensors(in.get()); ++i) {
         const char * name = gguf_get_tensor_name(in.get(), i);
-        if (is_audio_tensor(name)) continue;
+        if (is_audio_tensor(name) != keep_audio) continue;
         gguf_add_tensor(out.get(), ggml_get_tensor(meta.get(), name));
         kept.push_back(i);
     }
@@ -86,15 +88,19 @@ void write_vision_only(const std::string & src, const std::string & dst, bool & 
 
 extern "C" {
 
-int32_t omnisift_mmproj_write_vision_only(const char * src, const char * dst) {
+static int32_t write_checked(const char * src, const char * dst, bool keep_audio) {
     bool created = false;
     const int32_t st = omnisift::api_call([&] {
         require(src != nullptr && *src && dst != nullptr && *dst, "src and dst must be file paths");
         require(std::strcmp(src, dst) != 0, "src and dst must be different files");
-        write_vision_only(src, dst, created);
+        write_one_tower(src, dst, keep_audio, created);
     });
     if (st != OMNISIFT_OK && created) std::remove(dst);
     return st;
 }
+
+int32_t omnisift_mmproj_write_vision_only(const char * src, const char * dst) { return write_checked(src, dst, false); }
+
+int32_t omnisift_mmproj_write_audio_only(const char * src, const char * dst) { return write_checked(src, dst, true); }
 
 } // extern "C"

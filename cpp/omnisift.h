@@ -293,6 +293,12 @@ OMNISIFT_API int32_t omnisift_audio_tower_encode(omnisift_audio_tower * tower, c
 // not at all: a failure removes dst). Fails for a file that is not an mmproj with a vision tower.
 OMNISIFT_API int32_t omnisift_mmproj_write_vision_only(const char * src, const char * dst);
 
+// The audio-only copy (every key and tensor except the vision ones, clip.has_vision_encoder false),
+// for Qwen3-Omni: libmtmd 0.3.36 refuses its mmproj with both towers, whose vision rows are
+// n_embd x (1 + deepstack layers) wide and audio rows n_embd wide ("mismatch between vision and
+// audio mmproj"). Fails for a file that is not an mmproj with an audio tower.
+OMNISIFT_API int32_t omnisift_mmproj_write_audio_only(const char * src, const char * dst);
+
 //
 // Decoding: rows and tokens into a llama context at explicit positions
 //
@@ -417,7 +423,10 @@ OMNISIFT_API struct omnisift_context_params omnisift_context_default_params(void
 // Over a llama context and, each optional (NULL) when no unit needs it: the mtmd context of its
 // mmproj (vision), the engine (compression; required when sift params are given) and the audio tower
 // (mel input). They must outlive the context. NULL on failure (NULL llama context, bad params, a
-// tower or mtmd context whose row width is not the model's input embedding width).
+// tower or mtmd context whose row width is not the model's input embedding width). Rows are
+// llama_model_n_embd_inp wide; for a model that takes deepstack features (Qwen3-VL's tower: rows of
+// n_embd x (1 + deepstack layers)) the compression scores the first llama_model_n_embd columns,
+// the main embedding, and keeps or drops whole rows.
 OMNISIFT_API omnisift_context * omnisift_context_init(struct llama_context * lctx, struct mtmd_context * mctx,
                                                       omnisift_engine * engine, omnisift_audio_tower * tower,
                                                       struct omnisift_context_params params);

@@ -186,7 +186,7 @@ class Context:
         ctx = llama.ctx
         nxt = seg.start   # the next position under ordinary RoPE
         if seg.open_tokens:
-            nxt = self._tokens(ctx, seg.open_tokens, seg.start, nxt, stats)
+            nxt = self._tokens(ctx, seg.open_tokens, seg.start, nxt, stats, seg.wrappers_apart)
         lay = seg.layout
         frames = Frames(seg)
         audio = AudioFeed(seg) if seg.probe.n_audio else None
@@ -223,18 +223,21 @@ class Context:
             if audio is not None:
                 audio.close()
         if seg.close_tokens:
-            nxt = self._tokens(ctx, seg.close_tokens, seg.end - 1, nxt, stats)
+            first = seg.end - (len(seg.close_tokens) if seg.wrappers_apart else 1)
+            nxt = self._tokens(ctx, seg.close_tokens, first, nxt, stats, seg.wrappers_apart)
         if not self.uses_mrope and nxt != seg.end:
             raise RuntimeError(f"decoded up to position {nxt}, the plan expected {seg.end}")
         llama.input_ids[seg.start:seg.end] = seg.placeholders
         llama.n_tokens = seg.end
         stats.media_cells += seg.n_cells
 
-    def _tokens(self, ctx, tokens: list, pos: int, nxt: int, stats: Stats) -> int:
-        """Decodes tokens that share position pos (M-RoPE), or at nxt, nxt + 1, ...; returns the next."""
+    def _tokens(self, ctx, tokens: list, pos: int, nxt: int, stats: Stats, apart: bool = False) -> int:
+        """Decodes tokens that share position pos (M-RoPE; `apart`: at pos, pos + 1, ...), or at nxt,
+        nxt + 1, ...; returns the next."""
         toks = np.ascontiguousarray(tokens, dtype=np.int32)
         if self.uses_mrope:
-            positions = np.full(len(toks), pos, np.int32)
+            positions = (np.arange(pos, pos + len(toks), dtype=np.int32) if apart
+                         else np.full(len(toks), pos, np.int32))
         else:
             positions = np.arange(nxt, nxt + len(toks), dtype=np.int32)
             nxt += len(toks)

@@ -13,7 +13,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Optional
 
 from ._errors import UnsupportedModelError
-from ._template import QWEN25_OMNI_CHAT_TEMPLATE, QWEN25_VL_CHAT_TEMPLATE
+from ._template import QWEN3_OMNI_CHAT_TEMPLATE, QWEN25_OMNI_CHAT_TEMPLATE, QWEN25_VL_CHAT_TEMPLATE
 
 if TYPE_CHECKING:   # _model_info calls family_of from check_pair
     from ._model_info import LLMInfo, MmprojInfo
@@ -29,7 +29,16 @@ class Family:
     chat_template: str          # the released one: the fallback for a GGUF without one
     vision_bos: str = "<|vision_bos|>"   # the special tokens around an image or a video
     vision_eos: str = "<|vision_eos|>"
+    audio_bos: str = "<|audio_bos|>"     # the special tokens around audio
+    audio_eos: str = "<|audio_eos|>"
     positions_per_second: int = 25       # M-RoPE t ids per second of video (get_rope_index)
+    patch: int = 28                      # pixels per merged vision token side (patch size x spatial merge)
+    # The LLM takes the vision tower's deepstack features (Qwen3-VL's tower): rows are
+    # n_embd x (1 + deepstack layers) wide. Qwen3-Omni's converter writes its thinker with
+    # n_deepstack_layers 0 although transformers' thinker adds them: the count is taken from the
+    # mmproj (clip.vision.is_deepstack_layers) and given to llama.cpp at load (a kv override).
+    deepstack: bool = False
+    audio_in_video: str = "chunks"       # a video's own audio: per 2-s chunk, or merged token by token ("tokens")
 
     def describe(self) -> str:
         towers = " / ".join(t for t in dict.fromkeys((self.vision, self.audio)) if t)
@@ -46,6 +55,13 @@ SUPPORTED = (
            positions_per_second=2),
     Family("Qwen2-Audio", ("qwen2",), vision=None, audio="qwen2a", windowed_audio=False,
            chat_template=QWEN25_OMNI_CHAT_TEMPLATE),
+    # libmtmd's towers, the audio through an audio-only copy of the mmproj (libmtmd refuses it whole:
+    # _mtmd.audio_only); 32-pixel grids; a video's audio merged with it token by token at 13 position
+    # ids a second (its processor's position_id_per_seconds), every wrapper at its own position.
+    Family("Qwen3-Omni", ("qwen3vlmoe",), vision="qwen3vl_merger", audio="qwen3a", windowed_audio=False,
+           chat_template=QWEN3_OMNI_CHAT_TEMPLATE, vision_bos="<|vision_start|>", vision_eos="<|vision_end|>",
+           audio_bos="<|audio_start|>", audio_eos="<|audio_end|>", positions_per_second=13, patch=32,
+           deepstack=True, audio_in_video="tokens"),
 )
 # a model without an mmproj (text): Qwen2.5-Omni's template as the fallback, as before families
 TEXT_ONLY = SUPPORTED[0]
@@ -55,7 +71,6 @@ TEXT_ONLY = SUPPORTED[0]
 KNOWN_UNSERVED = {
     ("qwen2vl_merger", None): "Qwen2-VL",
     ("qwen3vl_merger", None): "Qwen3-VL",
-    ("qwen3vl_merger", "qwen3a"): "Qwen3-Omni",
     (None, "qwen3a"): "Qwen3-Omni's audio tower (or Qwen3-ASR)",
 }
 
@@ -69,7 +84,10 @@ def family_of(llm: LLMInfo, mm: MmprojInfo) -> Family:
     towers = (mm.vision_projector, mm.audio_projector)
     if towers == (None, None):
         raise UnsupportedModelError(mm.path, "this mmproj has neither a vision nor an audio encoder")
-    for family in SUPPORTED:
+    # an unserved family by its exact towers first: Qwen3-VL's vision-only mmproj would otherwise
+    # pass for a part of Qwen3-Omni's
+    name = KNOWN_UNSERVED.get(towers)
+    for family in SUPPORTED if name is None else ():
         if all(t is None or t == f for t, f in zip(towers, (family.vision, family.audio))):
             if llm.architecture not in family.architectures:
                 raise UnsupportedModelError(
@@ -78,7 +96,6 @@ def family_of(llm: LLMInfo, mm: MmprojInfo) -> Family:
                              "pass the model it was converted with")
             return family
     what = " and ".join(f"a {kind} projector {t!r}" for kind, t in zip(("vision", "audio"), towers) if t)
-    name = KNOWN_UNSERVED.get(towers)
     raise UnsupportedModelError(
         mm.path, (f"this is {name}'s mmproj ({what}, model {llm.architecture!r}), "
                   if name else f"this mmproj has {what or 'no tower'} (model {llm.architecture!r}), ")

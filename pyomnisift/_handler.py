@@ -26,6 +26,7 @@ import llama_cpp
 from llama_cpp import llama_chat_format
 
 from ._engine import Engine
+from ._errors import ModelFileError
 from .media.limits import MediaLimits
 from .media.source import LIBRARY, MediaPolicy
 from ._families import TEXT_ONLY, family_of
@@ -102,23 +103,41 @@ class OmniSIFTChatHandler:
         self.sift_head = self._load_head(info.n_embd)
         vision = audio = None
         windowed = False
+        n_embd_inp = llama_cpp.llama_model_n_embd_inp(llama.model)
+        if self.family.deepstack and mm_info is not None and mm_info.n_deepstack and \
+                n_embd_inp != info.n_embd * (1 + mm_info.n_deepstack):
+            raise ModelFileError(
+                llama.model_path, f"this {self.family.name} model was loaded without the vision tower's "
+                f"{mm_info.n_deepstack} deepstack layer(s) (its converter writes 0): load it with pyomnisift.Llama, "
+                f"or pass kv_overrides={{'{info.architecture}.n_deepstack_layers': {mm_info.n_deepstack}}}")
         if mm_info is not None:
-            from ._mtmd import MtmdEncoder, vision_only
+            from ._mtmd import MtmdEncoder, VocabModel, audio_only, vision_only
 
             # Qwen2.5-Omni's audio tower runs on 2-s windows, as the model was trained (not mtmd's
             # 30-s padding), in our tower; libmtmd then gets the mmproj without it (one audio tower
             # in memory). Other towers really are 30-s Whisper windows: libmtmd encodes them.
             ours = mm_info.has_audio and self.family.windowed_audio
-            mtmd_path = vision_only(self.clip_model_path) if ours and mm_info.has_vision else self.clip_model_path
-            if ours and not mm_info.has_vision:
+            # deepstack: libmtmd refuses the two towers together (vision rows wider than audio rows),
+            # so each gets a one-tower copy; the audio rows are zero-padded to the model's input width
+            split = self.family.deepstack and mm_info.has_audio and mm_info.has_vision
+            mtmd_path = vision_only(self.clip_model_path) if (ours or split) and mm_info.has_vision \
+                else self.clip_model_path
+            if (ours or split) and not mm_info.has_vision:
                 vision = None
             else:
-                vision = MtmdEncoder(mtmd_path, llama.model, info.n_embd, threads, use_gpu=gpu,
+                vision = MtmdEncoder(mtmd_path, llama.model, n_embd_inp, threads, use_gpu=gpu,
                                      image_min_tokens=1, image_max_tokens=16384, verbose=llama.verbose)
             if ours:
                 from ._audio import AudioTower
 
                 audio, windowed = AudioTower(self.clip_model_path, engine=self.engine), True
+            elif split:
+                # libmtmd checks the audio rows' width against the model's input width and tokenizes
+                # with its vocabulary: given the vocabulary-only load, where no override widens it
+                vocab = VocabModel(llama.model_path, verbose=llama.verbose)
+                audio = _MtmdAudio(MtmdEncoder(audio_only(self.clip_model_path), vocab, info.n_embd, threads,
+                                               use_gpu=gpu, verbose=llama.verbose, n_embd_out=n_embd_inp), owned=True,
+                                    qwen3a=mm_info.audio_projector == "qwen3a")
             elif mm_info.has_audio:
                 audio = _MtmdAudio(vision)
         self.vision, self.audio = vision, audio
@@ -129,7 +148,9 @@ class OmniSIFTChatHandler:
         self.planner = Planner(tokenize=tokenize,
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
                                vision_wrappers=(self.family.vision_bos, self.family.vision_eos),
+                               audio_wrappers=(self.family.audio_bos, self.family.audio_eos),
                                positions_per_second=self.family.positions_per_second,
+                               patch=self.family.patch, audio_in_video=self.family.audio_in_video,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.context = Context(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope)
         self._gpu = gpu
@@ -234,7 +255,8 @@ class OmniSIFTChatHandler:
             return result.prompt
 
         prompt = build_prompt(messages, render, self.media_policy, self.media_limits,
-                              (self.family.vision_bos, self.family.vision_eos))
+                              (self.family.vision_bos, self.family.vision_eos),
+                              (self.family.audio_bos, self.family.audio_eos))
         result = formatted["result"]
         stats = Stats()
         probes = []
@@ -269,13 +291,47 @@ _COMPLETION_ARGS = {"temperature", "top_p", "top_k", "min_p", "typical_p", "seed
 
 
 class _MtmdAudio:
-    """libmtmd's audio encoder behind the `encode_audio` name the planner uses."""
+    """libmtmd's audio encoder behind the `encode_audio` name the planner uses; `owned`: an encoder
+    of its own (closed with it), not the vision one's.
 
-    def __init__(self, mtmd):
-        self.encode_audio = mtmd.encode_audio
+    `qwen3a`: two differences of libmtmd 0.3.36's Qwen3-Omni audio from the reference
+    (transformers' WhisperFeatureExtractor and _get_feat_extract_output_lengths), mended here:
+    - it keeps n_samples / hop + 1 mel frames where the reference keeps n_samples / hop (it drops
+      the centred STFT's last frame): the audio given to libmtmd ends one sample before the last
+      whole hop, which makes the reference's frame count (4 s: 401 frames gave 65 rows, not 52);
+    - it pads the last 100-frame chunk with zero frames and returns 13 rows for it whatever its
+      length, where the reference returns the rows of the frames there are: the rows past the
+      reference's count (made from padding) are dropped."""
+
+    HOP, CHUNK, ROWS_PER_CHUNK = 160, 100, 13
+
+    def __init__(self, mtmd, owned: bool = False, qwen3a: bool = False):
+        self._encode = mtmd.encode_audio
+        self._qwen3a = qwen3a
+        self._owned = mtmd if owned else None
+
+    @classmethod
+    def qwen3a_rows(cls, n_frames: int) -> int:
+        """The reference's rows for n_frames mel frames: 13 per whole chunk, then the tail through
+        three stride-2 convolutions (_get_feat_extract_output_lengths)."""
+        tail = n_frames % cls.CHUNK
+        for _ in range(3):
+            tail = (tail - 1) // 2 + 1 if tail else 0
+        return n_frames // cls.CHUNK * cls.ROWS_PER_CHUNK + tail
+
+    def encode_audio(self, pcm):
+        if not self._qwen3a:
+            return self._encode(pcm)
+        n_frames = len(pcm) // self.HOP
+        if n_frames < 1:
+            raise ValueError(f"audio of {len(pcm)} samples is shorter than one mel frame ({self.HOP} samples)")
+        rows = self._encode(pcm[:n_frames * self.HOP - 1])
+        return rows[:self.qwen3a_rows(n_frames)]
 
     def close(self) -> None:
-        pass
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
 
 
 class _FirstToken:

@@ -19,6 +19,7 @@ import llama_cpp
 from .cache import MediaCache
 from ._cpu import repack_overrides as _repack_overrides, use_extra_bufts as _use_extra_bufts
 from ._devices import add_rpc_servers
+from ._families import family_of
 from ._handler import OmniSIFTChatHandler
 from .media.limits import MediaLimits
 from .media.source import LIBRARY, MediaPolicy
@@ -29,6 +30,17 @@ from ._sift import SiftHead
 _CHAT_ARGS = [p for p in inspect.signature(llama_cpp.Llama.create_chat_completion).parameters
               if p not in ("self", "messages")]
 
+
+
+def _deepstack_override(llm, mm, overrides: Optional[dict]) -> Optional[dict]:
+    """llama.cpp's converter writes Qwen3-Omni's thinker with n_deepstack_layers 0, so the model
+    would ignore the vision tower's deepstack features that transformers' thinker adds after its
+    first layers (and libmtmd would refuse the vision rows, wider than the model's input): the count
+    the mmproj was written with goes to llama.cpp as a metadata override (_families.Family.deepstack)."""
+    family = family_of(llm, mm)
+    if not (family.deepstack and mm.n_deepstack):
+        return overrides
+    return {f"{llm.architecture}.n_deepstack_layers": mm.n_deepstack, **(overrides or {})}
 
 class Llama(llama_cpp.Llama):
     """A GGUF LLM (+ its mmproj) that takes OpenAI-style omni chat messages.
@@ -80,7 +92,7 @@ class Llama(llama_cpp.Llama):
         if mmproj_path is None:
             read_llm_info(model_path)
         else:
-            check_pair(model_path, mmproj_path)
+            kwargs["kv_overrides"] = _deepstack_override(*check_pair(model_path, mmproj_path), kwargs.get("kv_overrides"))
         if chat_handler is not None and mmproj_path is not None:
             raise ValueError("give either mmproj_path or chat_handler, not both")
         handler = chat_handler or OmniSIFTChatHandler(

@@ -39,6 +39,7 @@ class MmprojInfo:
     audio_projection_dim: Optional[int]
     vision_projector: Optional[str]   # each tower's projector type as clip.cpp resolves it, None: no tower
     audio_projector: Optional[str]
+    n_deepstack: int = 0              # vision layers whose features feed the LLM's first layers (Qwen3-VL's tower)
 
 
 def _metadata(path, what: str) -> dict:
@@ -85,9 +86,11 @@ def read_mmproj_info(path) -> MmprojInfo:
     # such as Qwen3-Omni's)
     v_proj = str(kv.get("clip.projector_type") or kv.get("clip.vision.projector_type") or "") if has_vision else None
     a_proj = str(kv.get("clip.projector_type") or kv.get("clip.audio.projector_type") or "") if has_audio else None
+    deepstack = kv.get("clip.vision.is_deepstack_layers") if has_vision else None
     return MmprojInfo(os.fspath(path), str(ptype), has_vision, has_audio,
                       int(v_dim) if v_dim is not None else None,
-                      int(a_dim) if a_dim is not None else None, v_proj, a_proj)
+                      int(a_dim) if a_dim is not None else None, v_proj, a_proj,
+                      sum(bool(x) for x in deepstack) if deepstack is not None else 0)
 
 
 def check_pair(model_path, mmproj_path) -> tuple[LLMInfo, MmprojInfo]:

@@ -27,9 +27,21 @@ from ._internals import Handle
 
 def vision_only(mmproj_path) -> str:
     """The mmproj without its audio tower, for libmtmd when pyomnisift's own tower encodes the audio
-    (libmtmd would otherwise hold a second copy of the audio weights: omnisift.h). Written once into
-    the cache (``PYOMNISIFT_CACHE``, default ~/.cache/pyomnisift) under a name derived from the
-    file's path, size and modification time, so an edited mmproj gets a new copy."""
+    (libmtmd would otherwise hold a second copy of the audio weights: omnisift.h), or when libmtmd
+    refuses the pair of towers (Qwen3-Omni). Written once into the cache (``PYOMNISIFT_CACHE``,
+    default ~/.cache/pyomnisift) under a name derived from the file's path, size and modification
+    time, so an edited mmproj gets a new copy."""
+    return _one_tower(mmproj_path, "vision")
+
+
+def audio_only(mmproj_path) -> str:
+    """The mmproj without its vision tower (as vision_only): Qwen3-Omni's audio tower for libmtmd,
+    which refuses that mmproj whole (its vision rows carry the deepstack features, its audio rows
+    do not: omnisift.h)."""
+    return _one_tower(mmproj_path, "audio")
+
+
+def _one_tower(mmproj_path, tower: str) -> str:
     import hashlib
 
     from . import omnisift_cpp as C
@@ -38,14 +50,31 @@ def vision_only(mmproj_path) -> str:
     src = os.path.realpath(os.fspath(mmproj_path))
     st = os.stat(src)
     key = hashlib.sha256(repr((src, st.st_size, st.st_mtime_ns)).encode()).hexdigest()[:16]
-    out_dir = default_cache_dir() / "mmproj-vision"
+    out_dir = default_cache_dir() / f"mmproj-{tower}"
     out = out_dir / f"{key}-{os.path.basename(src)}"
     if not out.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        C.check(C.omnisift_mmproj_write_vision_only(src.encode(), os.fsencode(tmp)), src)
+        write = C.omnisift_mmproj_write_audio_only if tower == "audio" else C.omnisift_mmproj_write_vision_only
+        C.check(write(src.encode(), os.fsencode(tmp)), src)
         os.replace(tmp, out)   # atomic: a concurrent reader sees the whole file or none
     return str(out)
+
+
+class VocabModel(Handle):
+    """A model's vocabulary and hyperparameters, without its weights (llama.cpp's vocab_only load)."""
+
+    _free = staticmethod(lambda ptr: __import__("llama_cpp").llama_model_free(ptr))
+
+    def __init__(self, model_path, verbose: bool = True):
+        import llama_cpp
+
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        with suppress_stdout_stderr(disable=verbose):
+            self._ptr = llama_cpp.llama_model_load_from_file(os.fspath(model_path).encode(), params)
+        if not self._ptr:
+            raise ModelFileError(model_path, "llama.cpp could not read this model's vocabulary")
 
 
 class MtmdEncoder(Handle):
@@ -54,7 +83,13 @@ class MtmdEncoder(Handle):
     _free = mtmd.mtmd_free
 
     def __init__(self, mmproj_path, llama_model, n_embd: int, n_threads: int = 0, use_gpu: bool = True,
-                 image_min_tokens: int = -1, image_max_tokens: int = -1, verbose: bool = True):
+                 image_min_tokens: int = -1, image_max_tokens: int = -1, verbose: bool = True,
+                 n_embd_out: int = 0):
+        """n_embd: the width of the rows the tower gives; they are zero-padded to n_embd_out when
+        that is wider (Qwen3-Omni's audio rows for its deepstack model: the deepstack slices of a
+        row that is not visual are zero in the reference). `llama_model` may be a VocabModel of the
+        model loaded without its deepstack override, which libmtmd checks the audio width against;
+        the encoder keeps it open while it lives."""
         params = mtmd.mtmd_context_params_default()
         params.use_gpu = use_gpu
         params.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
@@ -64,14 +99,23 @@ class MtmdEncoder(Handle):
         params.image_max_tokens = image_max_tokens
         # clip.cpp prints its load-time warnings itself, past the log callback: silence the process's
         # stdout/stderr while it loads, as llama-cpp-python's MTMDChatHandler does.
+        self._vocab = llama_model if isinstance(llama_model, VocabModel) else None
+        model_ptr = llama_model.ptr if self._vocab is not None else llama_model
         with suppress_stdout_stderr(disable=verbose):
-            self._ptr = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), llama_model, params)
+            self._ptr = mtmd.mtmd_init_from_file(os.fspath(mmproj_path).encode(), model_ptr, params)
         if not self._ptr:
             raise ModelFileError(mmproj_path, "libmtmd could not load this mmproj (its log says why)")
         self.n_embd = n_embd
+        self.n_embd_out = max(n_embd_out, n_embd)
         self.supports_vision = bool(mtmd.mtmd_support_vision(self.ptr))
         self.supports_audio = bool(mtmd.mtmd_support_audio(self.ptr))
         self._marker = mtmd.mtmd_default_marker()
+
+    def close(self) -> None:
+        super().close()
+        vocab, self._vocab = getattr(self, "_vocab", None), None
+        if vocab is not None:
+            vocab.close()
 
     def encode_audio(self, pcm: np.ndarray) -> np.ndarray:
         """Rows [n, n_embd] of 16 kHz mono float32 PCM as libmtmd encodes it: every 30-s window."""
@@ -125,7 +169,10 @@ class MtmdEncoder(Handle):
                 if mtmd.mtmd_encode_chunk(self.ptr, chunk) != 0:
                     raise RuntimeError("libmtmd failed to encode the media")
                 rows = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(self.ptr), shape=(n * self.n_embd,))
-                out.append((rows.reshape(n, self.n_embd).copy(), grid))
+                rows = rows.reshape(n, self.n_embd)   # a view of libmtmd's buffer: copied (pad copies)
+                rows = (np.pad(rows, ((0, 0), (0, self.n_embd_out - self.n_embd))) if self.n_embd_out > self.n_embd
+                        else rows.copy())
+                out.append((rows, grid))
             return out
         finally:
             mtmd.mtmd_input_chunks_free(chunks)

@@ -58,7 +58,9 @@ class Frames:
             return []
         if self._iter is None:   # an image: one grid, one frame
             gh, gw = self.seg.probe.grid
-            return [np.ascontiguousarray(_resize(decode.read_image(self.seg.item.source, self.seg.item.budget), gh * 28, gw * 28))]
+            patch = self.seg.probe.patch
+            return [np.ascontiguousarray(_resize(decode.read_image(self.seg.item.source, self.seg.item.budget),
+                                                 gh * patch, gw * patch))]
         out = [next(self._iter, None) for _ in range(self.per_grid * n_grids)]
         if out and out[-1] is None:
             raise ModelFileError(self.seg.item.label, "the video stream ended before its announced length")

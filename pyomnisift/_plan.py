@@ -29,8 +29,8 @@ from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Pr
 from ._settings import Settings
 from ._sift import n_kept as sift_n_kept
 
-IMAGE_MIN_PIXELS = 56 * 56          # the Qwen2-VL image processor's bounds
-IMAGE_MAX_PIXELS = 28 * 28 * 1280
+IMAGE_MIN_TOKENS = 4                 # qwen-omni-utils' fetch_image bounds, in merged tokens of patch x patch
+IMAGE_MAX_TOKENS = 1280              # pixels (28 for Qwen2.5, 32 for Qwen3: its image_patch_size 16 x merge 2)
 PLACEHOLDER_SPACE = 1 << 30          # placeholders are -1 .. -2**30: never a token id
 AUDIO_BLOCK = 32000                  # samples per block read from an audio track (2 s)
 
@@ -69,6 +69,7 @@ class Probe:
     audio_rows: Optional[np.ndarray] = None    # towers that only encode whole clips (libmtmd's)
     audio_plan: Optional[object] = None        # _mel_stream.AudioPlan: our windowed tower streams
     warnings: tuple = ()
+    patch: int = 28                            # pixels per grid token side (the frames are resized to grid * patch)
 
 
 @dataclasses.dataclass
@@ -90,12 +91,13 @@ class MediaSegment:
     start: int                  # first position of the span
     end: int                    # one past its last
     rows_start: int             # where the layout's positions start (M-RoPE)
-    open_tokens: list           # share position `start` (video with sound: vision_bos, audio_bos)
-    close_tokens: list          # share the span's last position (audio_eos, vision_eos)
+    open_tokens: list           # at position `start` (video with sound: vision_bos, audio_bos)
+    close_tokens: list          # at the span's last position (audio_eos, vision_eos)
     n_kept: int                 # rows decoded
     n_kept_video: int
     key: bytes                  # identity: content and every setting that changes its rows
     placeholders: np.ndarray    # int32 [end - start]
+    wrappers_apart: bool = False  # open / close tokens at consecutive positions (Qwen3-Omni), not one
 
     @property
     def n_cells(self) -> int:
@@ -189,18 +191,25 @@ class Planner:
 
     def __init__(self, *, tokenize: Callable[[str, bool], list], uses_mrope: bool, vision, audio,
                  audio_windowed: bool, head_id: str = "", vision_wrappers: tuple = (VISION_BOS, VISION_EOS),
-                 positions_per_second: int = S.POSITIONS_PER_SECOND):
+                 audio_wrappers: tuple = (AUDIO_BOS, AUDIO_EOS),
+                 positions_per_second: int = S.POSITIONS_PER_SECOND, patch: int = 28,
+                 audio_in_video: str = "chunks"):
         self.tokenize = tokenize            # (text, add_bos) -> token ids
         self.uses_mrope = uses_mrope
         self.vision = vision                # MtmdEncoder or None
         self.audio = audio                  # AudioTower / MtmdEncoder (encode_audio) or None
         self.audio_windowed = audio_windowed
         self.head_id = head_id              # identity of the learned selector head, part of media keys
-        self.audio_bos = tokenize(AUDIO_BOS, False)
-        self.audio_eos = tokenize(AUDIO_EOS, False)
+        self.audio_bos = tokenize(audio_wrappers[0], False)
+        self.audio_eos = tokenize(audio_wrappers[1], False)
         self.vision_bos = tokenize(vision_wrappers[0], False)
         self.vision_eos = tokenize(vision_wrappers[1], False)
         self.positions_per_second = positions_per_second   # the family's video t ids per second
+        self.patch = patch                  # the family's pixels per grid token side
+        # how a video's own audio goes with it: "chunks" (Qwen2.5-Omni: per 2-s chunk, the wrappers of
+        # each side sharing a position) or "tokens" (Qwen3-Omni: merged by t token by token, every
+        # wrapper at its own position)
+        self.audio_in_video = audio_in_video
         self._digests: dict = {}
         self._probes: dict = {}
 
@@ -237,11 +246,14 @@ class Planner:
         if item.kind == "image":
             pixels = decode.read_image(item.source, item.budget)
             try:
-                h, w = sampling.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)
+                h, w = sampling.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_TOKENS * self.patch ** 2,
+                                             IMAGE_MAX_TOKENS * self.patch ** 2, factor=self.patch)
             except ValueError as e:    # as a video's "cannot be sampled": name the file
                 raise ModelFileError(item.label, f"cannot be sized for the model: {e}") from e
-            return Probe("image", grid=(h // 28, w // 28))
-        info = decode.probe_video(item.source, settings.video_fps, budget=item.budget)
+            return Probe("image", grid=(h // self.patch, w // self.patch), patch=self.patch)
+        min_pixels, max_pixels = sampling.video_pixel_bounds(self.patch)
+        info = decode.probe_video(item.source, settings.video_fps, min_pixels, max_pixels, budget=item.budget,
+                                  factor=self.patch)
         warnings: tuple = ()
         n_samples, rows, audio_plan = 0, None, None
         if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
@@ -254,8 +266,8 @@ class Planner:
             except ModelFileError as e:   # the track breaks past its first packets
                 warnings = (f"{item.label}: {e.problem}; the video is used without sound",)
         n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
-        return Probe("video", grid=(info.height // 28, info.width // 28), video=info, n_audio=n_audio,
-                     n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings)
+        return Probe("video", grid=(info.height // self.patch, info.width // self.patch), video=info, n_audio=n_audio,
+                     n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings, patch=self.patch)
 
     def _audio_cost(self, item: MediaItem):
         """(16 kHz samples, AudioPlan, rows). Our windowed tower: one streaming pass gives the sample
@@ -308,6 +320,9 @@ class Planner:
                 f"of this model ({self.positions_per_second} a second): lower video_fps to at most "
                 f"{2 * self.positions_per_second} (a clip shorter than {4 / (2 * self.positions_per_second):g} s "
                 "is sampled faster: at least 4 frames)")
+        if probe.n_audio and self.audio_in_video == "tokens":
+            return Layout.of(S.video_with_audio_interleaved(n_grids, gh, gw, probe.n_audio, rows_start,
+                                                            seconds_per_grid, self.positions_per_second))
         if probe.n_audio:
             return Layout.of(S.video_with_audio_blocks(n_grids, gh, gw, probe.n_audio, rows_start, seconds_per_grid))
         return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid, self.positions_per_second))
@@ -360,16 +375,17 @@ class Planner:
                 texts[i + 1] = texts[i + 1][len(self.vision_eos):]
             text(tokens)
             start = pos
-            rows_start = start + (1 if open_tokens else 0)
+            apart = self.audio_in_video == "tokens"
+            rows_start = start + (len(open_tokens) if apart else 1 if open_tokens else 0)
             layout = self._layout(probe, rows_start, item.label)
             n_kept, n_kept_video = self._kept(layout, settings)
             if self.uses_mrope:
-                end = S.end_position(layout.blocks, rows_start) + (1 if close_tokens else 0)
+                end = S.end_position(layout.blocks, rows_start) + (len(close_tokens) if apart else 1 if close_tokens else 0)
             else:  # ordinary RoPE: contiguous positions, one per cell
                 end = start + len(open_tokens) + n_kept + len(close_tokens)
             key = self._key(item, probe, settings)
             seg = MediaSegment(i, item, probe, layout, start, end, rows_start, open_tokens, close_tokens,
-                               n_kept, n_kept_video, key, placeholders(key, end - start))
+                               n_kept, n_kept_video, key, placeholders(key, end - start), apart)
             segments.append(seg)
             ids.extend(seg.placeholders.tolist())
             pos, cells = end, cells + seg.n_cells

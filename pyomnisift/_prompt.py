@@ -89,11 +89,13 @@ def tokenize_text(tokenize, text: str, add_bos: bool) -> list:
 
 
 def build_prompt(messages: list[dict[str, Any]], render, policy: MediaPolicy = LIBRARY,
-                 limits: Optional[MediaLimits] = None, vision_wrappers: tuple = (VISION_BOS, VISION_EOS)) -> Prompt:
+                 limits: Optional[MediaLimits] = None, vision_wrappers: tuple = (VISION_BOS, VISION_EOS),
+                 audio_wrappers: tuple = (AUDIO_BOS, AUDIO_EOS)) -> Prompt:
     """`render(messages) -> str` applies the chat template to messages with string content; media
     sources are resolved under `policy` (media.source), and their decoding shares one budget
     within `limits` (media.limits). `vision_wrappers`: the model family's special tokens around an
-    image or a video (Qwen2.5-VL's <|vision_start|> / <|vision_end|>)."""
+    image or a video (Qwen2.5-VL's <|vision_start|> / <|vision_end|>), `audio_wrappers` around audio
+    (Qwen3-Omni's <|audio_start|> / <|audio_end|>)."""
     budget = MediaBudget(limits)
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
@@ -116,7 +118,7 @@ def build_prompt(messages: list[dict[str, Any]], render, policy: MediaPolicy = L
                 text.append(protect(str(part.get("text", ""))))
                 continue
             item = _media_item(part, policy, budget)
-            bos, eos = (AUDIO_BOS, AUDIO_EOS) if item.kind == "audio" else vision_wrappers
+            bos, eos = audio_wrappers if item.kind == "audio" else vision_wrappers
             text.append(bos + _MEDIA.format(len(media)) + eos)
             media.append(item)
         flat.append(dict(msg, content="".join(text)))

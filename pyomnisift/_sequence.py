@@ -1,5 +1,6 @@
 """The Qwen2.5-Omni sequence layout: which media rows go where, and their (t, h, w) positions
-(Qwen2.5-VL's is the same without audio, at its own position ids per second).
+(Qwen2.5-VL's is the same without audio, at its own position ids per second; Qwen3-Omni interleaves
+a video's audio token by token: video_with_audio_interleaved).
 
 The ground truth is transformers' Qwen2.5-Omni `get_rope_index` (use_audio_in_video=True) and the
 processor's placeholder expansion; tests/test_sequence.py checks this module against it.
@@ -112,3 +113,27 @@ def end_position(blocks: list[Block], start: int) -> int:
     """
     rows = [b for b in blocks if b.n_rows]
     return int(rows[-1].positions.max()) + 1 if rows else start
+
+
+def video_with_audio_interleaved(n_grids: int, grid_h: int, grid_w: int, n_audio: int, start: int,
+                                 seconds_per_grid: float, positions_per_second: int) -> list[Block]:
+    """A video with its audio track as Qwen3-Omni lays it out (its processor's
+    replace_video_with_audio_token and get_rope_index): audio token j at t = j, grid k at t = k *
+    seconds_per_grid * positions_per_second (13 a second), merged by t one token at a time with a
+    grid first on a tie, so each grid is followed by the audio tokens before the next grid's t.
+
+    The reference keeps a grid's t as a float; llama.cpp's positions are integers: t is truncated
+    (integral at the default 2 frames a second: 13 per grid), the order still compares the float.
+    """
+    vt = np.arange(n_grids, dtype=np.float32) * np.float32(seconds_per_grid) * np.float32(positions_per_second)
+    blocks, a = [], 0
+    for k in range(n_grids):
+        first = a
+        while a < n_audio and a < vt[k]:    # video first when vt[k] <= a
+            a += 1
+        if a > first:
+            blocks.append(Block(MODALITY_AUDIO, first, audio_positions(a - first, start + first)))
+        blocks.append(Block(MODALITY_VIDEO, k, grid_positions(grid_h, grid_w, int(vt[k]), start)))
+    if a < n_audio:
+        blocks.append(Block(MODALITY_AUDIO, a, audio_positions(n_audio - a, start + a)))
+    return blocks

@@ -1,4 +1,5 @@
-"""The chat templates Qwen2.5-Omni and Qwen2.5-VL were released with: the fallback for a GGUF that carries none."""
+"""The chat templates of the families served: the fallback for a GGUF that carries none (llama.cpp's
+converter writes the checkpoint's own into the GGUF, which is then used)."""
 
 # Released Qwen2.5-Omni chat template (chat_template.json), verbatim. Its
 # default system prompt is plain ChatML's; the "You are Qwen, a virtual human
@@ -44,4 +45,22 @@ QWEN25_VL_CHAT_TEMPLATE = (
     "<|vision_start|><|video_pad|><|vision_end|>"
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Qwen3-Omni: ChatML with Qwen3's media wrappers (<|vision_start|> / <|vision_end|>, <|audio_start|> /
+# <|audio_end|>) and no default system prompt, as its processor renders a user turn. Not the released
+# template verbatim (that one also renders tools and reasoning): a GGUF converted from the checkpoint
+# carries the released one, which is then used.
+QWEN3_OMNI_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
+    "<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )

@@ -213,6 +213,10 @@ def omnisift_audio_tower_encode(tower: int, mel, n_frames: int, out, n_out_rows:
 def omnisift_mmproj_write_vision_only(src: bytes, dst: bytes) -> int: ...
 
 
+@_fn("omnisift_mmproj_write_audio_only", [ctypes.c_char_p, ctypes.c_char_p], ctypes.c_int32)
+def omnisift_mmproj_write_audio_only(src: bytes, dst: bytes) -> int: ...
+
+
 # --- decoding
 _float_p = ctypes.POINTER(ctypes.c_float)
 _int32_p = ctypes.POINTER(ctypes.c_int32)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-PATCH = 28                      # pixels of a merged patch (vision patch 14 x spatial merge 2)
+PATCH = 28                      # pixels of a merged patch (vision patch 14 x spatial merge 2; Qwen3's: 32)
 AUDIO_TOKENS_PER_S = 25
 VIDEO, AUDIO, IMAGE = 1, 2, 3
 DIM = 0.22                      # brightness of a pruned patch
@@ -176,8 +176,10 @@ def _waveform(draw, pcm: Optional[np.ndarray], keep: Optional[np.ndarray], box: 
 
 
 def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs: int = 16,
-           thumb_width: int = 160, pairs_per_row: int = 4, title: Optional[str] = None) -> VizResult:
-    """Draws the picture of `records` (UnitRecords of one run on `path`); returns a VizResult."""
+           thumb_width: int = 160, pairs_per_row: int = 4, title: Optional[str] = None,
+           patch: int = PATCH) -> VizResult:
+    """Draws the picture of `records` (UnitRecords of one run on `path`); returns a VizResult.
+    `patch`: pixels of the model's merged patch (its family's: 28, Qwen3's 32)."""
     from PIL import Image, ImageDraw
 
     from .media import decode
@@ -195,17 +197,19 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
     frames_of: dict = {}
     tw = thumb_width
     if kind == "video":
-        info = decode.probe_video(path, video_fps)
+        from .media import sampling
+
+        info = decode.probe_video(path, video_fps, *sampling.video_pixel_bounds(patch), factor=patch)
         th = max(1, round(tw * info.height / info.width))
         duration = duration or info.duration
         order = sorted(masks)
         if len(order) > max_pairs:
             order = [order[i] for i in np.unique(np.round(np.linspace(0, len(order) - 1, max_pairs)).astype(int))]
         wanted = {2 * g + f for g in order for f in (0, 1)}
-        for i, frame in enumerate(decode.iter_video_frames(path, video_fps)):
+        for i, frame in enumerate(decode.iter_video_frames(path, info=info)):
             if i in wanted:
                 frames_of[i] = frame
-        gw_expected, gh_expected = info.width // PATCH, info.height // PATCH
+        gw_expected, gh_expected = info.width // patch, info.height // patch
         for g in order:
             if masks[g].shape != (gh_expected, gw_expected):
                 raise ValueError(f"grid {g} is {masks[g].shape}, but frames of {info.width}x{info.height} make "
@@ -217,7 +221,7 @@ def render(path, kind: str, records: Sequence, video_fps: float = 2.0, max_pairs
         if order:
             gh, gw = masks[order[0]].shape
             th = max(1, round(tw * gh / gw))
-            frames_of[0] = np.asarray(Image.fromarray(img).resize((gw * PATCH, gh * PATCH), Image.BICUBIC))
+            frames_of[0] = np.asarray(Image.fromarray(img).resize((gw * patch, gh * patch), Image.BICUBIC))
         else:
             th = max(1, round(tw * img.shape[0] / img.shape[1]))
     else:
@@ -313,7 +317,9 @@ def visualize(llm, path, kind: str = "video", output=None, prompt: str = "Descri
         llm.create_chat_completion(messages, max_tokens=1, temperature=0, on_unit=records.append, **compression)
         if not records:
             raise RuntimeError("the model reported no compression units (on_unit was never called)")
-    result = render(path, kind, records, video_fps=video_fps, max_pairs=max_pairs, thumb_width=thumb_width)
+    family = getattr(getattr(llm, "chat_handler", None), "family", None)
+    result = render(path, kind, records, video_fps=video_fps, max_pairs=max_pairs, thumb_width=thumb_width,
+                    patch=getattr(family, "patch", PATCH))
     if output is not None:
         result.image.save(output)
     return result

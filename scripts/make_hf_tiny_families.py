@@ -6,8 +6,12 @@ What these GGUF pairs are is what llama.cpp's converter says they are (architect
 per tower), which is what pyomnisift's family detection must recognise, and refuse by name where it
 does not serve the family (tests/test_families.py). Qwen2.5-VL is also the transformers reference of
 tests/test_parity_qwen25_vl.py: its vocabulary is the Qwen2 one of make_hf_tiny_omni with
-Qwen2.5-VL's added tokens in their released order (<|vision_start|> = 151652, <|video_pad|> = 151656);
-the others carry Qwen2.5-Omni's added tokens (enough for the converter).
+Qwen2.5-VL's added tokens in their released order (<|vision_start|> = 151652, <|video_pad|> = 151656).
+Qwen3-Omni is the transformers reference of the Qwen3-Omni thinker parity (tests/qwen3_omni_reference.py):
+its vocabulary carries the released Qwen3-Omni added tokens and ids (<|image_pad|> = 151655,
+<|video_pad|> = 151656, <|audio_start|> = 151669, <|audio_pad|> = 151675) and its thinker config the
+released token ids and 13 position ids a second. Qwen3-VL carries Qwen2.5-Omni's added tokens (enough
+for the converter).
 
 Output (cached): DIR/<family>/{hf/, llm.gguf, mmproj.gguf} with DIR = $PYOMNISIFT_CACHE/hf-tiny-families
 (default cache ~/.cache/pyomnisift); a stamp of this script's and make_hf_tiny_omni's hashes rebuilds
@@ -43,6 +47,21 @@ QWEN25_VL_ADDED_TOKENS = [
 ]
 QWEN25_VL_MEDIA_TOKENS = dict(image_token="<|image_pad|>", video_token="<|video_pad|>",
                               vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>")
+# Qwen3-Omni's added tokens in the released order, ids 151643 on (<|vision_start|> = 151652,
+# <|image_pad|> = 151655, <|video_pad|> = 151656, <|audio_start|> = 151669, <|audio_pad|> = 151675)
+QWEN3_OMNI_ADDED_TOKENS = QWEN25_VL_ADDED_TOKENS + [
+    "<tool_response>", "</tool_response>", "<think>", "</think>", "<|audio_start|>", "<|audio_end|>",
+    "<tts_pad>", "<tts_text_bos>", "<tts_text_eod>", "<tts_text_bos_single>", "<|audio_pad|>",
+]
+QWEN3_OMNI_MEDIA_TOKENS = dict(image_token="<|image_pad|>", video_token="<|video_pad|>", audio_token="<|audio_pad|>",
+                               vision_bos_token="<|vision_start|>", vision_eos_token="<|vision_end|>",
+                               audio_bos_token="<|audio_start|>", audio_eos_token="<|audio_end|>")
+# The released thinker config's token ids (transformers' defaults are Qwen2.5-Omni's audio ids) and
+# 13 position ids a second (transformers' default is 25). get_rope_index reads vision_start_token_id
+# from the thinker config, which declares no such field: it is kept as an extra attribute.
+QWEN3_OMNI_IDS = dict(audio_token_id=151675, image_token_id=151655, video_token_id=151656,
+                      audio_start_token_id=151669, audio_end_token_id=151670, vision_start_token_id=151652,
+                      vision_end_token_id=151653, position_id_per_seconds=13)
 # the image processors' settings of the released checkpoints (the converter reads mean / std)
 QWEN25_PRE = {k: v for k, v in omni.PREPROCESSOR.items() if not k.startswith(("feature", "sampling", "hop",
                                                                               "chunk", "n_fft", "padding"))}
@@ -81,7 +100,8 @@ def _qwen3_omni():
         vision_config=QWEN3_VISION,
         audio_config=dict(encoder_layers=2, d_model=64, encoder_attention_heads=4, encoder_ffn_dim=128,
                           num_mel_bins=128, n_window=50, output_dim=128, max_source_positions=1500,
-                          downsample_hidden_size=32))
+                          downsample_hidden_size=32),
+        **QWEN3_OMNI_IDS)
     config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
     return Qwen3OmniMoeForConditionalGeneration(config), "Qwen3OmniMoeForConditionalGeneration", QWEN3_OMNI_PRE
 
@@ -141,6 +161,9 @@ def make_hf_tiny_family(name: str, cache_dir=None, seed: int = 0, force: bool = 
     if name == "qwen2.5-vl":
         omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"], QWEN25_VL_ADDED_TOKENS,
                               QWEN25_VL_MEDIA_TOKENS)
+    elif name == "qwen3-omni":
+        omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"], QWEN3_OMNI_ADDED_TOKENS,
+                              QWEN3_OMNI_MEDIA_TOKENS)
     else:
         omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"])
     omni._convert(converter, _mmproj_input(name, paths["hf"], root), paths["mmproj"], mmproj=True)
@@ -156,6 +179,19 @@ def load_qwen25_vl(hf_dir):
 
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(hf_dir, dtype="float32",
                                                               attn_implementation="eager").eval()
+
+
+def load_qwen3_omni(hf_dir):
+    """The transformers reference: Qwen3-Omni's thinker (Qwen3OmniMoeThinkerForConditionalGeneration)
+    in float32 with eager attention, loaded from the whole checkpoint (no talker: enable_audio_output
+    is off)."""
+    from transformers import Qwen3OmniMoeForConditionalGeneration
+
+    model = Qwen3OmniMoeForConditionalGeneration.from_pretrained(hf_dir, dtype="float32",
+                                                                 attn_implementation="eager").eval()
+    thinker = model.thinker
+    assert thinker.config.vision_start_token_id == QWEN3_OMNI_IDS["vision_start_token_id"]
+    return thinker
 
 
 def main(argv: list[str] | None = None) -> int:

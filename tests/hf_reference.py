@@ -18,38 +18,39 @@ PATCH, MERGE, TEMPORAL = 14, 2, 2
 IMAGE_TOKEN, AUDIO_TOKEN, VIDEO_TOKEN = "<|IMAGE|>", "<|AUDIO|>", "<|VIDEO|>"
 
 
-def patchify(frames: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames [T, H, W, 3] (H, W multiples of 28, T a multiple of 2; one image: T = 1,
-    repeated as the processor does) -> (pixel_values [n_patches, 3 * 2 * 14 * 14] float32,
-    grid_thw [3]), Qwen2-VL's layout."""
+def patchify(frames: np.ndarray, mean, std, patch: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames [T, H, W, 3] (H, W multiples of 2 * patch, T a multiple of 2; one image: T = 1,
+    repeated as the processor does) -> (pixel_values [n_patches, 3 * 2 * patch * patch] float32,
+    grid_thw [3]), Qwen2-VL's layout (Qwen3-VL's with patch 16)."""
     frames = np.asarray(frames)
     if frames.shape[0] == 1:
         frames = np.repeat(frames, TEMPORAL, axis=0)
     t, h, w, _ = frames.shape
-    assert t % TEMPORAL == 0 and h % (PATCH * MERGE) == 0 and w % (PATCH * MERGE) == 0, frames.shape
+    assert t % TEMPORAL == 0 and h % (patch * MERGE) == 0 and w % (patch * MERGE) == 0, frames.shape
     x = frames.astype(np.float32) * np.float32(1 / 255)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     x = x.transpose(0, 3, 1, 2)  # T, C, H, W
-    gt, gh, gw = t // TEMPORAL, h // PATCH, w // PATCH
-    x = x.reshape(gt, TEMPORAL, 3, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
+    gt, gh, gw = t // TEMPORAL, h // patch, w // patch
+    x = x.reshape(gt, TEMPORAL, 3, gh // MERGE, MERGE, patch, gw // MERGE, MERGE, patch)
     x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return (np.ascontiguousarray(x.reshape(gt * gh * gw, 3 * TEMPORAL * PATCH * PATCH), dtype=np.float32),
+    return (np.ascontiguousarray(x.reshape(gt * gh * gw, 3 * TEMPORAL * patch * patch), dtype=np.float32),
             np.array([gt, gh, gw], np.int64))
 
 
 class NumpyVideoProcessor:
     """Stands in for Qwen2VLVideoProcessor (torchvision-only in transformers 5.23) inside the
-    reference processor: frames already at a size the processor would keep."""
+    reference processor: frames already at a size the processor would keep. The processors read
+    temporal_patch_size (a grid's seconds: temporal_patch_size / fps) and merge_size."""
 
-    temporal_patch_size, merge_size, patch_size = TEMPORAL, MERGE, PATCH
+    temporal_patch_size, merge_size = TEMPORAL, MERGE
 
-    def __init__(self, mean, std):
-        self.mean, self.std = mean, std
+    def __init__(self, mean, std, patch: int = PATCH):
+        self.mean, self.std, self.patch_size = mean, std, patch
 
     def __call__(self, videos, **_):
         from transformers.feature_extraction_utils import BatchFeature
 
-        pixels, grids = zip(*(patchify(v, self.mean, self.std) for v in videos))
+        pixels, grids = zip(*(patchify(v, self.mean, self.std, self.patch_size) for v in videos))
         return BatchFeature({"pixel_values_videos": np.concatenate(pixels), "video_grid_thw": np.stack(grids)})
 
 

@@ -1,4 +1,5 @@
-"""The model family is told from the GGUF pair (Qwen2.5-VL's served: tests/test_parity_qwen25_vl.py),
+"""The model family is told from the GGUF pair (Qwen2.5-VL's and Qwen3-Omni's served:
+tests/test_parity_qwen25_vl.py, tests/test_parity_qwen3_omni.py),
 and a pair pyomnisift does not serve is refused by name before anything loads (serving it would build a Qwen2.5-Omni sequence for another model: a silent
 wrong answer).
 
@@ -16,14 +17,14 @@ from test_cli import one_line_error, run
 from test_foundation import write_gguf
 
 # family directory -> the name the error must give
-UNSERVED = {"qwen3-vl": "Qwen3-VL", "qwen3-omni": "Qwen3-Omni"}
+UNSERVED = {"qwen3-vl": "Qwen3-VL"}
 
 
 @pytest.fixture(scope="module")
 def converted():
     import make_hf_tiny_families  # imports transformers: a missing reference fails, never skips
 
-    return {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in (*UNSERVED, "qwen2.5-vl")}
+    return {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in (*UNSERVED, "qwen2.5-vl", "qwen3-omni")}
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +68,17 @@ def test_handler_refuses_on_its_first_use(converted):
 
 
 def test_cli_names_the_family(converted):
-    paths = converted["qwen3-omni"]
+    paths = converted["qwen3-vl"]
     one_line_error(run("chat", "-m", paths["llm"], "--mmproj", paths["mmproj"], "-p", "hi"),
-                   "Qwen3-Omni", "does not serve")
+                   "Qwen3-VL", "does not serve")
+
+
+def test_qwen3_omni_mmproj_beside_an_unserved_model(converted):
+    """Qwen3-Omni's mmproj (vision + audio) beside Qwen3-VL's dense LLM: named, not served."""
+    with pytest.raises(pyomnisift.UnsupportedModelError) as e:
+        pyomnisift.check_pair(converted["qwen3-vl"]["llm"], converted["qwen3-omni"]["mmproj"])
+    msg = str(e.value)
+    assert "Qwen3-Omni's" in msg and "'qwen3vl'" in msg and "qwen3vlmoe" in msg, msg
 
 
 def test_served_pairs(omni_pair, converted, tiny_audio_model):
@@ -79,6 +88,8 @@ def test_served_pairs(omni_pair, converted, tiny_audio_model):
     assert family_of(llm, mm).name == "Qwen2.5-VL"
     llm, mm = pyomnisift.check_pair(*tiny_audio_model)
     assert family_of(llm, mm).name == "Qwen2-Audio"
+    llm, mm = pyomnisift.check_pair(converted["qwen3-omni"]["llm"], converted["qwen3-omni"]["mmproj"])
+    assert family_of(llm, mm).name == "Qwen3-Omni" and mm.n_deepstack == 1
 
 
 def test_mmproj_next_to_another_family_model(converted, omni_pair):

@@ -176,9 +176,10 @@ class Recorder:
             record_tokens(toks, np.arange(model.n_tokens, model.n_tokens + len(toks)))
             return eval_(toks)
 
-        def tokens(ctx, toks, pos, nxt, stats):
-            record_tokens(toks, np.full(len(toks), pos) if self.pipeline.uses_mrope else np.arange(nxt, nxt + len(toks)))
-            return tokens_(ctx, toks, pos, nxt, stats)
+        def tokens(ctx, toks, pos, nxt, stats, apart=False):
+            record_tokens(toks, (pos + np.arange(len(toks)) if apart else np.full(len(toks), pos))
+                          if self.pipeline.uses_mrope else np.arange(nxt, nxt + len(toks)))
+            return tokens_(ctx, toks, pos, nxt, stats, apart)
 
         def on_unit(u):
             if not u.keep.any():

@@ -97,3 +97,58 @@ def test_image_and_audio_match_reference():
                            np.full((3, 1), img_end), np.full((3, 1), img_end + 1), aud[0].positions,
                            np.full((3, 1), img_end + 42), np.full((3, 1), img_end + 43)], axis=1)
     np.testing.assert_array_equal(ours, ref_pos[:, 0].numpy())
+
+
+# --- Qwen3-Omni: a video's audio merged with it token by token (its processor and get_rope_index)
+
+Q3_AUDIO, Q3_AUDIO_BOS, Q3_AUDIO_EOS = 151675, 151669, 151670
+
+
+def reference_qwen3_omni():
+    q3 = pytest.importorskip("transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe")
+    cls = q3.Qwen3OmniMoePreTrainedModelForConditionalGeneration
+    cfg = types.SimpleNamespace(image_token_id=IMAGE, video_token_id=VIDEO, audio_token_id=Q3_AUDIO,
+                                vision_start_token_id=VISION_BOS, audio_start_token_id=Q3_AUDIO_BOS,
+                                position_id_per_seconds=13, audio_config=types.SimpleNamespace(n_window=50))
+    ref = types.SimpleNamespace(config=cfg, spatial_merge_size=2)
+    for name in ("get_rope_index", "get_llm_pos_ids_for_vision"):
+        setattr(ref, name, types.MethodType(getattr(cls, name), ref))
+    return ref, q3._get_feat_extract_output_lengths
+
+
+def processor_order(n_grids, gh, gw, n_audio, seconds_per_grid):
+    """Qwen3OmniMoeProcessor.replace_video_with_audio_token's placeholder string, as token kinds."""
+    proc = pytest.importorskip("transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe")
+    stub = types.SimpleNamespace(audio_bos_token="B", audio_eos_token="E", video_token="V", audio_token="A",
+                                 video_processor=types.SimpleNamespace(merge_size=2))
+    s = proc.Qwen3OmniMoeProcessor.replace_video_with_audio_token(
+        stub, {"video_grid_thw": [[n_grids, 2 * gh, 2 * gw]], "video_second_per_grid": [seconds_per_grid]}, 0,
+        {"num_audio_tokens": [n_audio]}, 0, position_id_per_seconds=13)
+    assert s[0] == "B" and s[-1] == "E"
+    return s[1:-1]
+
+
+@pytest.mark.parametrize("n_grids,gh,gw,frames,fps", [(4, 3, 4, 400, 2.0), (5, 2, 3, 409, 2.0), (3, 4, 4, 250, 2.0),
+                                                     (4, 2, 2, 400, 1.5), (2, 3, 3, 700, 0.5)])
+def test_qwen3_omni_video_with_audio_matches_reference(n_grids, gh, gw, frames, fps):
+    """Order and positions of text, <|vision_start|><|audio_start|>, the merged media,
+    <|audio_end|><|vision_end|>, text; at 1.5 frames a second the reference's grid t is fractional
+    (17.33 per grid): the order follows the float, the position is its integer part."""
+    ref, out_len = reference_qwen3_omni()
+    n_audio = int(out_len(torch.tensor(frames), 50))
+    spg = 2 / fps
+    kinds = processor_order(n_grids, gh, gw, n_audio, spg)
+    n_before, start = 3, 5                   # text, then the two wrappers at 3 and 4
+    blocks = S.video_with_audio_interleaved(n_grids, gh, gw, n_audio, start, spg, 13)
+    ours = "".join(("V" if b.modality == S.MODALITY_VIDEO else "A") * b.n_rows for b in blocks)
+    assert ours == kinds
+    ids = [TEXT] * n_before + [VISION_BOS, Q3_AUDIO_BOS] + [VIDEO if k == "V" else Q3_AUDIO for k in kinds] \
+        + [Q3_AUDIO_EOS, VISION_EOS] + [TEXT] * 2
+    pos, _ = ref.get_rope_index(torch.tensor([ids]), None, torch.tensor([[n_grids, 2 * gh, 2 * gw]]),
+                                torch.ones(1, len(ids), dtype=torch.long), True, torch.tensor([frames]),
+                                torch.tensor([spg]))
+    pos = pos[:, 0].double().numpy()
+    end = S.end_position(blocks, start)
+    mine = np.concatenate([np.broadcast_to(np.arange(5), (3, 5))] + [b.positions for b in blocks]
+                          + [np.broadcast_to(np.arange(end, end + 4), (3, 4))], axis=1)
+    np.testing.assert_array_equal(mine, np.floor(pos))

@@ -47,7 +47,7 @@ import numpy as np
 
 from .._errors import ModelFileError
 from .limits import FORMAT_WHITELIST, PROTOCOLS_FILE, PROTOCOLS_INLINE, MediaBudget, allowed_format
-from .sampling import FPS, FRAME_FACTOR, MIN_FRAMES, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, plan_sampling
+from .sampling import FPS, FRAME_FACTOR, MIN_FRAMES, PATCH_FACTOR, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, plan_sampling
 
 SAMPLE_RATE = 16000
 _SEEK_GAIN = 32              # frames a seek must skip to be worth it (threaded decoders restart slowly)
@@ -195,11 +195,12 @@ class VideoInfo:
 def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
                 max_pixels: Optional[float] = VIDEO_MAX_PIXELS, *, min_frames: int = MIN_FRAMES,
                 max_frames: Optional[int] = None, total_pixels: Optional[float] = None,
-                budget: Optional[MediaBudget] = None) -> VideoInfo:
+                budget: Optional[MediaBudget] = None, factor: int = PATCH_FACTOR) -> VideoInfo:
     """Frame count, indices, sample fps and size of a video as ``qwen_omni_utils.v2_5.fetch_video``
     gives them (its ``fps``, ``min_frames``, ``max_frames``, ``min_pixels``, ``max_pixels`` and
     ``total_pixels`` keys; ``max_frames=None`` is its default ``min(768, frames)``, ``total_pixels=
-    None`` is ``MODEL_SEQ_LEN * 28 * 28 * 0.9`` from the environment, 128000 by default).
+    None`` is ``MODEL_SEQ_LEN * 28 * 28 * 0.9`` from the environment, 128000 by default). `factor`:
+    its ``image_patch_size * 2`` (28; Qwen3's 32, with min / max / total pixels to match).
 
     One pass over the file: every video packet is demuxed and counted (nothing is decoded but the
     first frame, for its rotation and to fail early on an undecodable stream), and the first packets
@@ -286,7 +287,8 @@ def probe_video(path, fps: float = FPS, min_pixels: int = VIDEO_MIN_PIXELS,
             raise ModelFileError(name, f"video has {count} frame(s); at least {FRAME_FACTOR} are needed")
         try:
             plan = plan_sampling(count, rate, ch, cw, fps=fps, min_frames=min_frames, max_frames=max_frames,
-                                 min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels)
+                                 min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels,
+                                 factor=factor)
         except ValueError as e:
             raise ModelFileError(name, f"cannot be sampled: {e}") from e
         budget.plan_video(name, plan.nframes, first.width, first.height)

@@ -128,18 +128,25 @@ def model_seq_len() -> int:
     return int(float(os.environ.get("MODEL_SEQ_LEN", MODEL_SEQ_LEN_DEFAULT)))
 
 
-def video_total_pixels() -> float:
-    """Pixel budget of a whole video: ``MODEL_SEQ_LEN * 28 * 28 * 0.9`` (90,316,800 by default)."""
-    return model_seq_len() * PATCH_FACTOR * PATCH_FACTOR * 0.9
+def video_total_pixels(factor: int = PATCH_FACTOR) -> float:
+    """Pixel budget of a whole video: ``MODEL_SEQ_LEN * 28 * 28 * 0.9`` (90,316,800 by default; the
+    factor is ``image_patch_size * 2``: 28 for Qwen2.5, 32 for Qwen3)."""
+    return model_seq_len() * factor * factor * 0.9
+
+
+def video_pixel_bounds(factor: int = PATCH_FACTOR) -> tuple[int, int]:
+    """``fetch_video``'s default (min, max) frame area for a patch factor: 128 and 768 tokens."""
+    return VIDEO_MIN_PIXELS // (28 * 28) * factor * factor, VIDEO_MAX_PIXELS // (28 * 28) * factor * factor
 
 
 def frame_pixel_budget(nframes: int, min_pixels: float = VIDEO_MIN_PIXELS,
-                       max_pixels: Optional[float] = None, total_pixels: Optional[float] = None) -> float:
+                       max_pixels: Optional[float] = None, total_pixels: Optional[float] = None,
+                       factor: int = PATCH_FACTOR) -> float:
     """Largest area of one frame: ``fetch_video``'s ``max(min(768*28*28, total_pixels / nframes *
     2), int(min_pixels * 1.05))``, capped by `max_pixels` when given (its ``max_pixels`` key)."""
     if total_pixels is None:
-        total_pixels = video_total_pixels()
-    budget = max(min(VIDEO_MAX_PIXELS, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+        total_pixels = video_total_pixels(factor)
+    budget = max(min(video_pixel_bounds(factor)[1], total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
     return budget if max_pixels is None else min(max_pixels, budget)
 
 
@@ -156,13 +163,13 @@ class SamplingPlan:
 def plan_sampling(total_frames: int, video_fps: float, height: int, width: int, *,
                   fps: float = FPS, min_frames: int = MIN_FRAMES, max_frames: Optional[int] = None,
                   min_pixels: float = VIDEO_MIN_PIXELS, max_pixels: Optional[float] = VIDEO_MAX_PIXELS,
-                  total_pixels: Optional[float] = None) -> SamplingPlan:
+                  total_pixels: Optional[float] = None, factor: int = PATCH_FACTOR) -> SamplingPlan:
     """The reference's sampling of a stream of `total_frames` frames of `height` x `width` (as
     displayed, i.e. after rotation) at `video_fps`: frame count, indices, sample fps and size."""
     n = smart_nframes(total_frames, video_fps, fps, min_frames, max_frames)
     idx = frame_indices(total_frames, n)
     idx.setflags(write=False)
     sample_fps = n / max(total_frames, 1e-6) * video_fps
-    budget = frame_pixel_budget(n, min_pixels, max_pixels, total_pixels)
-    h, w = smart_resize(height, width, min_pixels, budget)
+    budget = frame_pixel_budget(n, min_pixels, max_pixels, total_pixels, factor)
+    h, w = smart_resize(height, width, min_pixels, budget, factor)
     return SamplingPlan(n, idx, sample_fps, budget, h, w)
