@@ -5,7 +5,7 @@ Run as a script (a child process, so that torch stays out of the test process an
 
     python media_reference.py REQUEST.json   ->  prints one JSON object
 
-REQUEST: ``{"clips": [{"video": PATH, ...fetch_video keys (fps, min_frames, max_frames,
+REQUEST: ``{"clips": [{"video": PATH, "image_patch_size": 14 (Qwen3: 16), ...fetch_video keys (fps, min_frames, max_frames,
 min_pixels, max_pixels, total_pixels)..., "save": NPY_PATH (optional)}], "smart_resize": [[h, w,
 min_pixels, max_pixels], ...], "smart_nframes": [[ele, total_frames, video_fps], ...]}`` (each
 key optional; the two function lists answer with the reference's result or its exception's name). For each clip it prints
@@ -92,9 +92,10 @@ def main(request_path: str) -> None:
         except ValueError as e:
             counted.append(type(e).__name__)
     for clip in request.get("clips", []):
-        ele = {k: v for k, v in clip.items() if k != "save"}
+        ele = {k: v for k, v in clip.items() if k not in ("save", "image_patch_size")}
         asked.clear()
-        (video, meta), sample_fps = vp.fetch_video(ele, return_video_sample_fps=True, return_video_metadata=True)
+        (video, meta), sample_fps = vp.fetch_video(ele, image_patch_size=clip.get("image_patch_size", 14),
+                                                   return_video_sample_fps=True, return_video_metadata=True)
         [size] = asked
         if clip.get("save"):
             frames = video.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

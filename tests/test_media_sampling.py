@@ -242,3 +242,23 @@ def test_rules_on_many_numbers(tmp_path):
     got = [ours_count(*a) for a in counts]
     bad = [(a, g, r) for a, g, r in zip(counts, got, ref["smart_nframes"]) if g != r]
     assert not bad, f"{len(bad)} counts differ, e.g. {bad[:5]}"
+
+
+QWEN3_CLIPS = ("fps1", "short", "long", "odd", "rot270_odd")
+
+
+def test_qwen3_sampling_matches_reference(clips):
+    """Qwen3's vision (patch 16, merge 2: a 32-pixel factor; bounds of 128 and 768 tokens of 32 x 32),
+    as qwen-omni-utils samples for it (fetch_video's image_patch_size=16)."""
+    from pyomnisift.media import sampling
+
+    tmp, paths = clips
+    names = QWEN3_CLIPS
+    out = run_reference([{"video": str(paths[n]), "image_patch_size": 16} for n in names], tmp)
+    lo, hi = sampling.video_pixel_bounds(32)
+    for name, ref in zip(names, out["clips"]):
+        info = decode.probe_video(paths[name], 2.0, lo, hi, factor=32)
+        got = dict(nframes=info.n_sampled, indices=info.frame_indices.tolist(), size=[info.height, info.width],
+                   sample_fps=info.sample_fps)
+        assert got == {k: ref[k] for k in got}, f"{name}: ours {got} != reference {ref}"
+        assert info.height % 32 == 0 and info.width % 32 == 0
