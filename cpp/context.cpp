@@ -9,6 +9,7 @@
 #include "mtmd.h"
 
 #include <algorithm>
+#include <climits>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -108,6 +109,20 @@ struct omnisift_context {
 
     int64_t n_queued() const { return (int64_t) q_t.size(); }
 
+    // Decodes the unit's text tokens [from, k) with positions below t, after the queue; returns k.
+    int64_t text_before(const omnisift_unit & u, int32_t t, int64_t from) {
+        int64_t k = from;
+        while (k < u.n_text && u.text_pos[k] < t) ++k;
+        if (k > from) {
+            flush(false);
+            const auto t0 = clock_type::now();
+            stats.n_decode_calls += omnisift::decode_tokens(lctx, u.text + from, k - from, u.text_pos + from,
+                                                            params.seq_id, false);
+            stats.t_decode_ms += ms_since(t0);
+        }
+        return k;
+    }
+
     void check_finite(int64_t n) const {
         for (int64_t i = 0; i < n * n_embd; ++i) {
             require(std::isfinite(unit[i]), "row " + std::to_string(i / n_embd) + " holds NaN or inf");
@@ -162,6 +177,17 @@ struct omnisift_context {
         const int64_t n = u.n_rows;
         require(n > 0, "n_rows must be positive, got " + std::to_string(n));
         require(u.modality && u.source && u.pos, "modality, source and pos must not be NULL");
+        require(u.n_text >= 0 && (u.n_text == 0 || (u.text && u.text_pos)),
+                "text and text_pos must not be NULL when n_text is positive");
+        require(u.n_text == 0 || u.renumber_from < 0, "text inside a unit needs explicit (M-RoPE) positions");
+        if (u.n_text > 0) {
+            const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(lctx)));
+            for (int64_t k = 0; k < u.n_text; ++k) {
+                require(u.text[k] >= 0 && u.text[k] < n_vocab, "text token " + std::to_string(k) + " is outside the vocabulary");
+                require(u.text_pos[k] >= 0 && (k == 0 || u.text_pos[k] > u.text_pos[k - 1]),
+                        "text positions must be non-negative and ascending");
+            }
+        }
         for (int64_t i = 0; i < n; ++i) {
             require(u.pos[i] >= 0 && u.pos[n + i] >= 0 && u.pos[2 * n + i] >= 0,
                     "negative position at row " + std::to_string(i));
@@ -212,7 +238,9 @@ struct omnisift_context {
         }
         stats.bytes_host_copied += n_kept * n_embd * (int64_t) sizeof(float);
         int32_t next = u.renumber_from;
+        int64_t text_done = 0;
         for (int64_t i : order) {
+            if (text_done < u.n_text) text_done = text_before(u, u.pos[i], text_done);
             q_embd.insert(q_embd.end(), unit.data() + i * n_embd, unit.data() + (i + 1) * n_embd);
             if (u.renumber_from >= 0) {   // ordinary RoPE: kept rows take consecutive positions
                 q_t.push_back(next);
@@ -225,6 +253,7 @@ struct omnisift_context {
                 q_w.push_back(u.pos[2 * n + i]);
             }
         }
+        if (text_done < u.n_text) text_before(u, INT32_MAX, text_done);
         stats.n_rows_in += n;
         stats.n_rows_kept += n_kept;
         if (n_queued() >= params.max_rows) flush(false);

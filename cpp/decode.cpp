@@ -138,6 +138,28 @@ int64_t decode_rows(llama_context * lctx, const float * embd, int64_t n_rows, in
     });
 }
 
+int64_t decode_tokens(llama_context * lctx, const int32_t * tokens, int64_t n_tokens, const int32_t * pos,
+                      int32_t seq_id, bool logits_last) {
+    require(lctx != nullptr, "llama context is NULL");
+    require(tokens != nullptr && pos != nullptr, "tokens and pos must not be NULL");
+    require(n_tokens > 0, "n_tokens must be positive, got " + std::to_string(n_tokens));
+    require(seq_id >= 0, "seq_id must be >= 0");
+    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(lctx)));
+    for (int64_t i = 0; i < n_tokens; ++i) {
+        require(tokens[i] >= 0 && tokens[i] < n_vocab,
+                "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                " is outside the vocabulary (" + std::to_string(n_vocab) + " tokens)");
+        require(pos[i] >= 0, "negative position at token " + std::to_string(i));
+    }
+    batch_storage st;
+    auto never = [](int64_t) { return false; };
+    return decode_batches(lctx, seq_id, n_tokens, never, [&](int64_t off, int32_t cnt, bool last) {
+        st.token.assign(tokens + off, tokens + off + cnt);
+        st.pos.assign(pos + off, pos + off + cnt);  // llama.cpp spreads t to h and w itself
+        return llama_decode(lctx, st.view(cnt, seq_id, last && logits_last));
+    });
+}
+
 } // namespace omnisift
 
 extern "C" {
@@ -149,26 +171,9 @@ int32_t omnisift_decode_embd(llama_context * lctx, const float * embd, int64_t n
 
 int32_t omnisift_decode_tokens(llama_context * lctx, const int32_t * tokens, int64_t n_tokens, const int32_t * pos,
                                int32_t seq_id, int32_t logits_last) {
-    return omnisift::api_call([&] {
-        require(lctx != nullptr, "llama context is NULL");
-        require(tokens != nullptr && pos != nullptr, "tokens and pos must not be NULL");
-        require(n_tokens > 0, "n_tokens must be positive, got " + std::to_string(n_tokens));
-        require(seq_id >= 0, "seq_id must be >= 0");
-        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(lctx)));
-        for (int64_t i = 0; i < n_tokens; ++i) {
-            require(tokens[i] >= 0 && tokens[i] < n_vocab,
-                    "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                    " is outside the vocabulary (" + std::to_string(n_vocab) + " tokens)");
-            require(pos[i] >= 0, "negative position at token " + std::to_string(i));
-        }
-        batch_storage st;
-        auto never = [](int64_t) { return false; };
-        decode_batches(lctx, seq_id, n_tokens, never, [&](int64_t off, int32_t cnt, bool last) {
-            st.token.assign(tokens + off, tokens + off + cnt);
-            st.pos.assign(pos + off, pos + off + cnt);  // llama.cpp spreads t to h and w itself
-            return llama_decode(lctx, st.view(cnt, seq_id, last && logits_last));
-        });
-    });
+    return omnisift::api_call([&] { omnisift::decode_tokens(lctx, tokens, n_tokens, pos, seq_id, logits_last != 0); });
 }
 
 } // extern "C"
+
+

@@ -400,6 +400,14 @@ struct omnisift_unit {
     int64_t         n_audio_rows;
 
     const float *   embd;            // [n_rows][n_embd] or NULL
+
+    // Text inside the item, decoded in position order among the unit's kept rows (Qwen3-VL writes
+    // each frame grid's timestamp and wrappers as text before it): tokens [n_text] at positions
+    // text_pos [n_text] (t = h = w), ascending. The queue is decoded before them, so a row never
+    // follows a text token of a larger position. M-RoPE units only (renumber_from < 0). NULL / 0: none.
+    const int32_t * text;
+    const int32_t * text_pos;
+    int64_t         n_text;
 };
 
 struct omnisift_context_stats {

@@ -204,13 +204,18 @@ class Context:
                 if is_audio.any():
                     with stats.timer("encode_audio"):
                         new_audio = audio.until(int(src[is_audio].max()) + 1)
+                text = text_pos = None
+                if len(seg.text_tokens):   # the text before this unit's grids (Qwen3-VL's timestamps)
+                    mine = np.isin(seg.text_grid, src[mod == C.OMNISIFT_MODALITY_VIDEO])
+                    text = np.ascontiguousarray(seg.text_tokens[mine], dtype=np.int32)
+                    text_pos = np.ascontiguousarray(seg.text_pos[mine], dtype=np.int32)
                 keep = oc.add(seg.item.label, mod, src, pos, -1 if self.uses_mrope else nxt, pixels,
-                              frames.per_grid, new_audio, audio.mel if audio is not None else True)
+                              frames.per_grid, new_audio, audio.mel if audio is not None else True, text, text_pos)
                 if not self.uses_mrope:
                     nxt += int(keep.sum())
                 if on_unit is not None:
                     on_unit(UnitRecord(seg.index, seg.probe.kind, mod, lay.source[rows_idx], pos, keep,
-                                       oc.unit_rows()))
+                                       oc.unit_rows(), *(() if text is None else (text, text_pos))))
                 if progress is not None:
                     progress("encode", done + 1, len(all_units))
                 if interrupted.is_set():
@@ -267,7 +272,8 @@ class _Handle(Handle):
         C.check(C.omnisift_context_begin(self.ptr, ctypes.byref(params) if params is not None else None), "context")
 
     def add(self, label: str, mod: np.ndarray, src: np.ndarray, pos: np.ndarray, renumber_from: int,
-            frames: list, frames_per_grid: int, audio: Optional[np.ndarray], audio_is_mel: bool) -> np.ndarray:
+            frames: list, frames_per_grid: int, audio: Optional[np.ndarray], audio_is_mel: bool,
+            text: Optional[np.ndarray] = None, text_pos: Optional[np.ndarray] = None) -> np.ndarray:
         u = C.omnisift_unit()
         u.n_rows = len(mod)
         u.modality, u.source, u.pos = mod.ctypes.data, src.ctypes.data, pos.ctypes.data
@@ -281,6 +287,8 @@ class _Handle(Handle):
                 u.mel, u.n_mel_frames = audio.ctypes.data, audio.shape[0]
             else:
                 u.audio_rows, u.n_audio_rows = audio.ctypes.data, audio.shape[0]
+        if text is not None and len(text):
+            u.text, u.text_pos, u.n_text = text.ctypes.data, text_pos.ctypes.data, len(text)
         keep = np.ones(len(mod), np.uint8)
         status = C.omnisift_context_add(self.ptr, ctypes.byref(u), keep.ctypes.data)
         C.check(status, label if status == C.OMNISIFT_ERR_FILE else "context")

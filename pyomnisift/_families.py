@@ -3,8 +3,9 @@ projector type per tower (as llama.cpp's converter writes them and clip.cpp read
 
 A pair pyomnisift does not serve is refused here, by name, before anything loads. Serving it anyway
 would be a silent wrong answer: the sequence is built from one family's special tokens and M-RoPE
-layout (Qwen3-VL writes timestamps as text between frames and interleaves its sections; Qwen3-Omni
-lays audio and video out otherwise), and libmtmd would encode its media without complaint.
+layout (each family here differs from the others in at least one: wrappers, time positions a
+second, patch size, how audio goes with video, timestamps as text), and libmtmd would encode its
+media without complaint.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Optional
 
 from ._errors import UnsupportedModelError
-from ._template import QWEN3_OMNI_CHAT_TEMPLATE, QWEN25_OMNI_CHAT_TEMPLATE, QWEN25_VL_CHAT_TEMPLATE
+from ._template import QWEN3_CHAT_TEMPLATE, QWEN25_OMNI_CHAT_TEMPLATE, QWEN25_VL_CHAT_TEMPLATE
 
 if TYPE_CHECKING:   # _model_info calls family_of from check_pair
     from ._model_info import LLMInfo, MmprojInfo
@@ -39,6 +40,7 @@ class Family:
     # mmproj (clip.vision.is_deepstack_layers) and given to llama.cpp at load (a kv override).
     deepstack: bool = False
     audio_in_video: str = "chunks"       # a video's own audio: per 2-s chunk, or merged token by token ("tokens")
+    timestamps: bool = False             # a video's grids each placed as an image after "<t seconds>" text
 
     def describe(self) -> str:
         towers = " / ".join(t for t in dict.fromkeys((self.vision, self.audio)) if t)
@@ -59,9 +61,15 @@ SUPPORTED = (
     # _mtmd.audio_only); 32-pixel grids; a video's audio merged with it token by token at 13 position
     # ids a second (its processor's position_id_per_seconds), every wrapper at its own position.
     Family("Qwen3-Omni", ("qwen3vlmoe",), vision="qwen3vl_merger", audio="qwen3a", windowed_audio=False,
-           chat_template=QWEN3_OMNI_CHAT_TEMPLATE, vision_bos="<|vision_start|>", vision_eos="<|vision_end|>",
+           chat_template=QWEN3_CHAT_TEMPLATE, vision_bos="<|vision_start|>", vision_eos="<|vision_end|>",
            audio_bos="<|audio_start|>", audio_eos="<|audio_end|>", positions_per_second=13, patch=32,
            deepstack=True, audio_in_video="tokens"),
+    # video without sound: each frame grid after "<t seconds>" and its own wrappers, as text, placed
+    # as an image (interleaved M-RoPE sections: llama.cpp's qwen3vl rope type); deepstack as
+    # Qwen3-Omni's (its converter writes the count: the override is the same number)
+    Family("Qwen3-VL", ("qwen3vl", "qwen3vlmoe"), vision="qwen3vl_merger", audio=None, windowed_audio=False,
+           chat_template=QWEN3_CHAT_TEMPLATE, vision_bos="<|vision_start|>", vision_eos="<|vision_end|>",
+           audio_bos="<|audio_start|>", audio_eos="<|audio_end|>", patch=32, deepstack=True, timestamps=True),
 )
 # a model without an mmproj (text): Qwen2.5-Omni's template as the fallback, as before families
 TEXT_ONLY = SUPPORTED[0]
@@ -70,7 +78,6 @@ TEXT_ONLY = SUPPORTED[0]
 # projector, audio projector) -> name, so that the error names what the user has.
 KNOWN_UNSERVED = {
     ("qwen2vl_merger", None): "Qwen2-VL",
-    ("qwen3vl_merger", None): "Qwen3-VL",
     (None, "qwen3a"): "Qwen3-Omni's audio tower (or Qwen3-ASR)",
 }
 
@@ -87,7 +94,10 @@ def family_of(llm: LLMInfo, mm: MmprojInfo) -> Family:
     # an unserved family by its exact towers first: Qwen3-VL's vision-only mmproj would otherwise
     # pass for a part of Qwen3-Omni's
     name = KNOWN_UNSERVED.get(towers)
-    for family in SUPPORTED if name is None else ():
+    # a family whose towers are exactly the pair's first (Qwen3-VL's vision-only mmproj is not a
+    # part of Qwen3-Omni's), then one the pair has a part of (Qwen2.5-Omni's vision alone)
+    exact = [f for f in SUPPORTED if (f.vision, f.audio) == towers]
+    for family in (exact + [f for f in SUPPORTED if f not in exact]) if name is None else ():
         if all(t is None or t == f for t, f in zip(towers, (family.vision, family.audio))):
             if llm.architecture not in family.architectures:
                 raise UnsupportedModelError(

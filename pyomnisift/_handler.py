@@ -151,6 +151,7 @@ class OmniSIFTChatHandler:
                                audio_wrappers=(self.family.audio_bos, self.family.audio_eos),
                                positions_per_second=self.family.positions_per_second,
                                patch=self.family.patch, audio_in_video=self.family.audio_in_video,
+                               timestamps=self.family.timestamps,
                                head_id=self.sift_head.path if self.sift_head is not None else "")
         self.context = Context(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope)
         self._gpu = gpu

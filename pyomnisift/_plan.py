@@ -98,10 +98,15 @@ class MediaSegment:
     key: bytes                  # identity: content and every setting that changes its rows
     placeholders: np.ndarray    # int32 [end - start]
     wrappers_apart: bool = False  # open / close tokens at consecutive positions (Qwen3-Omni), not one
+    # text inside the span (Qwen3-VL: before each grid its timestamp and wrappers): tokens, their
+    # positions, and the grid each comes before
+    text_tokens: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    text_pos: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    text_grid: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def n_cells(self) -> int:
-        return len(self.open_tokens) + self.n_kept + len(self.close_tokens)
+        return len(self.open_tokens) + self.n_kept + len(self.close_tokens) + len(self.text_tokens)
 
 
 @dataclasses.dataclass
@@ -193,7 +198,7 @@ class Planner:
                  audio_windowed: bool, head_id: str = "", vision_wrappers: tuple = (VISION_BOS, VISION_EOS),
                  audio_wrappers: tuple = (AUDIO_BOS, AUDIO_EOS),
                  positions_per_second: int = S.POSITIONS_PER_SECOND, patch: int = 28,
-                 audio_in_video: str = "chunks"):
+                 audio_in_video: str = "chunks", timestamps: bool = False):
         self.tokenize = tokenize            # (text, add_bos) -> token ids
         self.uses_mrope = uses_mrope
         self.vision = vision                # MtmdEncoder or None
@@ -210,6 +215,9 @@ class Planner:
         # each side sharing a position) or "tokens" (Qwen3-Omni: merged by t token by token, every
         # wrapper at its own position)
         self.audio_in_video = audio_in_video
+        # Qwen3-VL: a video is its frame grids one after another, each placed as an image and preceded
+        # by "<t seconds>" and the vision wrappers as text (S.stamped_grids)
+        self.timestamps = timestamps
         self._digests: dict = {}
         self._probes: dict = {}
 
@@ -373,6 +381,15 @@ class Planner:
                 close_tokens = list(self.audio_eos) + list(self.vision_eos)
                 tokens = tokens[:-len(self.vision_bos)]
                 texts[i + 1] = texts[i + 1][len(self.vision_eos):]
+            if probe.kind == "video" and self.timestamps:
+                # the template's wrappers stay around the grids' own (transformers 5.23's
+                # Qwen3VLProcessor replaces only <|video_pad|>)
+                text(tokens)
+                seg = self._stamped(i, item, probe, pos, settings)
+                segments.append(seg)
+                ids.extend(seg.placeholders.tolist())
+                pos, cells = seg.end, cells + seg.n_cells
+                continue
             text(tokens)
             start = pos
             apart = self.audio_in_video == "tokens"
@@ -391,6 +408,29 @@ class Planner:
             pos, cells = end, cells + seg.n_cells
         text(texts[-1])
         return Plan(segments, ids, cells, settings)
+
+    def _stamped(self, index: int, item: MediaItem, probe: Probe, start: int, settings: Settings) -> MediaSegment:
+        """A video as Qwen3-VL's processor and get_rope_index lay it out: per grid k, text
+        "<{t:.1f} seconds>" (t: the mean time of its two frames in the source) and <|vision_start|>
+        (after the previous grid's <|vision_end|>), then the grid placed as an image; the last
+        grid's <|vision_end|> closes the span."""
+        info = probe.video
+        seconds = info.frame_indices / info.source_fps
+        prefixes = []
+        for k in range(info.n_grids):
+            stamp = self.tokenize(f"<{(seconds[2 * k] + seconds[2 * k + 1]) / 2:.1f} seconds>", False)
+            prefixes.append((list(self.vision_eos) if k else []) + stamp + list(self.vision_bos))
+        gh, gw = probe.grid
+        blocks, text_pos, end = S.stamped_grids(gh, gw, [len(p) for p in prefixes], start)
+        layout = Layout.of(blocks)
+        n_kept, n_kept_video = self._kept(layout, settings)
+        key = self._key(item, probe, settings)
+        end += len(self.vision_eos)
+        return MediaSegment(index, item, probe, layout, start, end, start, [], list(self.vision_eos), n_kept,
+                            n_kept_video, key, placeholders(key, end - start),
+                            text_tokens=np.array([t for p in prefixes for t in p], np.int32),
+                            text_pos=np.asarray(text_pos, np.int32),
+                            text_grid=np.repeat(np.arange(len(prefixes)), [len(p) for p in prefixes]))
 
     def fit(self, prompt: Prompt, settings: Settings, probes: list, budget: int, add_bos: bool = True) -> Plan:
         """The plan at these settings, or with video, then audio retention lowered in steps of 0.01

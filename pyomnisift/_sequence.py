@@ -137,3 +137,17 @@ def video_with_audio_interleaved(n_grids: int, grid_h: int, grid_w: int, n_audio
     if a < n_audio:
         blocks.append(Block(MODALITY_AUDIO, a, audio_positions(n_audio - a, start + a)))
     return blocks
+
+
+def stamped_grids(grid_h: int, grid_w: int, prefix_lengths: list, start: int) -> tuple[list, list, int]:
+    """Qwen3-VL's video (its get_rope_index): grid k after prefix_lengths[k] text tokens (its
+    timestamp and wrappers), placed as an image at its own position p: rows (p, p + row, p + col),
+    and what follows it at p + max(grid_h, grid_w). Returns (blocks, the text's positions, the
+    position after the last grid)."""
+    blocks, text_pos, p = [], [], start
+    for k, n in enumerate(prefix_lengths):
+        text_pos.extend(range(p, p + n))
+        p += n
+        blocks.append(Block(MODALITY_VIDEO, k, grid_positions(grid_h, grid_w, 0, p)))
+        p += max(grid_h, grid_w)
+    return blocks, text_pos, p

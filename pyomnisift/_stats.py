@@ -65,3 +65,7 @@ class UnitRecord:
     positions: np.ndarray      # int32 [3, n]: (t, h, w) in the sequence
     keep: np.ndarray           # bool [n]
     rows: np.ndarray           # float32 [n, n_embd]: the encoder's rows, before compression
+    # text decoded inside the unit, among its rows by position (Qwen3-VL: each grid's timestamp and
+    # wrappers): token ids and their positions (t = h = w); empty for other families
+    text: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    text_positions: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))

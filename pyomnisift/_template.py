@@ -47,11 +47,11 @@ QWEN25_VL_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Qwen3-Omni: ChatML with Qwen3's media wrappers (<|vision_start|> / <|vision_end|>, <|audio_start|> /
+# Qwen3-Omni and Qwen3-VL: ChatML with Qwen3's media wrappers (<|vision_start|> / <|vision_end|>, <|audio_start|> /
 # <|audio_end|>) and no default system prompt, as its processor renders a user turn. Not the released
 # template verbatim (that one also renders tools and reasoning): a GGUF converted from the checkpoint
 # carries the released one, which is then used.
-QWEN3_OMNI_CHAT_TEMPLATE = (
+QWEN3_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"

@@ -264,6 +264,9 @@ class omnisift_unit(ctypes.Structure):
         ("audio_rows", ctypes.c_void_p),
         ("n_audio_rows", ctypes.c_int64),
         ("embd", ctypes.c_void_p),
+        ("text", ctypes.c_void_p),
+        ("text_pos", ctypes.c_void_p),
+        ("n_text", ctypes.c_int64),
     ]
 
 

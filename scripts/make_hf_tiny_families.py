@@ -10,8 +10,11 @@ Qwen2.5-VL's added tokens in their released order (<|vision_start|> = 151652, <|
 Qwen3-Omni is the transformers reference of the Qwen3-Omni thinker parity (tests/qwen3_omni_reference.py):
 its vocabulary carries the released Qwen3-Omni added tokens and ids (<|image_pad|> = 151655,
 <|video_pad|> = 151656, <|audio_start|> = 151669, <|audio_pad|> = 151675) and its thinker config the
-released token ids and 13 position ids a second. Qwen3-VL carries Qwen2.5-Omni's added tokens (enough
-for the converter).
+released token ids and 13 position ids a second. Qwen3-VL is the transformers reference of the Qwen3-VL
+parity (tests/qwen3_vl_reference.py): its vocabulary carries the released Qwen3-VL added tokens and ids
+(Qwen2.5-VL's 22, then <tool_response>, </tool_response>, <think>, </think>: <|vision_start|> = 151652,
+<|vision_end|> = 151653, <|image_pad|> = 151655, <|video_pad|> = 151656), its tokenizer config the
+media token names Qwen3VLProcessor reads and its config the released token ids.
 
 Output (cached): DIR/<family>/{hf/, llm.gguf, mmproj.gguf} with DIR = $PYOMNISIFT_CACHE/hf-tiny-families
 (default cache ~/.cache/pyomnisift); a stamp of this script's and make_hf_tiny_omni's hashes rebuilds
@@ -47,6 +50,15 @@ QWEN25_VL_ADDED_TOKENS = [
 ]
 QWEN25_VL_MEDIA_TOKENS = dict(image_token="<|image_pad|>", video_token="<|video_pad|>",
                               vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>")
+# Qwen3-VL's added tokens in the released order, ids 151643 on (<|vision_start|> = 151652,
+# <|vision_end|> = 151653, <|image_pad|> = 151655, <|video_pad|> = 151656); the media token names as
+# Qwen3VLProcessor reads them from the tokenizer (image_token, video_token, vision_start_token,
+# vision_end_token), and the released config's token ids (transformers' defaults too, kept explicit).
+QWEN3_VL_ADDED_TOKENS = QWEN25_VL_ADDED_TOKENS + ["<tool_response>", "</tool_response>", "<think>", "</think>"]
+QWEN3_VL_MEDIA_TOKENS = dict(image_token="<|image_pad|>", video_token="<|video_pad|>",
+                             vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>")
+QWEN3_VL_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                    vision_end_token_id=151653)
 # Qwen3-Omni's added tokens in the released order, ids 151643 on (<|vision_start|> = 151652,
 # <|image_pad|> = 151655, <|video_pad|> = 151656, <|audio_start|> = 151669, <|audio_pad|> = 151675)
 QWEN3_OMNI_ADDED_TOKENS = QWEN25_VL_ADDED_TOKENS + [
@@ -88,7 +100,7 @@ def _qwen3_vl():
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     config = Qwen3VLConfig(text_config=dict(TEXT, rope_parameters=dict(MROPE, mrope_interleaved=True)),
-                           vision_config=QWEN3_VISION)
+                           vision_config=QWEN3_VISION, **QWEN3_VL_IDS)
     return Qwen3VLForConditionalGeneration(config), "Qwen3VLForConditionalGeneration", QWEN3_PRE
 
 
@@ -161,6 +173,9 @@ def make_hf_tiny_family(name: str, cache_dir=None, seed: int = 0, force: bool = 
     if name == "qwen2.5-vl":
         omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"], QWEN25_VL_ADDED_TOKENS,
                               QWEN25_VL_MEDIA_TOKENS)
+    elif name == "qwen3-vl":
+        omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"], QWEN3_VL_ADDED_TOKENS,
+                              QWEN3_VL_MEDIA_TOKENS)
     elif name == "qwen3-omni":
         omni._write_tokenizer(assets["ggml-vocab-qwen2.gguf"], paths["hf"], QWEN3_OMNI_ADDED_TOKENS,
                               QWEN3_OMNI_MEDIA_TOKENS)
@@ -179,6 +194,17 @@ def load_qwen25_vl(hf_dir):
 
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(hf_dir, dtype="float32",
                                                               attn_implementation="eager").eval()
+
+
+def load_qwen3_vl(hf_dir):
+    """The transformers reference: Qwen3-VL (Qwen3VLForConditionalGeneration) in float32 with eager
+    attention."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(hf_dir, dtype="float32",
+                                                            attn_implementation="eager").eval()
+    assert all(getattr(model.config, k) == v for k, v in QWEN3_VL_IDS.items())
+    return model
 
 
 def load_qwen3_omni(hf_dir):

@@ -160,3 +160,46 @@ def logits_of_recorded(table, text_model, lm_head, calls, positions: np.ndarray)
         hidden = text_model(inputs_embeds=embeds, position_ids=torch.from_numpy(positions.astype(np.int64))[:, None, :],
                             attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long), use_cache=False)
         return embeds.shape[1], lm_head(hidden.last_hidden_state[0, -1]).numpy()
+
+
+def additive_mask(visible, n: int):
+    """An attention mask: all ones (causal in sequence order), or `visible` (bool [L, L], [query,
+    key]) as a 4D float additive mask, which Qwen3 text models (create_causal_mask) use as is; it
+    must be float: a bool one would be added as 0 / 1 (last_logits)."""
+    import torch
+
+    if visible is None:
+        return torch.ones(1, n, dtype=torch.long)
+    add = torch.zeros(visible.shape, dtype=torch.float32)
+    add[~torch.from_numpy(np.asarray(visible, bool))] = torch.finfo(torch.float32).min
+    return add[None, None]
+
+
+def deepstack_logits(text, lm_head, hidden: int, ids, rows, deepstack_rows, positions, visual_mask,
+                     visible=None) -> np.ndarray:
+    """Last logits of a Qwen3 text model (Qwen3-VL's, Qwen3-Omni's thinker's) fed inputs_embeds: the
+    token embedding where ids >= 0, the given rows ([n, hidden], in order) where ids < 0;
+    deepstack_rows (one [n_visual, hidden] array a deepstack layer, or None) added after the first
+    decoder layers at visual_mask (bool [L], a subset of ids < 0), as the models' forwards pass
+    deepstack_visual_embeds / visual_pos_masks; position ids [3, L] as given; causal mask in
+    sequence order, or `visible`."""
+    import torch
+
+    ids = np.asarray(ids, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.float32).reshape(-1, hidden)
+    visual_mask = np.zeros(len(ids), bool) if visual_mask is None else np.asarray(visual_mask, bool)
+    given = ids < 0
+    assert given.sum() == len(rows), (given.sum(), rows.shape)
+    assert not (visual_mask & ~given).any(), "visual rows must be given rows"
+    with torch.no_grad():
+        embeds = text.embed_tokens(torch.from_numpy(np.where(given, 0, ids))).float()
+        embeds[torch.from_numpy(given)] = torch.from_numpy(rows)
+        kw = {}
+        if deepstack_rows is not None:
+            deep = [torch.from_numpy(np.asarray(d, dtype=np.float32)) for d in deepstack_rows]
+            assert all(d.shape[0] == visual_mask.sum() for d in deep), ([d.shape for d in deep], visual_mask.sum())
+            kw = dict(deepstack_visual_embeds=deep, visual_pos_masks=torch.from_numpy(visual_mask)[None])
+        pos = torch.from_numpy(np.asarray(positions, dtype=np.int64))[:, None, :]
+        out = text(inputs_embeds=embeds[None], position_ids=pos, use_cache=False,
+                   attention_mask=additive_mask(visible, len(ids)), **kw)
+        return lm_head(out.last_hidden_state[0, -1]).float().numpy()

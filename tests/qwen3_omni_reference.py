@@ -25,7 +25,7 @@ IMAGE_TOKEN, VIDEO_TOKEN, AUDIO_TOKEN = "<|image_pad|>", "<|video_pad|>", "<|aud
 QUESTION = "Describe what you see and hear, briefly."
 
 # the family's template (the reference processor renders it; the expansion is the processor's)
-from pyomnisift._template import QWEN3_OMNI_CHAT_TEMPLATE as CHAT_TEMPLATE  # noqa: E402
+from pyomnisift._template import QWEN3_CHAT_TEMPLATE as CHAT_TEMPLATE  # noqa: E402
 
 
 def patchify(frames: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +132,7 @@ def reference_logits(thinker, inputs, audio_in_video: bool | None = None, visibl
     if audio_in_video is None:
         audio_in_video = inputs.get("use_audio_in_video", False)
     positions = torch.from_numpy(rope_positions(thinker, inputs, audio_in_video)).float()[:, None, :]
-    mask = _mask(visible, inputs["input_ids"].shape[1])
+    mask = H.additive_mask(visible, inputs["input_ids"].shape[1])
     with torch.no_grad():   # the thinker's forward, with the LM head on the last position only
         out = thinker.model(**{k: inputs[k] for k in _NAMES if inputs.get(k) is not None},
                             attention_mask=mask, position_ids=positions,
@@ -140,47 +140,13 @@ def reference_logits(thinker, inputs, audio_in_video: bool | None = None, visibl
         return thinker.lm_head(out.last_hidden_state[0, -1]).float().numpy()
 
 
-def _mask(visible, n: int):
-    """An attention mask: all ones (causal in sequence order), or `visible` (bool [L, L], [query,
-    key]) as a 4D float additive mask, which the thinker's text model (create_causal_mask) uses as
-    is; it must be float: a bool one would be added as 0 / 1 (hf_reference.last_logits)."""
-    import torch
-
-    if visible is None:
-        return torch.ones(1, n, dtype=torch.long)
-    add = torch.zeros(visible.shape, dtype=torch.float32)
-    add[~torch.from_numpy(np.asarray(visible, bool))] = torch.finfo(torch.float32).min
-    return add[None, None]
-
-
 def logits_of_rows(thinker, ids, rows, deepstack_rows, positions, visual_mask, visible=None) -> np.ndarray:
-    """Last logits of the thinker's text model fed inputs_embeds: the token embedding where
-    ids >= 0, the given rows ([n, hidden], in order) where ids < 0; deepstack_rows (one [n_visual,
-    hidden] array a deepstack layer, or None) added after the first decoder layers at visual_mask
-    (bool [L], a subset of ids < 0: audio rows are not visual), as the thinker's forward passes
-    deepstack_visual_embeds / visual_pos_masks; position ids [3, L] as given (kept rows at their
-    original positions); causal mask in sequence order, or `visible`."""
-    import torch
-
-    ids = np.asarray(ids, dtype=np.int64)
-    rows = np.asarray(rows, dtype=np.float32).reshape(-1, thinker.config.text_config.hidden_size)
-    visual_mask = np.zeros(len(ids), bool) if visual_mask is None else np.asarray(visual_mask, bool)
-    given = ids < 0
-    assert given.sum() == len(rows), (given.sum(), rows.shape)
-    assert not (visual_mask & ~given).any(), "visual rows must be given rows"
-    text = thinker.model.language_model
-    with torch.no_grad():
-        embeds = text.embed_tokens(torch.from_numpy(np.where(given, 0, ids))).float()
-        embeds[torch.from_numpy(given)] = torch.from_numpy(rows)
-        kw = {}
-        if deepstack_rows is not None:
-            deep = [torch.from_numpy(np.asarray(d, dtype=np.float32)) for d in deepstack_rows]
-            assert all(d.shape[0] == visual_mask.sum() for d in deep), ([d.shape for d in deep], visual_mask.sum())
-            kw = dict(deepstack_visual_embeds=deep, visual_pos_masks=torch.from_numpy(visual_mask)[None])
-        pos = torch.from_numpy(np.asarray(positions)).float()[:, None, :]
-        out = text(inputs_embeds=embeds[None], position_ids=pos, use_cache=False,
-                   attention_mask=_mask(visible, len(ids)), **kw)
-        return thinker.lm_head(out.last_hidden_state[0, -1]).float().numpy()
+    """hf_reference.deepstack_logits with this model's text model: what we decoded (rows where ids < 0,
+    deepstack at visual_mask) at the given positions (compressed decoding: kept rows at their
+    original positions)."""
+    return H.deepstack_logits(thinker.model.language_model, thinker.lm_head,
+                              thinker.config.text_config.hidden_size,
+                              ids, rows, deepstack_rows, positions, visual_mask, visible)
 
 
 def vision_rows(thinker, inputs, kind: str | None = None) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -195,3 +195,41 @@ def test_init_refuses_bad_arguments(tiny_omni):
     p.max_rows = -1
     assert not C.omnisift_context_init(tiny_omni.ctx, None, None, None, p)
     assert b"max_rows" in C.omnisift_last_error()
+
+
+def test_text_inside_a_unit_is_decoded_in_position_order(tiny_omni):
+    """Qwen3-VL's timestamps: a unit's text tokens are decoded among its kept rows by position
+    (the queue first), which is what llama.cpp gets from decoding rows, tokens and rows one after
+    another; bad text is refused before anything is decoded."""
+    rng = np.random.default_rng(4)
+    n_embd = tiny_omni.n_embd()
+    (r0, m0, p0), (r1, m1, p1) = _unit(rng, n_embd, 25), _unit(rng, n_embd, 60)
+    rows, mod, pos = np.concatenate([r0, r1]), np.concatenate([m0, m1]), np.concatenate([p0, p1], axis=1)
+    text = np.array([11, 12, 13], np.int32)
+    text_pos = np.array([20, 40, 41], np.int32)     # one before the first grid, two between the grids
+
+    def with_text(text_pos=text_pos, text=text):
+        u = C.omnisift_unit()
+        u.n_rows, u.renumber_from = len(rows), -1
+        src = np.zeros(len(rows), np.int32)
+        u.modality, u.source, u.pos, u.embd = mod.ctypes.data, src.ctypes.data, pos.ctypes.data, rows.ctypes.data
+        u.text, u.text_pos, u.n_text = text.ctypes.data, text_pos.ctypes.data, len(text)
+        keep = np.ones(len(rows), np.uint8)
+        return C.omnisift_context_add(oc.ptr, ctypes.byref(u), keep.ctypes.data)
+
+    def inside():
+        C.check(with_text())
+        C.check(C.omnisift_context_end(oc.ptr, 0))
+
+    def apart():
+        decode_tokens(tiny_omni, [11], [20])
+        decode_rows(tiny_omni, r0, p0)
+        decode_tokens(tiny_omni, [12, 13], [40, 41])
+        decode_rows(tiny_omni, r1, p1)
+
+    with _Rows(tiny_omni, None, max_rows=512) as oc:
+        ours = _logits_after(tiny_omni, inside)
+        for bad in (dict(text_pos=np.array([20, 41, 40], np.int32)), dict(text=np.array([11, -1, 13], np.int32))):
+            assert with_text(**bad) == C.OMNISIFT_ERR_ARGUMENT and oc.n_queued == 0
+    reference = _logits_after(tiny_omni, apart)
+    np.testing.assert_allclose(ours, reference, atol=1e-5 * np.ptp(reference))

@@ -1,10 +1,11 @@
-"""The model family is told from the GGUF pair (Qwen2.5-VL's and Qwen3-Omni's served:
-tests/test_parity_qwen25_vl.py, tests/test_parity_qwen3_omni.py),
+"""The model family is told from the GGUF pair (Qwen2.5-VL's, Qwen3-Omni's and Qwen3-VL's served:
+tests/test_parity_qwen25_vl.py, test_parity_qwen3_omni.py, test_parity_qwen3_vl.py),
 and a pair pyomnisift does not serve is refused by name before anything loads (serving it would build a Qwen2.5-Omni sequence for another model: a silent
 wrong answer).
 
 The reference for what each pair is: llama.cpp's own converter (pinned sdist) run on tiny random
 transformers checkpoints of Qwen2.5-VL, Qwen3-VL and Qwen3-Omni (scripts/make_hf_tiny_families.py)
+and, for a family not served, an mmproj header as that converter writes it (Qwen2-VL's)
 and of Qwen2.5-Omni (scripts/make_hf_tiny_omni.py)."""
 
 from __future__ import annotations
@@ -16,15 +17,22 @@ from pyomnisift._families import SUPPORTED, family_of
 from test_cli import one_line_error, run
 from test_foundation import write_gguf
 
-# family directory -> the name the error must give
-UNSERVED = {"qwen3-vl": "Qwen3-VL"}
+# unserved pair -> the name the error must give: Qwen2-VL's mmproj (its projector type as llama.cpp's
+# converter writes it; the header is all the detection reads) beside Qwen2.5-VL's converted LLM, the
+# same architecture
+UNSERVED = {"qwen2-vl": "Qwen2-VL"}
 
 
 @pytest.fixture(scope="module")
-def converted():
+def converted(tmp_path_factory):
     import make_hf_tiny_families  # imports transformers: a missing reference fails, never skips
 
-    return {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in (*UNSERVED, "qwen2.5-vl", "qwen3-omni")}
+    out = {name: make_hf_tiny_families.make_hf_tiny_family(name) for name in ("qwen2.5-vl", "qwen3-vl", "qwen3-omni")}
+    mmproj = write_gguf(tmp_path_factory.mktemp("qwen2-vl") / "mmproj.gguf", "clip", {
+        "clip.projector_type": "qwen2vl_merger", "clip.has_vision_encoder": True, "clip.has_audio_encoder": False,
+        "clip.vision.projection_dim": 128})
+    out["qwen2-vl"] = {"llm": out["qwen2.5-vl"]["llm"], "mmproj": mmproj}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,7 @@ def test_unserved_families_are_refused_by_name(converted, name):
 
 def test_unserved_family_text_only_still_loads(converted):
     """Without an mmproj a GGUF is text, as in llama-cpp-python: any family's LLM answers."""
-    llm = pyomnisift.Llama(converted["qwen3-vl"]["llm"], n_ctx=256)
+    llm = pyomnisift.Llama(converted["qwen2-vl"]["llm"], n_ctx=256)
     out = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=3, temperature=0)
     assert out["usage"]["completion_tokens"] >= 1
 
@@ -60,17 +68,17 @@ def test_handler_refuses_on_its_first_use(converted):
     """llama-cpp-python's way (a handler given to llama_cpp.Llama) refuses on the first request."""
     import llama_cpp
 
-    paths = converted["qwen3-vl"]
+    paths = converted["qwen2-vl"]
     handler = pyomnisift.OmniSIFTChatHandler(str(paths["mmproj"]))
     llama = llama_cpp.Llama(str(paths["llm"]), chat_handler=handler, n_ctx=256, verbose=False)
-    with pytest.raises(pyomnisift.UnsupportedModelError, match="Qwen3-VL"):
+    with pytest.raises(pyomnisift.UnsupportedModelError, match="Qwen2-VL"):
         llama.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=1)
 
 
 def test_cli_names_the_family(converted):
-    paths = converted["qwen3-vl"]
+    paths = converted["qwen2-vl"]
     one_line_error(run("chat", "-m", paths["llm"], "--mmproj", paths["mmproj"], "-p", "hi"),
-                   "Qwen3-VL", "does not serve")
+                   "Qwen2-VL", "does not serve")
 
 
 def test_qwen3_omni_mmproj_beside_an_unserved_model(converted):
@@ -90,6 +98,9 @@ def test_served_pairs(omni_pair, converted, tiny_audio_model):
     assert family_of(llm, mm).name == "Qwen2-Audio"
     llm, mm = pyomnisift.check_pair(converted["qwen3-omni"]["llm"], converted["qwen3-omni"]["mmproj"])
     assert family_of(llm, mm).name == "Qwen3-Omni" and mm.n_deepstack == 1
+    # Qwen3-VL's vision-only mmproj is Qwen3-VL's, not a part of Qwen3-Omni's (same vision projector)
+    llm, mm = pyomnisift.check_pair(converted["qwen3-vl"]["llm"], converted["qwen3-vl"]["mmproj"])
+    assert family_of(llm, mm).name == "Qwen3-VL" and mm.n_deepstack == 1
 
 
 def test_mmproj_next_to_another_family_model(converted, omni_pair):

@@ -181,12 +181,30 @@ class Recorder:
                           if self.pipeline.uses_mrope else np.arange(nxt, nxt + len(toks)))
             return tokens_(ctx, toks, pos, nxt, stats, apart)
 
+        def rows(mod, rows, pos):
+            self.ids += [placeholder[int(m)] for m in mod]
+            self.pos.append(np.asarray(pos, np.int64))
+            self.calls.append(("rows", np.array(rows), np.asarray(pos).copy()))
+
         def on_unit(u):
-            if not u.keep.any():
+            if not len(u.text):
+                if u.keep.any():
+                    rows(u.modality[u.keep], u.rows[u.keep], u.positions[:, u.keep])
                 return
-            self.ids += [placeholder[int(m)] for m in u.modality[u.keep]]
-            self.pos.append(np.asarray(u.positions[:, u.keep], np.int64))
-            self.calls.append(("rows", np.array(u.rows[u.keep]), np.asarray(u.positions[:, u.keep]).copy()))
+            # text inside the unit (Qwen3-VL's timestamps): the context decodes the kept rows in t
+            # order and each text token before the first row of a larger t
+            kept = np.flatnonzero(u.keep)
+            kept = kept[np.argsort(u.positions[0, kept], kind="stable")]
+            j = 0
+            for t in np.unique(u.positions[0, kept]):
+                k = j + int((u.text_positions[j:] < t).sum())
+                if k > j:
+                    record_tokens(u.text[j:k], u.text_positions[j:k])
+                    j = k
+                r = kept[u.positions[0, kept] == t]
+                rows(u.modality[r], u.rows[r], u.positions[:, r])
+            if j < len(u.text):
+                record_tokens(u.text[j:], u.text_positions[j:])
 
         model.eval, self.pipeline._tokens = eval, tokens
         self.on_unit = on_unit

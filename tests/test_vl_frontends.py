@@ -1,7 +1,8 @@
-"""The front ends on a Qwen2.5-VL pair (the tiny converted one of scripts/make_hf_tiny_families.py):
+"""The front ends on the video-only pairs, Qwen2.5-VL and Qwen3-VL (the tiny converted ones of
+scripts/make_hf_tiny_families.py):
 chat API with a follow-up turn and streaming, command line, server and the picture; the answers and
-counts are compared with the library's own call on the same model (its parity with transformers
-is tests/test_parity_qwen25_vl.py)."""
+counts are compared with the library's own call on the same model (their parity with transformers:
+tests/test_parity_qwen25_vl.py, tests/test_parity_qwen3_vl.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from test_server import Server, post, video_msg
 from tool_clips import write_clip
 
 
-@pytest.fixture(scope="module")
-def vl():
+@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
+def vl(request):
+    """Both video-only families: Qwen2.5-VL, and Qwen3-VL (timestamps as text between its grids)."""
     import make_hf_tiny_families
 
-    return make_hf_tiny_families.make_hf_tiny_family("qwen2.5-vl")
+    return make_hf_tiny_families.make_hf_tiny_family(request.param)
 
 
 @pytest.fixture(scope="module")
