@@ -12,6 +12,16 @@ Model pairs (`--model`):
 - "3b-vl": Qwen2.5-VL-3B geometry, random weights: the 3b pair's LLM and vision tower alone (q8_0),
   projector qwen2.5vl_merger. No audio tower: A gets the frames only, pyomnisift warns and uses the
   video without its sound; compare A with v35 / v25 (35% / 25% of the video tokens kept).
+- "3omni": Qwen3-Omni-30B-A3B geometry, random weights (scripts/make_bench_model_qwen3_omni.py): the
+  MoE thinker (arch qwen3vlmoe, width 2048, 128 experts of FFN 768, 8 used, 32 / 4 heads of 128) in
+  Q4_0, 36 of its 48 layers (the 48 do not fit this 23-GB machine next to the towers and a prefill;
+  that script's docstring), and an mmproj (q8_0) with Qwen3-Omni's vision tower (27 blocks x 1152,
+  patch 16, deepstack after 8 / 16 / 24) and audio tower (32 layers x 1280, Conv2D front end).
+  There is no A for this pair: libmtmd 0.3.36 refuses the Qwen3-Omni mmproj with both towers
+  ("mtmd_init_from_file: error: mismatch between vision and audio mmproj (n_embd_v = 8192,
+  n_embd_a = 2048)": the vision rows carry the 3 deepstack slices), so llama-cpp-python's own path
+  cannot run it at all. The baseline is B (pyomnisift at retention 1.0, every token, the model's
+  exact sequence); compare B with 35 / 25.
 
 For each clip (video with its sound, scripts/bench_media.py) and each configuration:
 - A: llama-cpp-python 0.3.36 as a user drives it today: the same frames (PyAV, 2 fps, sized as the
@@ -44,6 +54,7 @@ KV bytes of a prompt = n_tokens x n_layer x 2 x n_head_kv x head_dim x 2 bytes.
     python scripts/bench.py --model 3b --clips 10s_448 --reps 3
     python scripts/bench.py --model 3b --clips 10s_static 10s_448 --configs 25 25_no_reuse --reps 3
     python scripts/bench.py --model 3b-vl --clips 10s_448 --configs A v35 v25 --reps 3
+    python scripts/bench.py --model 3omni --clips 10s_448 --configs B 35 25 --reps 3
     python scripts/bench.py --summarize          # no runs: rewrite the summaries and results.md
 
 scripts/results/results.json keeps every run of every invocation (older pipelines' runs carry an older
@@ -102,6 +113,10 @@ MODELS = {
           "layers x 1280 (20 heads, FFN 5120)",
     "3b-vl": "Qwen2.5-VL-3B geometry, random weights: the 3b pair's LLM (36 layers x 2048 Q4_K_M) and its vision "
              "tower alone (32 blocks x 1280, q8_0) under projector qwen2.5vl_merger; video without sound",
+    "3omni": "Qwen3-Omni-30B-A3B geometry, random weights: thinker qwen3vlmoe {n_layer} of 48 layers x 2048 (MoE 128 "
+             "experts x FFN 768, 8 used; 32/4 heads of 128) Q4_0; mmproj (q8_0): vision 27 blocks x 1152 (FFN 4304, "
+             "patch 16, deepstack 8/16/24) + audio 32 layers x 1280 (20 heads, FFN 5120); no A (libmtmd refuses "
+             "the mmproj): baseline B",
 }
 
 
@@ -132,8 +147,9 @@ def _kv_geometry(model_path: str) -> dict:
     gc.collect()   # read_gguf_kv's recursive closure keeps the file's bytes alive until collected
     arch = kv["general.architecture"]
     n_head = kv[f"{arch}.attention.head_count"]
+    head_dim = kv.get(f"{arch}.attention.key_length") or kv[f"{arch}.embedding_length"] // n_head   # Qwen3: 128
     return dict(n_layer=kv[f"{arch}.block_count"], n_head_kv=kv[f"{arch}.attention.head_count_kv"],
-                head_dim=kv[f"{arch}.embedding_length"] // n_head, bytes_per_elem=2)
+                head_dim=head_dim, bytes_per_elem=2)
 
 
 def kv_bytes(n_tokens: int, g: dict) -> int:
@@ -309,8 +325,24 @@ def child_omni(spec: dict) -> dict:
     pipeline = llm.chat_handler.context
     pipeline.batch_rows = cfg.get("batch_rows", 0)
     pipeline.reuse_identical_pairs = cfg.get("reuse_identical_pairs", True)
+    # Towers that encode a whole clip at planning (libmtmd's audio: Qwen3-Omni) run inside
+    # pyomnisift's "media_decode" timer: their time is measured here and moved to encode_audio.
+    planning_audio_ms = [0.0]
+    planner_audio = getattr(getattr(llm.chat_handler, "planner", None), "audio", None)
+    if planner_audio is not None and type(planner_audio).__name__ == "_MtmdAudio":
+        encode = planner_audio.encode_audio
+
+        def timed_encode(pcm):
+            a = time.perf_counter()
+            try:
+                return encode(pcm)
+            finally:
+                planning_audio_ms[0] += (time.perf_counter() - a) * 1e3
+
+        planner_audio.encode_audio = timed_encode
     stages = {"loaded": _status_kb("VmRSS")}
     prefill(llm, [{"role": "user", "content": "Hello, warm-up."}])
+    planning_audio_ms[0] = 0.0
     gc.collect()
     rss_loaded = stages["warm"] = _status_kb("VmRSS")
     reset_ok = _reset_peak()
@@ -324,6 +356,8 @@ def child_omni(spec: dict) -> dict:
     peak = _status_kb("VmHWM")
     s = r["omnisift"]
     t = {k: float(s["timings_ms"].get(k, 0.0)) for k in STAGES}
+    t["media_decode"] -= planning_audio_ms[0]
+    t["encode_audio"] += planning_audio_ms[0]
     t["first_token"] = first
     media_kept = s["video"]["tokens_kept"] + s["audio"]["tokens_kept"]
     out = dict(prompt_tokens=r["prompt_tokens"], media_tokens=media_kept,
@@ -335,7 +369,7 @@ def child_omni(spec: dict) -> dict:
                encoder_calls=s["encoder_calls"],
                timings_ms=t, ttft_ms=ttft, first_token_id=tok, logits_sha256=digest,
                rss_loaded_bytes=rss_loaded * 1024, peak_rss_bytes=peak * 1024, peak_reset=reset_ok,
-               rss_stages_kb=stages)
+               rss_stages_kb=stages, planning_audio_encode_ms=planning_audio_ms[0])
     llm.close()
     return out
 
@@ -592,6 +626,11 @@ def model_pair(model: str, mmproj: str, tokenizer: str | None = None) -> dict:
         m = make_bench_model()
         return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"]), description=MODELS["0.5b"],
                     audio_weights=m["audio_weights"])
+    if model == "3omni":
+        from make_bench_model_qwen3_omni import make_bench_model_qwen3_omni
+
+        m = make_bench_model_qwen3_omni(tokenizer=tokenizer)
+        return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"]), description=MODELS["3omni"].format(n_layer=m["n_layer"]))
     from make_bench_model_3b import make_bench_model_3b
 
     if model == "3b-vl":
@@ -616,7 +655,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--n-gpu-layers", type=int, default=0,
                     help="offload the LLM (and the towers) to the GPU (-1: all; results keyed '-gpu')")
-    ap.add_argument("--tokenizer", help="3b pair: a GGUF holding the Qwen2.5 tokenizer (default: the 0.5b bench model)")
+    ap.add_argument("--tokenizer", help="3b / 3omni pairs: a GGUF holding the Qwen2.5 tokenizer (default: the 0.5b bench model)")
     ap.add_argument("--summarize", action="store_true", help="no runs: rewrite the summaries and results.md")
     args = ap.parse_args(argv)
     if args.child:
@@ -640,7 +679,10 @@ def main(argv=None) -> int:
 
     import llama_cpp
 
-    key = args.model if args.model in ("0.5b", "3b-vl") else f"{args.model}-{args.mmproj}"
+    key = args.model if args.model in ("0.5b", "3b-vl", "3omni") else f"{args.model}-{args.mmproj}"
+    if args.model == "3omni" and "A" in args.configs:
+        print("3omni: no configuration A (libmtmd 0.3.36 refuses the Qwen3-Omni mmproj); B is the baseline", flush=True)
+        args.configs = [c for c in args.configs if c != "A"]
     if args.n_gpu_layers:
         key += "-gpu"
     pair = model_pair(args.model, args.mmproj, args.tokenizer)
