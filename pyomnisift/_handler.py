@@ -147,12 +147,7 @@ class OmniSIFTChatHandler:
 
         self.planner = Planner(tokenize=tokenize,
                                uses_mrope=info.uses_mrope, vision=vision, audio=audio, audio_windowed=windowed,
-                               vision_wrappers=(self.family.vision_bos, self.family.vision_eos),
-                               audio_wrappers=(self.family.audio_bos, self.family.audio_eos),
-                               positions_per_second=self.family.positions_per_second,
-                               patch=self.family.patch, audio_in_video=self.family.audio_in_video,
-                               timestamps=self.family.timestamps,
-                               head_id=self.sift_head.path if self.sift_head is not None else "")
+                               family=self.family, head_id=self.sift_head.path if self.sift_head is not None else "")
         self.context = Context(vision=vision, audio=audio, engine=self.engine, uses_mrope=info.uses_mrope)
         self._gpu = gpu
         self._identity = None
@@ -261,12 +256,18 @@ class OmniSIFTChatHandler:
         result = formatted["result"]
         stats = Stats()
         probes = []
+        encoded_ms, encoder_calls = self.planner.audio_encoded_ms, self.planner.audio_encoder_calls
         with stats.timer("media_decode"):
             for item in prompt.media:
                 probes.append(self.planner.probe(item, settings))
                 stats.warnings.extend(probes[-1].warnings)
                 if progress is not None:
                     progress("plan", len(probes), len(prompt.media))
+        # a tower that encodes whole clips did so while probing: encoding, not media decoding
+        encoded_ms = self.planner.audio_encoded_ms - encoded_ms
+        stats.timings["media_decode"] -= encoded_ms
+        stats.timings["encode_audio"] += encoded_ms
+        stats.encoder_calls["audio"] += self.planner.audio_encoder_calls - encoder_calls
         for w in stats.warnings:
             warnings.warn(w, stacklevel=4)
         add_bos = not result.added_special   # as llama-cpp-python's chat handlers tokenize

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,7 +26,8 @@ from . import _mel_stream, _sequence as S
 from .media import decode, sampling
 from ._audio import n_tokens as audio_n_tokens
 from ._errors import ModelFileError
-from ._prompt import AUDIO_BOS, AUDIO_EOS, VISION_BOS, VISION_EOS, MediaItem, Prompt
+from ._families import TEXT_ONLY, Family
+from ._prompt import MediaItem, Prompt
 from ._settings import Settings
 from ._sift import n_kept as sift_n_kept
 
@@ -191,35 +193,40 @@ def placeholders(key: bytes, n: int) -> np.ndarray:
     return (-(1 + (base + np.arange(n, dtype=np.int64)) % PLACEHOLDER_SPACE)).astype(np.int32)
 
 
+PROBES_KEPT = 64                  # probes remembered by content
+PROBE_ROWS_BYTES = 64 << 20       # of which audio rows encoded at planning (libmtmd's), at most
+
+
+def _rows_bytes(probe: Probe) -> int:
+    return np.asarray(probe.audio_rows).nbytes if probe.audio_rows is not None else 0
+
+
 class Planner:
     """Turns prompts into plans for one model: its tokenizer, RoPE kind and encoders."""
 
     def __init__(self, *, tokenize: Callable[[str, bool], list], uses_mrope: bool, vision, audio,
-                 audio_windowed: bool, head_id: str = "", vision_wrappers: tuple = (VISION_BOS, VISION_EOS),
-                 audio_wrappers: tuple = (AUDIO_BOS, AUDIO_EOS),
-                 positions_per_second: int = S.POSITIONS_PER_SECOND, patch: int = 28,
-                 audio_in_video: str = "chunks", timestamps: bool = False):
+                 audio_windowed: bool, family: Family = TEXT_ONLY, head_id: str = ""):
         self.tokenize = tokenize            # (text, add_bos) -> token ids
         self.uses_mrope = uses_mrope
         self.vision = vision                # MtmdEncoder or None
         self.audio = audio                  # AudioTower / MtmdEncoder (encode_audio) or None
         self.audio_windowed = audio_windowed
         self.head_id = head_id              # identity of the learned selector head, part of media keys
-        self.audio_bos = tokenize(audio_wrappers[0], False)
-        self.audio_eos = tokenize(audio_wrappers[1], False)
-        self.vision_bos = tokenize(vision_wrappers[0], False)
-        self.vision_eos = tokenize(vision_wrappers[1], False)
-        self.positions_per_second = positions_per_second   # the family's video t ids per second
-        self.patch = patch                  # the family's pixels per grid token side
-        # how a video's own audio goes with it: "chunks" (Qwen2.5-Omni: per 2-s chunk, the wrappers of
-        # each side sharing a position) or "tokens" (Qwen3-Omni: merged by t token by token, every
-        # wrapper at its own position)
-        self.audio_in_video = audio_in_video
-        # Qwen3-VL: a video is its frame grids one after another, each placed as an image and preceded
-        # by "<t seconds>" and the vision wrappers as text (S.stamped_grids)
-        self.timestamps = timestamps
+        # the family's layout rules: wrappers, video t ids a second, grid patch, how a video's own
+        # audio goes with it, timestamps (_families.Family)
+        self.family = family
+        self.audio_bos = tokenize(family.audio_bos, False)
+        self.audio_eos = tokenize(family.audio_eos, False)
+        self.vision_bos = tokenize(family.vision_bos, False)
+        self.vision_eos = tokenize(family.vision_eos, False)
+        self.positions_per_second = family.positions_per_second
+        self.patch = family.patch
         self._digests: dict = {}
         self._probes: dict = {}
+        # time and calls of towers that encode whole clips while probing (libmtmd's audio): the
+        # handler reports them as encoding, not as media decoding
+        self.audio_encoded_ms = 0.0
+        self.audio_encoder_calls = 0
 
     # --- probing
 
@@ -234,11 +241,16 @@ class Planner:
                 if e.path != item.label and not isinstance(item.source, str):
                     raise ModelFileError(item.label, e.problem) from None   # name the part, not "<in-memory media>"
                 raise
-            if probe.audio_rows is None:   # rows (libmtmd's audio) are too large to keep around
-                if len(self._probes) >= 64:
-                    self._probes.pop(next(iter(self._probes)))
+            # libmtmd's rows are kept too (a follow-up turn would encode the track again), up to a budget
+            held = self._probe_bytes() + _rows_bytes(probe)
+            while self._probes and (len(self._probes) >= PROBES_KEPT or held > PROBE_ROWS_BYTES):
+                held -= _rows_bytes(self._probes.pop(next(iter(self._probes))))
+            if _rows_bytes(probe) <= PROBE_ROWS_BYTES:
                 self._probes[key] = probe
         return probe
+
+    def _probe_bytes(self) -> int:
+        return sum(_rows_bytes(p) for p in self._probes.values())
 
     def _probe(self, item: MediaItem, settings: Settings) -> Probe:
         if item.kind == "audio":
@@ -285,7 +297,13 @@ class Planner:
             plan = _mel_stream.scan(decode.iter_audio(item.source, AUDIO_BLOCK, budget=item.budget))
             return plan.n_samples, plan, None
         pcm = decode.read_audio(item.source, budget=item.budget)
-        return len(pcm), None, (self.audio.encode_audio(pcm) if len(pcm) else None)
+        if not len(pcm):
+            return 0, None, None
+        t0 = time.perf_counter()
+        rows = self.audio.encode_audio(pcm)
+        self.audio_encoded_ms += (time.perf_counter() - t0) * 1e3
+        self.audio_encoder_calls += 1
+        return len(pcm), None, rows
 
     def _require_audio(self, item: MediaItem) -> None:
         if self.audio is None:
@@ -328,7 +346,7 @@ class Planner:
                 f"of this model ({self.positions_per_second} a second): lower video_fps to at most "
                 f"{2 * self.positions_per_second} (a clip shorter than {4 / (2 * self.positions_per_second):g} s "
                 "is sampled faster: at least 4 frames)")
-        if probe.n_audio and self.audio_in_video == "tokens":
+        if probe.n_audio and self.family.audio_in_video == "tokens":
             return Layout.of(S.video_with_audio_interleaved(n_grids, gh, gw, probe.n_audio, rows_start,
                                                             seconds_per_grid, self.positions_per_second))
         if probe.n_audio:
@@ -381,7 +399,7 @@ class Planner:
                 close_tokens = list(self.audio_eos) + list(self.vision_eos)
                 tokens = tokens[:-len(self.vision_bos)]
                 texts[i + 1] = texts[i + 1][len(self.vision_eos):]
-            if probe.kind == "video" and self.timestamps:
+            if probe.kind == "video" and self.family.timestamps:
                 # the template's wrappers stay around the grids' own (transformers 5.23's
                 # Qwen3VLProcessor replaces only <|video_pad|>)
                 text(tokens)
@@ -392,7 +410,7 @@ class Planner:
                 continue
             text(tokens)
             start = pos
-            apart = self.audio_in_video == "tokens"
+            apart = self.family.audio_in_video == "tokens"
             rows_start = start + (len(open_tokens) if apart else 1 if open_tokens else 0)
             layout = self._layout(probe, rows_start, item.label)
             n_kept, n_kept_video = self._kept(layout, settings)

@@ -26,14 +26,11 @@ from typing import Optional
 
 # Runs the converter with OmniSIFT's selector tensors filtered out of the LLM's tensor list (the
 # mmproj class already keeps only visual.* / audio_tower.*). argv: converter path, then its arguments.
+# The converter's conversion/ and gguf-py/ reach the child through PYTHONPATH (_converter_env).
 _WRAPPER = r"""
-import os, runpy, sys
+import runpy, sys
 script = sys.argv[1]
 sys.argv = [script] + sys.argv[2:]
-here = os.path.dirname(os.path.abspath(script))
-sys.path.insert(0, here)
-if 'NO_LOCAL_GGUF' not in os.environ:
-    sys.path.insert(1, os.path.join(here, 'gguf-py'))
 import conversion.qwenvl as q
 _orig = q.Qwen2VLModel.filter_tensors.__func__
 def _filter(cls, item):
@@ -59,12 +56,24 @@ def _run_converter(converter: Path, checkpoint: Path, outfile: Path, outtype: st
            "--outfile", str(tmp)]
     if mmproj:
         cmd.append("--mmproj")
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=_converter_env(converter))
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         tail = "\n".join(done.stdout.strip().splitlines()[-15:])
         raise ConvertError(f"llama.cpp's converter failed on {checkpoint} ({'mmproj' if mmproj else 'LLM'}):\n{tail}")
     os.replace(tmp, outfile)
+
+
+def _converter_env(converter: Path) -> dict:
+    """The environment in which the converter's own packages import first, as when it runs as a script:
+    its directory (conversion/) and, unless NO_LOCAL_GGUF is set, its gguf-py/ (the one it was written
+    against, not an installed gguf of another version)."""
+    here = converter.resolve().parent
+    paths = [str(here)] + ([] if "NO_LOCAL_GGUF" in os.environ else [str(here / "gguf-py")])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
 
 
 def quantize(src: Path, dst: Path, qtype: str, n_threads: int = 0) -> None:

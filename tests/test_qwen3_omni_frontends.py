@@ -57,6 +57,46 @@ def test_chat_follow_up_and_streaming(model, clip):
     assert text == first["choices"][0]["message"]["content"]
 
 
+def test_audio_encoded_while_planning_is_reported_as_encoding(model, tmp_path, monkeypatch):
+    """libmtmd's audio tower encodes a whole track when the request is planned: usage says so under
+    encode_audio and encoder_calls, not inside media_decode; a follow-up turn encodes nothing (the rows
+    are kept with the probe, within a budget)."""
+    import time
+
+    clip = write_clip(tmp_path / "other.mp4", seconds=1.5)   # not the module clip: not probed yet
+    tower = model.chat_handler.planner.audio
+    spent = []
+    encode = tower.encode_audio
+
+    def timed(pcm):
+        t0 = time.perf_counter()
+        try:
+            return encode(pcm)
+        finally:
+            spent.append((time.perf_counter() - t0) * 1e3)
+
+    monkeypatch.setattr(tower, "encode_audio", timed)
+    first = model.create_chat_completion(_ask(clip), max_tokens=1, temperature=0)["usage"]["omnisift"]
+    assert len(spent) == 1 and first["encoder_calls"]["audio"] == 1
+    t = first["timings_ms"]
+    assert t["encode_audio"] >= spent[0] * 0.999
+    assert t["media_decode"] >= 0 and t["encode"] == pytest.approx(t["encode_vision"] + t["encode_audio"], abs=1e-2)
+    messages = _ask(clip) + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "And?"}]
+    again = model.create_chat_completion(messages, max_tokens=1, temperature=0)["usage"]["omnisift"]
+    assert len(spent) == 1 and again["encoder_calls"]["audio"] == 0 and again["timings_ms"]["encode_audio"] == 0
+
+    # rows past the planner's budget are not kept: another clip's follow-up encodes again, and says so
+    from pyomnisift import _plan
+
+    monkeypatch.setattr(_plan, "PROBE_ROWS_BYTES", 0)
+    other = write_clip(tmp_path / "third.mp4", seconds=1.2)
+    model.create_chat_completion(_ask(other), max_tokens=1, temperature=0)
+    messages = _ask(other) + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "And?"}]
+    again = model.create_chat_completion(messages, max_tokens=1, temperature=0)["usage"]["omnisift"]
+    assert len(spent) == 3 and again["encoder_calls"]["audio"] == 1
+    assert again["timings_ms"]["encode_audio"] >= spent[-1] * 0.999
+
+
 def test_cli_and_server_answer_as_the_library(fam, model, clip):
     reference = model.create_chat_completion(_ask(clip), max_tokens=3, temperature=0)
     counts = reference["usage"]["omnisift"]
