@@ -32,7 +32,7 @@ from .media.source import LIBRARY, MediaPolicy
 from ._families import TEXT_ONLY, family_of
 from ._model_info import check_pair, read_llm_info
 from ._context import Context
-from ._plan import Planner, Plan, overflow
+from ._plan import Planner, overflow
 from ._prompt import build_prompt, tokenize_text
 from ._sampled import SampledTokens
 from ._settings import Settings, validate, with_pruning_rate

@@ -219,8 +219,6 @@ class Planner:
         self.audio_eos = tokenize(family.audio_eos, False)
         self.vision_bos = tokenize(family.vision_bos, False)
         self.vision_eos = tokenize(family.vision_eos, False)
-        self.positions_per_second = family.positions_per_second
-        self.patch = family.patch
         self._digests: dict = {}
         self._probes: dict = {}
         # time and calls of towers that encode whole clips while probing (libmtmd's audio): the
@@ -241,16 +239,15 @@ class Planner:
                 if e.path != item.label and not isinstance(item.source, str):
                     raise ModelFileError(item.label, e.problem) from None   # name the part, not "<in-memory media>"
                 raise
-            # libmtmd's rows are kept too (a follow-up turn would encode the track again), up to a budget
-            held = self._probe_bytes() + _rows_bytes(probe)
-            while self._probes and (len(self._probes) >= PROBES_KEPT or held > PROBE_ROWS_BYTES):
-                held -= _rows_bytes(self._probes.pop(next(iter(self._probes))))
-            if _rows_bytes(probe) <= PROBE_ROWS_BYTES:
+            # libmtmd's rows are kept too (a follow-up turn would encode the track again), up to a budget;
+            # a probe whose rows alone are past it is not kept, and evicts nothing
+            size = _rows_bytes(probe)
+            if size <= PROBE_ROWS_BYTES:
+                held = size + sum(_rows_bytes(p) for p in self._probes.values())
+                while self._probes and (len(self._probes) >= PROBES_KEPT or held > PROBE_ROWS_BYTES):
+                    held -= _rows_bytes(self._probes.pop(next(iter(self._probes))))
                 self._probes[key] = probe
         return probe
-
-    def _probe_bytes(self) -> int:
-        return sum(_rows_bytes(p) for p in self._probes.values())
 
     def _probe(self, item: MediaItem, settings: Settings) -> Probe:
         if item.kind == "audio":
@@ -263,17 +260,18 @@ class Planner:
             return Probe("audio", n_audio=n_audio, n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan)
         if self.vision is None or not self.vision.supports_vision:
             raise ValueError(f"{item.label}: this model's mmproj has no vision tower")
+        patch = self.family.patch
         if item.kind == "image":
             pixels = decode.read_image(item.source, item.budget)
             try:
-                h, w = sampling.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_TOKENS * self.patch ** 2,
-                                             IMAGE_MAX_TOKENS * self.patch ** 2, factor=self.patch)
+                h, w = sampling.smart_resize(pixels.shape[0], pixels.shape[1], IMAGE_MIN_TOKENS * patch ** 2,
+                                             IMAGE_MAX_TOKENS * patch ** 2, factor=patch)
             except ValueError as e:    # as a video's "cannot be sampled": name the file
                 raise ModelFileError(item.label, f"cannot be sized for the model: {e}") from e
-            return Probe("image", grid=(h // self.patch, w // self.patch), patch=self.patch)
-        min_pixels, max_pixels = sampling.video_pixel_bounds(self.patch)
+            return Probe("image", grid=(h // patch, w // patch), patch=patch)
+        min_pixels, max_pixels = sampling.video_pixel_bounds(patch)
         info = decode.probe_video(item.source, settings.video_fps, min_pixels, max_pixels, budget=item.budget,
-                                  factor=self.patch)
+                                  factor=patch)
         warnings: tuple = ()
         n_samples, rows, audio_plan = 0, None, None
         if info.audio_error is not None:   # no reason to refuse the video: it goes without sound
@@ -286,8 +284,8 @@ class Planner:
             except ModelFileError as e:   # the track breaks past its first packets
                 warnings = (f"{item.label}: {e.problem}; the video is used without sound",)
         n_audio = (len(rows) if rows is not None else audio_n_tokens(n_samples)) if n_samples else 0
-        return Probe("video", grid=(info.height // self.patch, info.width // self.patch), video=info, n_audio=n_audio,
-                     n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings, patch=self.patch)
+        return Probe("video", grid=(info.height // patch, info.width // patch), video=info, n_audio=n_audio,
+                     n_samples=n_samples, audio_rows=rows, audio_plan=audio_plan, warnings=warnings, patch=patch)
 
     def _audio_cost(self, item: MediaItem):
         """(16 kHz samples, AudioPlan, rows). Our windowed tower: one streaming pass gives the sample
@@ -336,22 +334,23 @@ class Planner:
             return Layout.of(S.audio_blocks(probe.n_audio, rows_start))
         n_grids = probe.video.n_grids
         seconds_per_grid = probe.video.seconds_per_grid   # the reference's second_per_grid_ts: 2 / sample fps
-        t = S.video_t(n_grids, seconds_per_grid, self.positions_per_second)
+        per_second = self.family.positions_per_second     # video t ids a second
+        t = S.video_t(n_grids, seconds_per_grid, per_second)
         if len(np.unique(t)) < n_grids:
             # grids sharing a t: the model cannot tell them apart in time, and the compression groups
             # grids by t (omnisift.h); so few position ids a second (Qwen2.5-VL: 2) need grids >= 0.5 s
             raise ValueError(
                 f"{label}: sampled at "
                 f"{2 / seconds_per_grid:.3g} frames a second, two frame pairs would share one time position "
-                f"of this model ({self.positions_per_second} a second): lower video_fps to at most "
-                f"{2 * self.positions_per_second} (a clip shorter than {4 / (2 * self.positions_per_second):g} s "
+                f"of this model ({per_second} a second): lower video_fps to at most "
+                f"{2 * per_second} (a clip shorter than {4 / (2 * per_second):g} s "
                 "is sampled faster: at least 4 frames)")
         if probe.n_audio and self.family.audio_in_video == "tokens":
             return Layout.of(S.video_with_audio_interleaved(n_grids, gh, gw, probe.n_audio, rows_start,
-                                                            seconds_per_grid, self.positions_per_second))
+                                                            seconds_per_grid, per_second))
         if probe.n_audio:
             return Layout.of(S.video_with_audio_blocks(n_grids, gh, gw, probe.n_audio, rows_start, seconds_per_grid))
-        return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid, self.positions_per_second))
+        return Layout.of(S.video_blocks(n_grids, gh, gw, rows_start, seconds_per_grid, per_second))
 
     def _kept(self, layout: Layout, s: Settings) -> tuple[int, int]:
         """(rows kept, video rows kept) by the C rules."""

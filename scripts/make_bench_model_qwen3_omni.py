@@ -134,6 +134,24 @@ class _Q4Draws:
         return self.cache[key]
 
 
+def check_against(template: Path, mine: dict, skip: set = frozenset()) -> set:
+    """Raises on a tensor-set or forced-type difference from the template; returns its keys."""
+    t_tensors, t_keys = read_template(template)
+    wanted = set(t_tensors) - set(skip)
+    if set(mine) != wanted:
+        raise ValueError(f"tensor set differs from the template {template}: {sorted(set(mine) ^ wanted)}")
+    for p in wanted:   # the template is f32: what it forces otherwise (f16 convolutions) stays so here
+        if t_tensors[p] != "F32" and mine[p] != t_tensors[p]:
+            raise ValueError(f"{p}: template {t_tensors[p]}, here {mine[p]}")
+    return set(t_keys) - {"general.architecture"}
+
+
+def check_keys_written(w, keys: set) -> None:
+    missing = keys - set(w.kv_data[0])
+    if missing:
+        raise ValueError(f"keys of the template not written: {sorted(missing)}")
+
+
 # --------------------------------------------------------------------------- LLM
 
 def tokenizer_keys_qwen3(w, src: Path, n_vocab: int, added: dict = QWEN3_OMNI_ADDED,
@@ -168,11 +186,22 @@ def tokenizer_keys_qwen3(w, src: Path, n_vocab: int, added: dict = QWEN3_OMNI_AD
     w.add_chat_template(QWEN3_CHAT_TEMPLATE)
 
 
+def attention_tensors(b: str, q: _Q4Draws, r: _Draws, g: dict = LLM) -> list:
+    """A Qwen3 layer's attention (with q_norm / k_norm) of geometry g, in the converter's order."""
+    d, hd = g["n_embd"], g["head_dim"]
+    nq, nkv = g["n_head"] * hd, g["n_head_kv"] * hd
+    return [(b + "attn_k_norm.weight", r.vec(hd, 1.0), False),
+            (b + "attn_k.weight", q.mat(nkv, d), True),
+            (b + "attn_output.weight", q.mat(d, nq), True),
+            (b + "attn_q_norm.weight", r.vec(hd, 1.0), False),
+            (b + "attn_q.weight", q.mat(nq, d), True),
+            (b + "attn_v.weight", q.mat(nkv, d), True)]
+
+
 def llm_tensors(n_layer: int, seed: int = 0):
     """[(name, array, raw Q4_0?)] in the converter's order (output, token_embd, layers, output_norm)."""
     g, q, r = LLM, _Q4Draws(seed), _Draws(seed + 100)
-    d, hd, E, ffe = g["n_embd"], g["head_dim"], g["n_expert"], g["n_ff_exp"]
-    nq, nkv = g["n_head"] * hd, g["n_head_kv"] * hd
+    d, E, ffe = g["n_embd"], g["n_expert"], g["n_ff_exp"]
     out = [("output.weight", q.mat(g["n_vocab"], d), True), ("token_embd.weight", q.mat(g["n_vocab"], d, fan_in=1), True)]
     for i in range(n_layer):
         b = f"blk.{i}."
@@ -181,35 +210,14 @@ def llm_tensors(n_layer: int, seed: int = 0):
                 (b + "ffn_gate_exps.weight", q.mat(E, ffe, d), True),
                 (b + "ffn_up_exps.weight", q.mat(E, ffe, d), True),
                 (b + "ffn_gate_inp.weight", r.mat(E, d, dtype=np.float32), False),
-                (b + "ffn_norm.weight", r.vec(d, 1.0), False),
-                (b + "attn_k_norm.weight", r.vec(hd, 1.0), False),
-                (b + "attn_k.weight", q.mat(nkv, d), True),
-                (b + "attn_output.weight", q.mat(d, nq), True),
-                (b + "attn_q_norm.weight", r.vec(hd, 1.0), False),
-                (b + "attn_q.weight", q.mat(nq, d), True),
-                (b + "attn_v.weight", q.mat(nkv, d), True)]
+                (b + "ffn_norm.weight", r.vec(d, 1.0), False)] + attention_tensors(b, q, r)
     out.append(("output_norm.weight", r.vec(d, 1.0), False))
     return out
 
 
-def write_llm(tokenizer_src: Path, path: Path, n_layer: int, template: Path) -> None:
-    from gguf import GGUFWriter
-
-    g = LLM
-    tensors = llm_tensors(n_layer)
-    t_tensors, t_keys = read_template(template)
-    mine = {_pattern(n): ("Q4_0" if raw else "F32") for n, _, raw in tensors}
-    if set(mine) != set(t_tensors):
-        raise ValueError(f"tensor set differs from the template {template}: {sorted(set(mine) ^ set(t_tensors))}")
-    for p, t in t_tensors.items():   # the template is f32: its f32 big matrices are Q4_0 here
-        if t != "F32" and mine[p] != t:
-            raise ValueError(f"{p}: template {t}, here {mine[p]}")
-    a = "qwen3vlmoe"
-    w = GGUFWriter(str(path), a)
-    depth = "" if n_layer == g["n_layer"] else f", {n_layer} of its 48 layers"
-    w.add_type("model")
-    w.add_name(f"Qwen3-Omni-30B-A3B thinker geometry{depth}, random weights (pyomnisift bench)")
-    w.add_size_label("128x0.8B")
+def add_qwen3_llm_keys(w, g: dict, n_layer: int) -> None:
+    """The hyperparameter keys a Qwen3 text model of geometry g has whatever its FFN (dense or MoE),
+    and the Q4_0 file type."""
     w.add_block_count(n_layer)
     w.add_context_length(g["context"])
     w.add_embedding_length(g["n_embd"])
@@ -219,18 +227,31 @@ def write_llm(tokenizer_src: Path, path: Path, n_layer: int, template: Path) -> 
     w.add_rope_dimension_sections(g["rope_sections"])
     w.add_rope_freq_base(g["rope_base"])
     w.add_layer_norm_rms_eps(g["eps"])
-    w.add_expert_count(g["n_expert"])
-    w.add_expert_used_count(g["n_expert_used"])
     w.add_key_length(g["head_dim"])
     w.add_value_length(g["head_dim"])
     w.add_file_type(2)   # LLAMA_FTYPE_MOSTLY_Q4_0
+
+
+def write_llm(tokenizer_src: Path, path: Path, n_layer: int, template: Path) -> None:
+    from gguf import GGUFWriter
+
+    g = LLM
+    tensors = llm_tensors(n_layer)
+    keys = check_against(template, {_pattern(n): ("Q4_0" if raw else "F32") for n, _, raw in tensors})
+    a = "qwen3vlmoe"
+    w = GGUFWriter(str(path), a)
+    depth = "" if n_layer == g["n_layer"] else f", {n_layer} of its 48 layers"
+    w.add_type("model")
+    w.add_name(f"Qwen3-Omni-30B-A3B thinker geometry{depth}, random weights (pyomnisift bench)")
+    w.add_size_label("128x0.8B")
+    add_qwen3_llm_keys(w, g, n_layer)
+    w.add_expert_count(g["n_expert"])
+    w.add_expert_used_count(g["n_expert_used"])
     w.add_expert_feed_forward_length(g["n_ff_exp"])
     w.add_num_deepstack_layers(0)
     w.add_quantization_version(2)
     tokenizer_keys_qwen3(w, tokenizer_src, g["n_vocab"])
-    missing = set(t_keys) - set(w.kv_data[0]) - {"general.architecture"}
-    if missing:
-        raise ValueError(f"keys of the template not written: {sorted(missing)}")
+    check_keys_written(w, keys)
     write_tensors_q4(w, tensors)
 
 
@@ -340,13 +361,7 @@ def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
     r = _Draws(seed)
     tensors = vision_tensors(r) | audio_tensors(r)
     types = {n: _type_of(n, x) for n, x in tensors.items()}
-    t_tensors, t_keys = read_template(template)
-    mine = {_pattern(n): t for n, t in types.items()}
-    if set(mine) != set(t_tensors):
-        raise ValueError(f"tensor set differs from the template {template}: {sorted(set(mine) ^ set(t_tensors))}")
-    for p, t in t_tensors.items():   # what the converter forces (f16 convolutions) stays so here
-        if t != "F32" and mine[p] != t:
-            raise ValueError(f"{p}: template {t}, here {mine[p]}")
+    keys = check_against(template, {_pattern(n): t for n, t in types.items()})
     w = GGUFWriter(str(path), "clip")
     w.add_type("mmproj")
     w.add_name("Qwen3-Omni-30B-A3B towers geometry, random weights (pyomnisift bench, q8_0)")
@@ -368,9 +383,7 @@ def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
     w.add_string("clip.vision.projector_type", "qwen3vl_merger")
     w.add_string("clip.audio.projector_type", "qwen3a")
     w.add_quantization_version(2)
-    missing = set(t_keys) - set(w.kv_data[0]) - {"general.architecture"}
-    if missing:
-        raise ValueError(f"keys of the template not written: {sorted(missing)}")
+    check_keys_written(w, keys)
     write_tensors_q8(w, tensors, types)
 
 

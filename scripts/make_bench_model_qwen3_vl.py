@@ -33,13 +33,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from make_bench_model import _stamp
 from make_bench_model_3b import _Draws
-from make_bench_model_qwen3_omni import (_Q4Draws, _pattern, _type_of, read_template, tokenizer_keys_qwen3,
-                                         add_vision_keys, vision_tensors, write_tensors_q4,
-                                         write_tensors_q8)
+from make_bench_model_qwen3_omni import (_Q4Draws, _pattern, _type_of, add_qwen3_llm_keys, add_vision_keys,
+                                         attention_tensors, check_against, check_keys_written, tokenizer_keys_qwen3,
+                                         vision_tensors, write_tensors_q4, write_tensors_q8)
 
 LLM = dict(n_layer=36, n_embd=2560, n_head=32, n_head_kv=8, head_dim=128, n_ff=9728, n_vocab=151936,
            rope_base=5e6, eps=1e-6, context=262144, rope_sections=[24, 20, 20, 0])
@@ -66,8 +64,7 @@ def template_dir() -> Path:
 def llm_tensors(seed: int = 0):
     """[(name, array, raw Q4_0?)] in the converter's order (token_embd, layers, output_norm)."""
     g, q, r = LLM, _Q4Draws(seed), _Draws(seed + 100)
-    d, hd, ff = g["n_embd"], g["head_dim"], g["n_ff"]
-    nq, nkv = g["n_head"] * hd, g["n_head_kv"] * hd
+    d, ff = g["n_embd"], g["n_ff"]
     out = [("token_embd.weight", q.mat(g["n_vocab"], d, fan_in=1), True)]
     for i in range(g["n_layer"]):
         b = f"blk.{i}."
@@ -75,27 +72,9 @@ def llm_tensors(seed: int = 0):
                 (b + "ffn_down.weight", q.mat(d, ff), True),
                 (b + "ffn_gate.weight", q.mat(ff, d), True),
                 (b + "ffn_up.weight", q.mat(ff, d), True),
-                (b + "ffn_norm.weight", r.vec(d, 1.0), False),
-                (b + "attn_k_norm.weight", r.vec(hd, 1.0), False),
-                (b + "attn_k.weight", q.mat(nkv, d), True),
-                (b + "attn_output.weight", q.mat(d, nq), True),
-                (b + "attn_q_norm.weight", r.vec(hd, 1.0), False),
-                (b + "attn_q.weight", q.mat(nq, d), True),
-                (b + "attn_v.weight", q.mat(nkv, d), True)]
+                (b + "ffn_norm.weight", r.vec(d, 1.0), False)] + attention_tensors(b, q, r, LLM)
     out.append(("output_norm.weight", r.vec(d, 1.0), False))
     return out
-
-
-def _check_against(template: Path, mine: dict, skip: set = frozenset()) -> set:
-    """Raises on a tensor-set or forced-type difference from the template; returns its keys."""
-    t_tensors, t_keys = read_template(template)
-    wanted = set(t_tensors) - set(skip)
-    if set(mine) != wanted:
-        raise ValueError(f"tensor set differs from the template {template}: {sorted(set(mine) ^ wanted)}")
-    for p in wanted:   # the template is f32: what it forces otherwise (f16 convolutions) stays so here
-        if t_tensors[p] != "F32" and mine[p] != t_tensors[p]:
-            raise ValueError(f"{p}: template {t_tensors[p]}, here {mine[p]}")
-    return set(t_keys) - {"general.architecture"}
 
 
 def write_llm(tokenizer_src: Path, path: Path, template: Path) -> None:
@@ -103,29 +82,16 @@ def write_llm(tokenizer_src: Path, path: Path, template: Path) -> None:
 
     g = LLM
     tensors = llm_tensors()
-    keys = _check_against(template, {_pattern(n): ("Q4_0" if raw else "F32") for n, _, raw in tensors}, TIED_ONLY)
+    keys = check_against(template, {_pattern(n): ("Q4_0" if raw else "F32") for n, _, raw in tensors}, TIED_ONLY)
     w = GGUFWriter(str(path), "qwen3vl")
     w.add_type("model")
     w.add_name("Qwen3-VL-4B-Instruct geometry, random weights (pyomnisift bench)")
     w.add_size_label("4B")
-    w.add_block_count(g["n_layer"])
-    w.add_context_length(g["context"])
-    w.add_embedding_length(g["n_embd"])
-    w.add_feed_forward_length(g["n_ff"])
-    w.add_head_count(g["n_head"])
-    w.add_head_count_kv(g["n_head_kv"])
-    w.add_rope_dimension_sections(g["rope_sections"])
-    w.add_rope_freq_base(g["rope_base"])
-    w.add_layer_norm_rms_eps(g["eps"])
-    w.add_key_length(g["head_dim"])
-    w.add_value_length(g["head_dim"])
-    w.add_file_type(2)   # LLAMA_FTYPE_MOSTLY_Q4_0
+    add_qwen3_llm_keys(w, g, g["n_layer"])
     w.add_num_deepstack_layers(len(VISION["deepstack"]))
     w.add_quantization_version(2)
     tokenizer_keys_qwen3(w, tokenizer_src, g["n_vocab"], QWEN3_VL_ADDED, REQUIRED_SINGLE)
-    missing = keys - set(w.kv_data[0])
-    if missing:
-        raise ValueError(f"keys of the template not written: {sorted(missing)}")
+    check_keys_written(w, keys)
     write_tensors_q4(w, tensors)
 
 
@@ -135,7 +101,7 @@ def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
     v = VISION
     tensors = vision_tensors(_Draws(seed), v, N_PROJ)
     types = {n: _type_of(n, x) for n, x in tensors.items()}
-    keys = _check_against(template, {_pattern(n): t for n, t in types.items()})
+    keys = check_against(template, {_pattern(n): t for n, t in types.items()})
     w = GGUFWriter(str(path), "clip")
     w.add_type("mmproj")
     w.add_name("Qwen3-VL-4B-Instruct vision tower geometry, random weights (pyomnisift bench, q8_0)")
@@ -148,9 +114,7 @@ def write_mmproj(path: Path, template: Path, seed: int = 1) -> None:
     w.add_float32("clip.vision.attention.layer_norm_epsilon", v["eps"])
     w.add_array("clip.vision.is_deepstack_layers", [i in v["deepstack"] for i in range(v["n_layer"])])
     w.add_quantization_version(2)
-    missing = keys - set(w.kv_data[0])
-    if missing:
-        raise ValueError(f"keys of the template not written: {sorted(missing)}")
+    check_keys_written(w, keys)
     write_tensors_q8(w, tensors, types)
 
 
